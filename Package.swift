@@ -1,0 +1,50 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "jobgov",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "jobgov", targets: ["jobgov"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+    ],
+    targets: [
+        // Pure types and policy: no system calls, tested without root or a kernel.
+        .target(name: "JobgovCore"),
+        // C helpers for calls Swift cannot import (variadic ioctl/prctl).
+        .target(name: "CJobgovShims"),
+        // /proc, signals, spawning: the seam between policy and the kernel.
+        .target(
+            name: "LinuxSystem",
+            dependencies: [
+                "JobgovCore", "CJobgovShims",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        // The token pool (named FIFO + pipe-style fds) and the control socket.
+        .target(
+            name: "Jobserver",
+            dependencies: [
+                "JobgovCore", "LinuxSystem", "CJobgovShims",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ]
+        ),
+        // Commands and the supervisor loop; the executable only calls into this.
+        .target(
+            name: "JobgovCLI",
+            dependencies: [
+                "JobgovCore", "Jobserver", "LinuxSystem",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(name: "jobgov", dependencies: ["JobgovCLI"]),
+
+        .testTarget(name: "JobgovCoreTests", dependencies: ["JobgovCore"]),
+        .testTarget(name: "JobserverTests", dependencies: ["Jobserver", "LinuxSystem"]),
+        // Drive the built `jobgov` binary with real make 4.3, make 4.4.1, ninja 1.13 and cargo.
+        .testTarget(name: "IntegrationTests", dependencies: ["jobgov", "LinuxSystem"]),
+    ]
+)

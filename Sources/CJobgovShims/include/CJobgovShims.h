@@ -1,0 +1,30 @@
+#ifndef CJOBGOV_SHIMS_H
+#define CJOBGOV_SHIMS_H
+// Calls Swift cannot import directly: ioctl and prctl are variadic in C, and glibc hides pipe2 and the
+// signalfd header behind _GNU_SOURCE, which the Glibc module is not built with.
+#include <sys/signalfd.h>
+#include <signal.h>
+
+/// si_code of a signal the kernel itself raised (for instance a terminal's Ctrl-C).
+static const int jobgov_si_kernel = SI_KERNEL;
+
+/// pipe2(fds, O_CLOEXEC).
+int jobgov_pipe_cloexec(int fds[2]);
+
+/// Bytes waiting in a pipe or FIFO (ioctl FIONREAD), or -1 with errno set.
+int jobgov_bytes_readable(int fd);
+
+/// Makes orphaned descendants re-parent to this process (prctl PR_SET_CHILD_SUBREAPER), so jobgov can see when
+/// the processes of a client that died are all gone. Returns 0 or -1 with errno set.
+int jobgov_set_child_subreaper(void);
+
+/// Asks the kernel to send `sig` to this process when its parent dies (prctl PR_SET_PDEATHSIG).
+int jobgov_set_parent_death_signal(int sig);
+
+/// accept4 with SOCK_NONBLOCK | SOCK_CLOEXEC.
+int jobgov_accept_nonblocking(int listen_fd);
+
+/// The user id of a Unix socket's peer (SO_PEERCRED), or -1.
+long jobgov_peer_uid(int fd);
+
+#endif

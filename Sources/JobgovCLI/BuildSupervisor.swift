@@ -1,0 +1,181 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import JobgovCore
+import Jobserver
+import LinuxSystem
+
+/// Runs one build as its jobserver: owns the token pool and the control socket, starts the build, forwards
+/// signals, re-creates tokens lost with dead clients, and cleans everything up however the build ends.
+///
+/// Single-threaded: one poll loop over a signalfd, the control socket and (while the target is being lowered) the
+/// FIFO's read end, with a short tick for token accounting. Nothing here sits between a client and its tokens,
+/// so it adds no latency to token hand-out.
+final class BuildSupervisor {
+    struct Options {
+        var plan: RunPlan
+        var executable: String
+        var environment: [String: String]
+        var quiet: Bool
+        /// How often the accounting tick runs while the build is going.
+        var tickMilliseconds: Int32 = 100
+        /// How often the process tree is walked to look for lost tokens.
+        var lostTokenCheckSeconds: Double = 0.25
+    }
+
+    struct Outcome {
+        var exit: BuildExit
+        var elapsed: Double
+        var ledger: TokenLedger
+        var tokensInPoolAtEnd: Int
+    }
+
+    private let options: Options
+    private var ledger: TokenLedger
+    private var detector = LostTokenDetector()
+    private let tree = ProcessTree()
+    private let startTime = monotonicSeconds()
+
+    init(options: Options) {
+        self.options = options
+        self.ledger = TokenLedger(jobs: options.plan.ceiling)
+    }
+
+    func run() throws -> Outcome {
+        let env = options.environment
+        RuntimeDirectory.removeStale(environment: env)
+        let directory = try RuntimeDirectory(environment: env)
+        defer { directory.remove() }
+        let pool = try TokenPool(fifoPath: directory.file("fifo"))
+        defer { pool.close() }
+        let control = try ControlServer(path: directory.file("control"))
+        defer { control.close() }
+
+        let auth: String
+        switch options.plan.style {
+        case .fifo:
+            auth = "fifo:\(pool.fifoPath)"
+        case .pipe:
+            let ends = try pool.openClientPipeEnds()
+            auth = "\(ends.read),\(ends.write)"
+        }
+        refill(pool)
+
+        signal(SIGPIPE, SIG_IGN)
+        let signals = try SignalChannel(signals: [SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGQUIT])
+        try becomeChildSubreaper()
+
+        let buildEnv = options.plan.environment(base: env, auth: auth, controlPath: control.path, fifoPath: pool.fifoPath)
+        let child = try ProcessLauncher.spawn(
+            executable: options.executable, arguments: options.plan.argv,
+            environment: buildEnv.map { "\($0.key)=\($0.value)" }.sorted())
+        pool.closeClientPipeEndsInParent()
+
+        if !options.quiet {
+            let what = options.plan.argv.first.map { $0.split(separator: "/").last.map(String.init) ?? $0 } ?? "build"
+            note("\(what) runs with \(options.plan.ceiling) jobs (\(options.plan.style.rawValue) jobserver); "
+                 + "change it live with `jobgov ctl jobs N`")
+        }
+
+        var exit: BuildExit?
+        var lastCheck = monotonicSeconds()
+        while exit == nil {
+            var fds: [pollfd] = [pollfd(fd: signals.fd, events: Int16(POLLIN), revents: 0)]
+            fds += control.pollDescriptors.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
+            let absorbing = ledger.created > ledger.target
+            if absorbing { fds.append(pollfd(fd: pool.readFD, events: Int16(POLLIN), revents: 0)) }
+            let ready = retryingInterrupts { poll(&fds, nfds_t(fds.count), options.tickMilliseconds) }
+            if ready < 0 { throw SystemError("poll failed") }
+
+            for p in fds where p.revents != 0 {
+                if p.fd == signals.fd {
+                    for delivery in signals.drain() {
+                        if delivery.signal == SIGCHLD {
+                            for (pid, status) in reapExitedChildren() where pid == child {
+                                let decoded = decodeWaitStatus(status)
+                                if let code = decoded.exitCode { exit = .exited(code) }
+                                else if let sig = decoded.signal { exit = .signaled(sig) }
+                            }
+                        } else if !delivery.fromKernel {
+                            // A terminal's Ctrl-C reaches the whole foreground group, the build included; only
+                            // signals sent to jobgov alone (kill, a CI runner's timeout) need passing on.
+                            kill(child, delivery.signal)
+                        }
+                    }
+                } else if p.fd == pool.readFD {
+                    refill(pool)
+                } else {
+                    control.handleReadable(p.fd) { request in respond(to: request, pool: pool, auth: auth) }
+                }
+            }
+            refill(pool)
+
+            let inPool = pool.tokensInPool()
+            let outstanding = ledger.outstanding(inPool: inPool)
+            ledger.noteOutstanding(outstanding)
+            let now = monotonicSeconds()
+            if now - lastCheck >= options.lostTokenCheckSeconds {
+                lastCheck = now
+                recoverLostTokens(pool: pool, outstanding: outstanding)
+            }
+        }
+        let atEnd = pool.tokensInPool()
+        return Outcome(exit: exit!, elapsed: monotonicSeconds() - startTime, ledger: ledger, tokensInPoolAtEnd: atEnd)
+    }
+
+    /// Writes or absorbs tokens until the pool matches the target (absorbing only what is there to take).
+    private func refill(_ pool: TokenPool) {
+        let inPool = pool.tokensInPool()
+        switch ledger.action(inPool: inPool) {
+        case .none:
+            break
+        case .write(let n):
+            ledger.didWrite(pool.add(n))
+        case .absorb(let n):
+            let taken = pool.take(upTo: min(n, inPool))
+            if taken > 0 { ledger.didAbsorb(taken, inPoolBefore: inPool) }
+        }
+    }
+
+    private func recoverLostTokens(pool: TokenPool, outstanding: Int) {
+        guard outstanding > 0 else {
+            _ = detector.observe(outstanding: 0, liveTasks: 0)
+            return
+        }
+        let tasks = tree.descendantTaskCount(of: getpid())
+        let lost = detector.observe(outstanding: outstanding, liveTasks: tasks)
+        guard lost > 0 else { return }
+        let written = pool.add(lost)
+        ledger.didRecreate(written)
+        if !options.quiet {
+            note("re-created \(written) token\(written == 1 ? "" : "s") lost with a client that died while holding them")
+        }
+    }
+
+    private func respond(to request: Result<ControlRequest, ControlProtocolError>, pool: TokenPool, auth: String) -> String {
+        switch request {
+        case .failure(let error):
+            return "error \(error.message)"
+        case .success(.setJobs(let n)):
+            let old = ledger.targetJobs
+            ledger.setJobs(n)
+            refill(pool)
+            return "ok jobs=\(n) was=\(old)"
+        case .success(.status):
+            let inPool = pool.tokensInPool()
+            return PoolStatus(
+                pid: getpid(), command: options.plan.argv.joined(separator: " "), style: options.plan.style.rawValue,
+                auth: auth, jobs: ledger.targetJobs, ceiling: options.plan.ceiling, tokensCreated: ledger.created,
+                tokensInPool: inPool, tokensOutstanding: ledger.outstanding(inPool: inPool),
+                peakOutstanding: ledger.peakOutstanding, tokensRecreated: ledger.recreated,
+                tokensAbsorbed: ledger.absorbed, elapsedSeconds: monotonicSeconds() - startTime
+            ).json
+        }
+    }
+}
+
+/// Prints one line of jobgov's own on stderr, marked so it stands out from the build's output.
+func note(_ message: String) {
+    let line = "jobgov: \(message)\n"
+    writeStandardError(line)
+}

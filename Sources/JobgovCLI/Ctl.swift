@@ -1,0 +1,112 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import JobgovCore
+import Jobserver
+import LinuxSystem
+
+struct Ctl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ctl",
+        abstract: "Talk to a running jobgov: change its number of jobs or ask for its status.",
+        discussion: """
+        Finds the build through JOBGOV_CONTROL (set inside every build jobgov runs), through --pid, or, when \
+        exactly one jobgov of yours is running, by itself.
+        """,
+        subcommands: [Jobs.self, Status.self]
+    )
+
+    struct Target: ParsableArguments {
+        @Option(help: ArgumentHelp("The process id of the jobgov to talk to, when several run.", valueName: "pid"))
+        var pid: Int32?
+    }
+
+    struct Jobs: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Set the number of parallel jobs of a running build (takes effect at once when raising; "
+                + "when lowering, as running jobs finish)."
+        )
+        @Argument(help: ArgumentHelp("Number of jobs, 1 to \(JobsRequest.maximumJobs).", valueName: "N"))
+        var count: String
+        @OptionGroup var target: Target
+
+        func run() throws {
+            let n: Int
+            do { n = try JobsRequest.parseCount(count, option: "jobs") } catch {
+                fail(error.description)
+                throw ExitCode(2)
+            }
+            let reply = try talk(.setJobs(n), target: target)
+            print(reply.hasPrefix("ok ") ? String(reply.dropFirst(3)) : reply)
+        }
+    }
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show a running build's jobs and tokens.")
+        @Flag(help: "Print the status as one JSON object.")
+        var json = false
+        @OptionGroup var target: Target
+
+        func run() throws {
+            let reply = try talk(.status, target: target)
+            if json {
+                print(reply)
+                return
+            }
+            let f = PoolStatus.parse(json: reply)
+            print("""
+            jobgov \(f["pid"] ?? "?"): \(f["command"] ?? "?")
+              jobs \(f["jobs"] ?? "?") (ceiling \(f["ceiling"] ?? "?")), \(f["style"] ?? "?") jobserver \(f["auth"] ?? "")
+              tokens: \(f["tokens_created"] ?? "?") in circulation, \(f["tokens_in_pool"] ?? "?") free, \
+            \(f["tokens_outstanding"] ?? "?") held by jobs (peak \(f["peak_outstanding"] ?? "?")), \
+            \(f["tokens_recreated"] ?? "?") re-created
+              running for \(f["elapsed_seconds"] ?? "?") s
+            """)
+        }
+    }
+}
+
+private func talk(_ request: ControlRequest, target: Ctl.Target) throws -> String {
+    let env = currentEnvironment()
+    let path: String
+    if let pid = target.pid {
+        let found = RuntimeDirectory.baseCandidates(environment: env)
+            .flatMap { RuntimeDirectory.instances(in: $0) }
+            .first { $0.pid == pid }
+        guard let found else {
+            fail("no jobgov with pid \(pid) is running (or it runs as another user)")
+            throw ExitCode(1)
+        }
+        path = found.path + "/control"
+    } else if let fromEnv = env["JOBGOV_CONTROL"], !fromEnv.isEmpty {
+        path = fromEnv
+    } else {
+        var seen = Set<String>()
+        let live = RuntimeDirectory.baseCandidates(environment: env)
+            .flatMap { RuntimeDirectory.instances(in: $0) }
+            .filter { seen.insert($0.path).inserted && RuntimeDirectory.processExists($0.pid) }
+            .filter { access($0.path + "/control", F_OK) == 0 }
+        guard let only = live.first else {
+            fail("no running jobgov found; start a build with `jobgov make -jN` first")
+            throw ExitCode(1)
+        }
+        guard live.count == 1 else {
+            fail("several jobgov builds are running (pids \(live.map { String($0.pid) }.joined(separator: ", "))); pick one with --pid")
+            throw ExitCode(2)
+        }
+        path = only.path + "/control"
+    }
+    let reply: String
+    do {
+        reply = try ControlClient.send(request, to: path)
+    } catch {
+        fail(error.description)
+        throw ExitCode(1)
+    }
+    if reply.hasPrefix("error ") {
+        fail(String(reply.dropFirst(6)))
+        throw ExitCode(2)
+    }
+    return reply
+}

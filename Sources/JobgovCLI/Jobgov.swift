@@ -1,0 +1,196 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import JobgovCore
+import Jobserver
+import LinuxSystem
+
+public struct Jobgov: ParsableCommand {
+    public static let configuration = CommandConfiguration(
+        commandName: "jobgov",
+        abstract: "Run a parallel build with a live-resizable GNU make jobserver.",
+        discussion: """
+        jobgov runs COMMAND as the jobserver that make, ninja, cargo, recursive sub-makes and gcc -flto=jobserver \
+        all draw job tokens from. The build runs as the plain command would, with the same output and exit \
+        status, but its parallelism is a number jobgov controls and can change while it runs \
+        (`jobgov ctl jobs N`), without restarting anything.
+
+        Examples:
+          jobgov make -j16
+          jobgov ninja -C out -j8
+          jobgov cargo build --release -j8
+          jobgov -- cmake --build build -j 12
+          jobgov -j8 -- ./build.sh          (any command: its makes and ninjas join the pool)
+
+        How many jobs:
+          -jN / -j N / --jobs=N given to make, ninja, cargo or cmake sets the ceiling and is taken off the \
+        tool's command line (a command-line -j would make the tool ignore the jobserver).
+          A bare -j (make's "no limit") means 4 x CPUs. No -j at all means one job per CPU. \
+        jobgov's own -j/--jobs, before the command, wins over the tool's.
+
+        Exit status: the build's own; 128+N when a signal N ended it; 2 for a mistake on jobgov's command \
+        line; 126 when COMMAND cannot be executed, 127 when it is not found.
+        """,
+        usage: """
+        jobgov [-j <N>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
+          jobgov ctl jobs <N> [--pid <pid>]
+          jobgov ctl status [--json] [--pid <pid>]
+        """,
+        version: "jobgov 0.1.0",
+        subcommands: [Run.self, Ctl.self],
+        defaultSubcommand: Run.self
+    )
+
+    public init() {}
+}
+
+/// How the jobserver is offered to the build.
+enum StyleOption: String, ExpressibleByArgument, CaseIterable {
+    case auto, fifo, pipe
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run a build under jobgov (the default command: `jobgov make -j8` is `jobgov run make -j8`)."
+    )
+
+    /// jobgov's own ceiling on parallel jobs; wins over the build tool's -j.
+    @Option(name: [.customShort("j"), .long], help: ArgumentHelp(
+        "Jobs to run at most (wins over the build tool's own -j).", valueName: "N"))
+    var jobs: String?
+
+    @Option(help: ArgumentHelp("""
+        How clients find the pool: fifo (--jobserver-auth=fifo:PATH; make 4.4+, ninja, cargo, GCC 13+), \
+        pipe (R,W descriptors; make 4.3, GCC 12 LTO) or auto (by the tool and its version).
+        """, valueName: "style"))
+    var jobserverStyle: StyleOption = .auto
+
+    @Flag(name: .shortAndLong, help: "Print nothing of jobgov's own; only the build's output.")
+    var quiet = false
+
+    @Argument(parsing: .captureForPassthrough, help: ArgumentHelp(
+        "The build command and its arguments.", valueName: "command"))
+    var command: [String] = []
+
+    func run() throws {
+        throw ExitCode(execute())
+    }
+
+    /// Runs the build and returns the exit status for jobgov.
+    func execute() -> Int32 {
+        var command = self.command
+        if command.first == "--" { command.removeFirst() }
+        let env = currentEnvironment()
+        do {
+            let override = try jobs.map { (text) throws(CommandLineError) in try JobsRequest.parseCount(text, option: "--jobs") }
+            guard let name = command.first, !name.isEmpty else { throw CommandLineError.noCommand }
+            let executable: String
+            switch ProcessLauncher.resolve(name, path: env["PATH"]) {
+            case .success(let path): executable = path
+            case .failure(let error):
+                fail(error.description)
+                if case .notFound = error { return 127 }
+                return 126
+            }
+            let facts = gatherFacts(command: command, executable: executable, env: env)
+            let style: JobserverStyle? = switch jobserverStyle {
+            case .auto: nil
+            case .fifo: .fifo
+            case .pipe: .pipe
+            }
+            let plan = try RunPlan.make(command: command, jobsOverride: override, styleOverride: style, facts: facts)
+            let supervisor = BuildSupervisor(options: .init(plan: plan, executable: executable, environment: env, quiet: quiet))
+            let outcome = try supervisor.run()
+            if !quiet { summarize(outcome, plan: plan) }
+            return outcome.exit.shellStatus
+        } catch let error as CommandLineError {
+            fail(error.description)
+            return 2
+        } catch {
+            fail(String(describing: error))
+            return 1
+        }
+    }
+
+    private func gatherFacts(command: [String], executable: String, env: [String: String]) -> RunPlan.ToolFacts {
+        let kind = ClientKind.detect(argv: command)
+        func makeVersion(_ path: String) -> MakeVersion? {
+            ProcessLauncher.captureOutput(executable: path, arguments: [path, "--version"],
+                                          environment: ["PATH=\(env["PATH"] ?? "/usr/bin:/bin")", "LC_ALL=C"])
+                .flatMap { MakeVersion(versionOutput: $0) }
+        }
+        var facts = RunPlan.ToolFacts(cpus: onlineCPUs())
+        if kind.needsMakeVersion { facts.commandMakeVersion = makeVersion(executable) }
+        switch kind {
+        case .cmakeBuild, .other:
+            if case .success(let make) = ProcessLauncher.resolve("make", path: env["PATH"]) {
+                facts.pathMakeVersion = makeVersion(make)
+            }
+            if let dir = RunPlan.cmakeBuildDirectory(command) {
+                facts.cmakeUsesNinja = access("\(dir)/build.ninja", F_OK) == 0
+            }
+        default:
+            break
+        }
+        return facts
+    }
+
+    private func summarize(_ outcome: BuildSupervisor.Outcome, plan: RunPlan) {
+        let l = outcome.ledger
+        let status: String = switch outcome.exit {
+        case .exited(0): "finished"
+        case .exited(let code): "failed with status \(code)"
+        case .signaled(let sig): "was ended by signal \(sig) (\(signalName(sig)))"
+        }
+        var line = "build \(status) after \(formatSeconds(outcome.elapsed)); \(l.targetJobs) jobs"
+        if l.targetJobs != plan.ceiling { line += " (ceiling \(plan.ceiling))" }
+        line += ", up to \(l.peakOutstanding + 1) at once seen"
+        if l.recreated > 0 { line += ", \(l.recreated) lost token\(l.recreated == 1 ? "" : "s") re-created" }
+        let missing = l.created - outcome.tokensInPoolAtEnd
+        if missing > 0 { line += "; \(missing) token\(missing == 1 ? " was" : "s were") still out at exit" }
+        note(line)
+    }
+}
+
+func formatSeconds(_ s: Double) -> String {
+    if s < 60 { return String(Int((s * 10).rounded()) / 10) + "." + String(Int((s * 10).rounded()) % 10) + " s" }
+    let total = Int(s.rounded())
+    return "\(total / 60) min \(total % 60) s"
+}
+
+func signalName(_ sig: Int32) -> String {
+    switch sig {
+    case SIGINT: return "SIGINT"
+    case SIGTERM: return "SIGTERM"
+    case SIGHUP: return "SIGHUP"
+    case SIGKILL: return "SIGKILL"
+    case SIGQUIT: return "SIGQUIT"
+    case SIGSEGV: return "SIGSEGV"
+    case SIGABRT: return "SIGABRT"
+    default: return "signal \(sig)"
+    }
+}
+
+func onlineCPUs() -> Int {
+    max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+}
+
+func currentEnvironment() -> [String: String] {
+    var env: [String: String] = [:]
+    var p = environ
+    while let entry = p.pointee {
+        let s = String(cString: entry)
+        if let eq = s.firstIndex(of: "=") {
+            env[String(s[..<eq])] = String(s[s.index(after: eq)...])
+        }
+        p += 1
+    }
+    return env
+}
+
+/// One line on stderr for a mistake or failure.
+func fail(_ message: String) {
+    writeStandardError("jobgov: error: \(message)\n")
+}

@@ -1,0 +1,188 @@
+/// The line protocol spoken on the control socket: one request line, one reply line.
+///
+///     jobs 6          → ok jobs=6
+///     status          → {"pid":123,"jobs":6,...}
+///     anything else   → error <message>
+public enum ControlRequest: Equatable, Sendable {
+    case setJobs(Int)
+    case status
+
+    public static func parse(_ line: String) -> Result<ControlRequest, ControlProtocolError> {
+        let words = line.split(separator: " ", omittingEmptySubsequences: true)
+        switch words.first {
+        case "status" where words.count == 1:
+            return .success(.status)
+        case "jobs" where words.count == 2:
+            do {
+                return .success(.setJobs(try JobsRequest.parseCount(String(words[1]), option: "jobs")))
+            } catch {
+                return .failure(ControlProtocolError(message: error.description))
+            }
+        default:
+            return .failure(ControlProtocolError(message: "unknown request '\(line)'; expected 'jobs N' or 'status'"))
+        }
+    }
+
+    public var line: String {
+        switch self {
+        case .setJobs(let n): return "jobs \(n)"
+        case .status: return "status"
+        }
+    }
+}
+
+public struct ControlProtocolError: Error, Equatable, Sendable {
+    public var message: String
+    public init(message: String) { self.message = message }
+}
+
+/// What `jobgov ctl status` reports about a running build.
+public struct PoolStatus: Equatable, Sendable {
+    public var pid: Int32
+    public var command: String
+    public var style: String
+    public var auth: String
+    public var jobs: Int
+    public var ceiling: Int
+    public var tokensCreated: Int
+    public var tokensInPool: Int
+    public var tokensOutstanding: Int
+    public var peakOutstanding: Int
+    public var tokensRecreated: Int
+    public var tokensAbsorbed: Int
+    public var elapsedSeconds: Double
+
+    public init(
+        pid: Int32, command: String, style: String, auth: String, jobs: Int, ceiling: Int, tokensCreated: Int,
+        tokensInPool: Int, tokensOutstanding: Int, peakOutstanding: Int, tokensRecreated: Int, tokensAbsorbed: Int,
+        elapsedSeconds: Double
+    ) {
+        self.pid = pid
+        self.command = command
+        self.style = style
+        self.auth = auth
+        self.jobs = jobs
+        self.ceiling = ceiling
+        self.tokensCreated = tokensCreated
+        self.tokensInPool = tokensInPool
+        self.tokensOutstanding = tokensOutstanding
+        self.peakOutstanding = peakOutstanding
+        self.tokensRecreated = tokensRecreated
+        self.tokensAbsorbed = tokensAbsorbed
+        self.elapsedSeconds = elapsedSeconds
+    }
+
+    /// One JSON object on one line; keys are stable for scripts.
+    public var json: String {
+        var w = JSONObjectWriter()
+        w.add("pid", Int(pid))
+        w.add("command", command)
+        w.add("style", style)
+        w.add("auth", auth)
+        w.add("jobs", jobs)
+        w.add("ceiling", ceiling)
+        w.add("tokens_created", tokensCreated)
+        w.add("tokens_in_pool", tokensInPool)
+        w.add("tokens_outstanding", tokensOutstanding)
+        w.add("peak_outstanding", peakOutstanding)
+        w.add("tokens_recreated", tokensRecreated)
+        w.add("tokens_absorbed", tokensAbsorbed)
+        w.add("elapsed_seconds", elapsedSeconds)
+        return w.text
+    }
+
+    /// Reads the fields back from `json` (used by `jobgov ctl status` and the tests).
+    public static func parse(json: String) -> [String: String] {
+        var fields: [String: String] = [:]
+        var body = Substring(json.trimmingWhitespace())
+        guard body.first == "{", body.last == "}" else { return fields }
+        body = body.dropFirst().dropLast()
+        var key = ""
+        var current = ""
+        var inString = false
+        var escaped = false
+        var readingKey = true
+        for c in body {
+            if inString {
+                if escaped { current.append(c); escaped = false; continue }
+                if c == "\\" { escaped = true; continue }
+                if c == "\"" { inString = false; continue }
+                current.append(c)
+                continue
+            }
+            switch c {
+            case "\"": inString = true
+            case ":" where readingKey: key = current; current = ""; readingKey = false
+            case ",": fields[key] = current; current = ""; readingKey = true
+            default: if c != " " { current.append(c) }
+            }
+        }
+        if !readingKey { fields[key] = current }
+        return fields
+    }
+}
+
+/// A tiny writer for flat JSON objects, enough for status lines and summaries without Foundation.
+public struct JSONObjectWriter: Sendable {
+    private var parts: [String] = []
+    public init() {}
+
+    public mutating func add(_ key: String, _ value: String) {
+        parts.append("\(Self.quote(key)):\(Self.quote(value))")
+    }
+    public mutating func add(_ key: String, _ value: Int) {
+        parts.append("\(Self.quote(key)):\(value)")
+    }
+    public mutating func add(_ key: String, _ value: Double) {
+        let rounded = (value * 1000).rounded() / 1000
+        parts.append("\(Self.quote(key)):\(rounded)")
+    }
+    public mutating func add(_ key: String, _ value: Bool) {
+        parts.append("\(Self.quote(key)):\(value)")
+    }
+
+    public var text: String { "{" + parts.joined(separator: ",") + "}" }
+
+    public static func quote(_ s: String) -> String {
+        var out = "\""
+        for scalar in s.unicodeScalars {
+            switch scalar {
+            case "\"": out += "\\\""
+            case "\\": out += "\\\\"
+            case "\n": out += "\\n"
+            case "\t": out += "\\t"
+            case "\r": out += "\\r"
+            default:
+                if scalar.value < 0x20 {
+                    let hex = String(scalar.value, radix: 16)
+                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                } else {
+                    out.unicodeScalars.append(scalar)
+                }
+            }
+        }
+        return out + "\""
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        let scalars = unicodeScalars
+        guard let start = scalars.firstIndex(where: { !$0.properties.isWhitespace }),
+              let end = scalars.lastIndex(where: { !$0.properties.isWhitespace }) else { return "" }
+        return String(scalars[start...end])
+    }
+}
+
+/// The exit status jobgov passes on: the build's own, or 128+N when a signal ended it (as shells report it).
+public enum BuildExit: Equatable, Sendable {
+    case exited(Int32)
+    case signaled(Int32)
+
+    public var shellStatus: Int32 {
+        switch self {
+        case .exited(let code): return code
+        case .signaled(let signal): return 128 + signal
+        }
+    }
+}

@@ -1,0 +1,76 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reads the process tree below a process from procfs (`/proc/PID/task/TID/children`), relative to an injectable
+/// root so tests can point it at a recorded tree.
+public struct ProcessTree: Sendable {
+    public let procRoot: String
+
+    public init(procRoot: String = "/proc") {
+        self.procRoot = procRoot
+    }
+
+    /// Whether this kernel exposes per-task `children` files (CONFIG_PROC_CHILDREN); without them the tree
+    /// cannot be walked cheaply.
+    public func isSupported(selfPID: Int32 = getpid()) -> Bool {
+        access("\(procRoot)/\(selfPID)/task/\(selfPID)/children", R_OK) == 0
+    }
+
+    /// Counts the tasks (threads) of every process below `pid`, not counting `pid` itself. A process whose
+    /// files vanish while being read has exited and is not counted.
+    public func descendantTaskCount(of pid: Int32) -> Int {
+        var count = 0
+        var queue = children(of: pid)
+        var seen = Set<Int32>()
+        while let next = queue.popLast() {
+            guard seen.insert(next).inserted else { continue }
+            let tasks = taskIDs(of: next)
+            count += tasks.count
+            for tid in tasks {
+                queue.append(contentsOf: readChildren("\(procRoot)/\(next)/task/\(tid)/children"))
+            }
+        }
+        return count
+    }
+
+    /// The direct children of `pid`, across all of its threads.
+    public func children(of pid: Int32) -> [Int32] {
+        taskIDs(of: pid).flatMap { readChildren("\(procRoot)/\(pid)/task/\($0)/children") }
+    }
+
+    public func taskIDs(of pid: Int32) -> [Int32] {
+        guard let dir = opendir("\(procRoot)/\(pid)/task") else { return [] }
+        defer { closedir(dir) }
+        var ids: [Int32] = []
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if let id = Int32(name) { ids.append(id) }
+        }
+        return ids
+    }
+
+    private func readChildren(_ path: String) -> [Int32] {
+        guard let text = readSmallFile(path) else { return [] }
+        return text.split(whereSeparator: { $0 == " " || $0 == "\n" }).compactMap { Int32($0) }
+    }
+}
+
+/// Reads a small procfs or sysfs file whole; nil when it cannot be opened (the process is gone, say).
+public func readSmallFile(_ path: String, limit: Int = 1 << 20) -> String? {
+    let fd = retryingInterrupts { open(path, O_RDONLY | O_CLOEXEC) }
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while bytes.count < limit {
+        let n = buffer.withUnsafeMutableBytes { raw in
+            retryingInterrupts { read(fd, raw.baseAddress, raw.count) }
+        }
+        if n <= 0 { break }
+        bytes.append(contentsOf: buffer[0..<n])
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}

@@ -1,0 +1,3 @@
+import JobgovCLI
+
+JobgovEntry.main()
