@@ -45,6 +45,6 @@ let package = Package(
         .testTarget(name: "JobgovCoreTests", dependencies: ["JobgovCore"]),
         .testTarget(name: "JobserverTests", dependencies: ["Jobserver", "LinuxSystem"]),
         // Drive the built `jobgov` binary with real make 4.3, make 4.4.1, ninja 1.13 and cargo.
-        .testTarget(name: "IntegrationTests", dependencies: ["jobgov", "LinuxSystem"]),
+        .testTarget(name: "IntegrationTests", dependencies: ["jobgov", "LinuxSystem"], exclude: ["Fixtures"]),
     ]
 )

@@ -20,7 +20,7 @@ final class BuildSupervisor {
         /// How often the accounting tick runs while the build is going.
         var tickMilliseconds: Int32 = 100
         /// How often the process tree is walked to look for lost tokens.
-        var lostTokenCheckSeconds: Double = 0.25
+        var lostTokenCheckSeconds: Double = 0.5
     }
 
     struct Outcome {
@@ -35,6 +35,7 @@ final class BuildSupervisor {
     private var detector = LostTokenDetector()
     private let tree = ProcessTree()
     private let startTime = monotonicSeconds()
+    private var launchedPID: Int32 = 0
 
     init(options: Options) {
         self.options = options
@@ -70,6 +71,7 @@ final class BuildSupervisor {
             executable: options.executable, arguments: options.plan.argv,
             environment: buildEnv.map { "\($0.key)=\($0.value)" }.sorted())
         pool.closeClientPipeEndsInParent()
+        launchedPID = child
 
         if !options.quiet {
             let what = options.plan.argv.first.map { $0.split(separator: "/").last.map(String.init) ?? $0 } ?? "build"
@@ -139,11 +141,12 @@ final class BuildSupervisor {
 
     private func recoverLostTokens(pool: TokenPool, outstanding: Int) {
         guard outstanding > 0 else {
-            _ = detector.observe(outstanding: 0, liveTasks: 0)
+            _ = detector.observe(outstanding: 0, bound: 0)
             return
         }
-        let tasks = tree.descendantTaskCount(of: getpid())
-        let lost = detector.observe(outstanding: outstanding, liveTasks: tasks)
+        let processes = tree.snapshot(below: getpid(), poolPath: pool.fifoPath)
+        let bound = tokenHoldingBound(processes: processes, launchedPID: launchedPID)
+        let lost = detector.observe(outstanding: outstanding, bound: bound)
         guard lost > 0 else { return }
         let written = pool.add(lost)
         ledger.didRecreate(written)

@@ -10,6 +10,11 @@ public struct Jobgov: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "jobgov",
         abstract: "Run a parallel build with a live-resizable GNU make jobserver.",
+        usage: """
+        jobgov [-j <N>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
+          jobgov ctl jobs <N> [--pid <pid>]
+          jobgov ctl status [--json] [--pid <pid>]
+        """,
         discussion: """
         jobgov runs COMMAND as the jobserver that make, ninja, cargo, recursive sub-makes and gcc -flto=jobserver \
         all draw job tokens from. The build runs as the plain command would, with the same output and exit \
@@ -32,11 +37,6 @@ public struct Jobgov: ParsableCommand {
         Exit status: the build's own; 128+N when a signal N ended it; 2 for a mistake on jobgov's command \
         line; 126 when COMMAND cannot be executed, 127 when it is not found.
         """,
-        usage: """
-        jobgov [-j <N>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
-          jobgov ctl jobs <N> [--pid <pid>]
-          jobgov ctl status [--json] [--pid <pid>]
-        """,
         version: "jobgov 0.1.0",
         subcommands: [Run.self, Ctl.self],
         defaultSubcommand: Run.self
@@ -57,7 +57,7 @@ struct Run: ParsableCommand {
     )
 
     /// jobgov's own ceiling on parallel jobs; wins over the build tool's -j.
-    @Option(name: [.customShort("j"), .long], help: ArgumentHelp(
+    @Option(name: [.customShort("j", allowingJoined: true), .long], help: ArgumentHelp(
         "Jobs to run at most (wins over the build tool's own -j).", valueName: "N"))
     var jobs: String?
 

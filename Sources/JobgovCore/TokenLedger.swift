@@ -75,14 +75,52 @@ public struct TokenLedger: Sendable, Equatable {
     }
 }
 
+/// One process of the build, as seen in procfs, with what matters for token accounting.
+public struct BuildProcess: Equatable, Sendable {
+    public var pid: Int32
+    public var parent: Int32
+    /// Threads of the process (rustc takes a token per codegen thread).
+    public var threads: Int
+    /// Live (or not yet reaped) child processes.
+    public var children: Int
+    /// It has jobgov's FIFO open (fifo: clients open it by path; pipe clients inherited descriptors on it).
+    public var holdsPool: Bool
+
+    public init(pid: Int32, parent: Int32, threads: Int, children: Int, holdsPool: Bool) {
+        self.pid = pid
+        self.parent = parent
+        self.threads = threads
+        self.children = children
+        self.holdsPool = holdsPool
+    }
+}
+
+/// The most tokens the live clients of a build can be holding.
+///
+/// A client takes a token only to start a job, and gives it back when the job ends; its first job runs on its
+/// implicit slot. So a client with `c` child processes holds at most `c - 1` tokens, plus one per extra thread
+/// (rustc's codegen threads hold tokens without being processes). A client whose parent is not a client (a
+/// sub-make orphaned by a dead parent, or started through a shell that does not hold the pool) may be running on
+/// a token its parent took, so one more is allowed for it; the client jobgov launched runs on a real implicit
+/// slot and gets none. Every rule errs on the generous side: tokens are only re-created when even this
+/// generous count cannot explain the tokens that are out.
+public func tokenHoldingBound(processes: [BuildProcess], launchedPID: Int32) -> Int {
+    let clients = Set(processes.filter(\.holdsPool).map(\.pid))
+    var bound = 0
+    for p in processes where p.holdsPool {
+        bound += max(0, p.children - 1) + max(0, p.threads - 1)
+        if p.pid != launchedPID && !clients.contains(p.parent) { bound += 1 }
+    }
+    return bound
+}
+
 /// Decides when tokens held by clients are lost for good.
 ///
-/// A plain FIFO cannot say who holds a token. But every token a client holds stands for a job it runs, and each
-/// job is a live task (a process, or a thread for rustc's codegen) below jobgov. So the tokens out can never
-/// exceed the tasks of the build minus the launched client itself. More tokens out than that means some were taken
-/// by a client that died (SIGKILL) without giving them back. The two counts are read at slightly different
-/// moments, so a deficit must be seen on several consecutive checks before tokens are re-created, and only the
-/// smallest deficit seen is re-created.
+/// A plain FIFO cannot say who holds a token, so jobgov compares the tokens out with `tokenHoldingBound`: more
+/// tokens out than the live clients can hold means some were taken by a client that died (SIGKILL) without
+/// giving them back. The two counts are read at slightly different moments (a make reads a token a moment
+/// before it forks the job), so a deficit must be seen on several consecutive checks before tokens are
+/// re-created, and only the smallest deficit seen is re-created.
 public struct LostTokenDetector: Sendable, Equatable {
     public let checksRequired: Int
     private var deficits: [Int] = []
@@ -92,12 +130,11 @@ public struct LostTokenDetector: Sendable, Equatable {
     }
 
     /// - Parameters:
-    ///   - outstanding: tokens not in the pool (held by clients).
-    ///   - liveTasks: tasks (threads) of the build's processes, the launched client included.
+    ///   - outstanding: tokens not in the pool (held by clients, or lost).
+    ///   - bound: the most tokens the live clients can hold (`tokenHoldingBound`).
     /// - Returns: how many tokens to re-create now.
-    public mutating func observe(outstanding: Int, liveTasks: Int) -> Int {
-        let bound = max(0, liveTasks - 1)
-        let deficit = outstanding - bound
+    public mutating func observe(outstanding: Int, bound: Int) -> Int {
+        let deficit = outstanding - max(0, bound)
         guard deficit > 0 else {
             deficits.removeAll()
             return 0

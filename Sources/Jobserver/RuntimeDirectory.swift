@@ -27,7 +27,14 @@ public final class RuntimeDirectory {
             var template = Array("\(base)/\(Self.prefix)\(pid)-XXXXXX".utf8CString)
             let made = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
             if made != nil {
-                path = String(decoding: template.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                let madePath = String(decoding: template.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                // The canonical path: /proc/PID/fd links show it, and lost-token accounting matches on it.
+                if let resolved = realpath(madePath, nil) {
+                    path = String(cString: resolved)
+                    free(resolved)
+                } else {
+                    path = madePath
+                }
                 return
             }
             lastError = SystemError("cannot create a private directory in", path: base)

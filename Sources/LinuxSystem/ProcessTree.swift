@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import JobgovCore
 
 /// Reads the process tree below a process from procfs (`/proc/PID/task/TID/children`), relative to an injectable
 /// root so tests can point it at a recorded tree.
@@ -32,6 +33,45 @@ public struct ProcessTree: Sendable {
             }
         }
         return count
+    }
+
+    /// Every process below `pid` (not `pid` itself), with its parent, threads, children, and whether it has the
+    /// file `poolPath` open. Descriptors are only read for processes that have children or several threads:
+    /// a single-threaded leaf (a compiler, say) holds no tokens whether or not it has the pool open, and leaves
+    /// are most of a build.
+    public func snapshot(below pid: Int32, poolPath: String) -> [BuildProcess] {
+        var out: [BuildProcess] = []
+        var queue = children(of: pid).map { ($0, pid) }
+        var seen = Set<Int32>()
+        while let (next, parent) = queue.popLast() {
+            guard seen.insert(next).inserted else { continue }
+            let tasks = taskIDs(of: next)
+            guard !tasks.isEmpty else { continue }
+            let kids = tasks.flatMap { readChildren("\(procRoot)/\(next)/task/\($0)/children") }
+            let holds = (kids.isEmpty && tasks.count == 1) ? false : hasOpen(next, path: poolPath)
+            out.append(BuildProcess(pid: next, parent: parent, threads: tasks.count, children: kids.count, holdsPool: holds))
+            queue.append(contentsOf: kids.map { ($0, next) })
+        }
+        return out
+    }
+
+    /// Whether process `pid` has a descriptor open on `path`.
+    public func hasOpen(_ pid: Int32, path: String) -> Bool {
+        let fdDir = "\(procRoot)/\(pid)/fd"
+        guard let dir = opendir(fdDir) else { return false }
+        defer { closedir(dir) }
+        var buffer = [CChar](repeating: 0, count: 4096)
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            guard name.first?.isNumber == true else { continue }
+            let n = readlink("\(fdDir)/\(name)", &buffer, buffer.count - 1)
+            guard n > 0 else { continue }
+            let target = String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            if target == path { return true }
+        }
+        return false
     }
 
     /// The direct children of `pid`, across all of its threads.

@@ -1,0 +1,317 @@
+import Testing
+import JobgovCore
+
+@Suite("MakeVersion")
+struct MakeVersionTests {
+    @Test func parsesGNUMakeFirstLine() throws {
+        let v441 = try #require(MakeVersion(versionOutput: "GNU Make 4.4.1\nBuilt for x86_64-pc-linux-gnu\nCopyright (C) 1988-2023"))
+        #expect(v441 == MakeVersion(4, 4, 1))
+        #expect(v441.description == "4.4.1")
+        #expect(v441.understandsFifo)
+
+        let v43 = try #require(MakeVersion(versionOutput: "GNU Make 4.3\nBuilt for x86_64-pc-linux-gnu\n"))
+        #expect(v43 == MakeVersion(4, 3, 0))
+        #expect(!v43.understandsFifo)
+
+        let v4290 = try #require(MakeVersion(versionOutput: "GNU Make 4.2.90"))
+        #expect(v4290 == MakeVersion(4, 2, 90))
+        #expect(!v4290.understandsFifo)
+
+        let v44 = try #require(MakeVersion(versionOutput: "GNU Make 4.4"))
+        #expect(v44 == MakeVersion(4, 4))
+        #expect(v44.understandsFifo)
+    }
+
+    @Test("non-GNU or garbage output is nil", arguments: [
+        "", "garbage", "make: unknown option -- -", "bmake 20200710", "GNU Make", "GNU Make x.y",
+        "GNU Make 4", "Built for x86_64\nGNU Make 4.4.1",
+    ])
+    func rejects(output: String) {
+        #expect(MakeVersion(versionOutput: output) == nil)
+    }
+
+    @Test func ordering() {
+        #expect(MakeVersion(4, 3) < MakeVersion(4, 4))
+        #expect(MakeVersion(4, 4) < MakeVersion(4, 4, 1))
+        #expect(MakeVersion(3, 99, 99) < MakeVersion(4, 0))
+        #expect(!(MakeVersion(4, 4) < MakeVersion(4, 4)))
+        #expect(MakeVersion(5, 0).understandsFifo)
+        #expect(!MakeVersion(4, 3, 99).understandsFifo)
+    }
+}
+
+@Suite("ClientKind.detect")
+struct ClientKindTests {
+    @Test func detectsByBaseName() {
+        #expect(ClientKind.detect(argv: ["make", "-j8"]) == .gnuMake(nil))
+        #expect(ClientKind.detect(argv: ["/usr/bin/gmake"]) == .gnuMake(nil))
+        #expect(ClientKind.detect(argv: ["gnumake"]) == .gnuMake(nil))
+        #expect(ClientKind.detect(argv: ["ninja"]) == .ninja)
+        #expect(ClientKind.detect(argv: ["/opt/bin/ninja-build", "-C", "b"]) == .ninja)
+        #expect(ClientKind.detect(argv: ["cargo", "build"]) == .cargo)
+        #expect(ClientKind.detect(argv: ["cmake", "--build", "b"]) == .cmakeBuild)
+        #expect(ClientKind.detect(argv: ["/usr/bin/cmake", "--build=b"]) == .cmakeBuild)
+    }
+
+    @Test func everythingElseIsOther() {
+        #expect(ClientKind.detect(argv: ["cmake", "-S", ".", "-B", "b"]) == .other)
+        #expect(ClientKind.detect(argv: ["cmake"]) == .other)
+        #expect(ClientKind.detect(argv: ["./build.sh", "make"]) == .other)
+        #expect(ClientKind.detect(argv: ["makepkg"]) == .other)
+        #expect(ClientKind.detect(argv: []) == .other)
+    }
+
+    @Test func needsMakeVersion() {
+        #expect(ClientKind.gnuMake(nil).needsMakeVersion)
+        #expect(!ClientKind.gnuMake(MakeVersion(4, 3)).needsMakeVersion)
+        #expect(!ClientKind.ninja.needsMakeVersion)
+        #expect(!ClientKind.other.needsMakeVersion)
+    }
+}
+
+@Suite("RunPlan")
+struct RunPlanTests {
+    private static let make43 = MakeVersion(4, 3)
+    private static let make44 = MakeVersion(4, 4)
+
+    private func plan(
+        _ command: [String], jobs: Int? = nil, style: JobserverStyle? = nil,
+        commandMake: MakeVersion? = nil, pathMake: MakeVersion? = nil, cmakeNinja: Bool = false, cpus: Int = 4
+    ) throws(CommandLineError) -> RunPlan {
+        try RunPlan.make(
+            command: command, jobsOverride: jobs, styleOverride: style,
+            facts: .init(commandMakeVersion: commandMake, pathMakeVersion: pathMake, cmakeUsesNinja: cmakeNinja, cpus: cpus))
+    }
+
+    @Test func make43GetsPipes() throws {
+        let p = try plan(["make", "-j8", "all"], commandMake: Self.make43)
+        #expect(p.style == .pipe)
+        #expect(p.kind == .gnuMake(Self.make43))
+        #expect(p.argv == ["make", "all"])
+        #expect(p.jobsRequest == .count(8))
+        #expect(p.ceiling == 8)
+    }
+
+    @Test func make44GetsFifo() throws {
+        #expect(try plan(["make"], commandMake: Self.make44).style == .fifo)
+        #expect(try plan(["make"], commandMake: MakeVersion(4, 4, 1), pathMake: Self.make43).style == .fifo)
+    }
+
+    @Test func unknownMakeVersionGetsPipes() throws {
+        #expect(try plan(["make"]).style == .pipe)
+        // The PATH make's version says nothing about the command's own make.
+        #expect(try plan(["/opt/make/bin/make"], pathMake: Self.make44).style == .pipe)
+    }
+
+    @Test func ninjaAndCargoGetFifo() throws {
+        #expect(try plan(["ninja"], pathMake: Self.make43).style == .fifo)
+        #expect(try plan(["cargo", "build"], pathMake: Self.make43).style == .fifo)
+    }
+
+    @Test func cmakeFollowsItsGenerator() throws {
+        #expect(try plan(["cmake", "--build", "b"], pathMake: Self.make43, cmakeNinja: true).style == .fifo)
+        #expect(try plan(["cmake", "--build", "b"], pathMake: Self.make43).style == .pipe)
+        #expect(try plan(["cmake", "--build", "b"], pathMake: Self.make44).style == .fifo)
+        #expect(try plan(["cmake", "--build", "b"]).style == .pipe)
+    }
+
+    @Test func otherFollowsThePathMake() throws {
+        #expect(try plan(["./build.sh"], pathMake: Self.make43).style == .pipe)
+        #expect(try plan(["./build.sh"], pathMake: Self.make44).style == .fifo)
+        #expect(try plan(["./build.sh"]).style == .pipe)
+    }
+
+    @Test func styleOverrideWins() throws {
+        #expect(try plan(["make"], style: .fifo, commandMake: Self.make43).style == .fifo)
+        #expect(try plan(["ninja"], style: .pipe).style == .pipe)
+    }
+
+    @Test func ceilingRules() throws {
+        #expect(try plan(["make"], cpus: 6).ceiling == 6)
+        #expect(try plan(["make"], cpus: 6).jobsRequest == .unspecified)
+        #expect(try plan(["make", "-j"], cpus: 6).ceiling == 24)
+        #expect(try plan(["make", "-j"], cpus: 6).jobsRequest == .unlimited)
+        #expect(try plan(["ninja", "-j0"], cpus: 3).ceiling == 12)
+        #expect(try plan(["make", "-j"], cpus: 2000).ceiling == JobsRequest.maximumJobs)
+        #expect(try plan(["make", "-j5"], cpus: 64).ceiling == 5)
+    }
+
+    @Test func overrideWinsOverTheToolsJobs() throws {
+        let p = try plan(["make", "-j8"], jobs: 3)
+        #expect(p.ceiling == 3)
+        #expect(p.jobsRequest == .count(3))
+        #expect(p.argv == ["make"])  // the tool's -j is still removed
+        #expect(try plan(["make", "-j"], jobs: 2, cpus: 8).ceiling == 2)
+    }
+
+    @Test func requestCeilingClampsCPUs() {
+        #expect(JobsRequest.unspecified.ceiling(cpus: 0) == 1)
+        #expect(JobsRequest.unlimited.ceiling(cpus: -1) == 4)
+        #expect(JobsRequest.count(7).ceiling(cpus: 1) == 7)
+    }
+
+    @Test func errors() {
+        #expect(throws: CommandLineError.noCommand) { try plan([]) }
+        #expect(throws: CommandLineError.noCommand) { try plan([""]) }
+        #expect(throws: CommandLineError.invalidJobs(option: "-j", value: "0", reason: "it must be at least 1")) {
+            try plan(["make", "-j0"])
+        }
+    }
+
+    @Test func environment() throws {
+        let p = try plan(["make", "-j8"], commandMake: Self.make44)
+        let base = [
+            "PATH": "/usr/bin:/bin",
+            "MAKEFLAGS": "k -j2 --jobserver-auth=3,4",
+            "MFLAGS": "-k -j2",
+            "CMAKE_BUILD_PARALLEL_LEVEL": "16",
+        ]
+        let env = p.environment(base: base, auth: "fifo:/run/j/fifo", controlPath: "/run/j/control", fifoPath: "/run/j/fifo")
+        #expect(env["MAKEFLAGS"] == "k -j8 --jobserver-auth=fifo:/run/j/fifo")
+        #expect(env["CARGO_MAKEFLAGS"] == " -j8 --jobserver-auth=fifo:/run/j/fifo")
+        #expect(env["MFLAGS"] == nil)
+        #expect(env["CMAKE_BUILD_PARALLEL_LEVEL"] == nil)
+        #expect(env.keys.contains("MFLAGS") == false)
+        #expect(env["JOBGOV_CONTROL"] == "/run/j/control")
+        #expect(env["JOBGOV_FIFO"] == "/run/j/fifo")
+        #expect(env["JOBGOV_JOBSERVER_AUTH"] == "fifo:/run/j/fifo")
+        #expect(env["PATH"] == "/usr/bin:/bin")
+        #expect(env.count == 6)
+    }
+
+    @Test func environmentMergesExistingCargoMakeflags() throws {
+        let p = try plan(["cargo", "build", "-j", "3"])
+        let env = p.environment(
+            base: ["CARGO_MAKEFLAGS": " -j9 --jobserver-fds=7,8 --jobserver-auth=7,8"],
+            auth: "5,6", controlPath: "/c", fifoPath: "/f")
+        #expect(env["CARGO_MAKEFLAGS"] == " -j3 --jobserver-auth=5,6")
+        #expect(env["MAKEFLAGS"] == " -j3 --jobserver-auth=5,6")
+    }
+
+    @Test func cmakeBuildDirectory() {
+        #expect(RunPlan.cmakeBuildDirectory(["cmake", "--build", "out", "-j4"]) == "out")
+        #expect(RunPlan.cmakeBuildDirectory(["cmake", "--build=out2"]) == "out2")
+        #expect(RunPlan.cmakeBuildDirectory(["cmake", "--build"]) == nil)
+        #expect(RunPlan.cmakeBuildDirectory(["cmake", "-S", "."]) == nil)
+    }
+}
+
+@Suite("Control protocol")
+struct ControlProtocolTests {
+    @Test func parsesRequests() {
+        #expect(ControlRequest.parse("jobs 4") == .success(.setJobs(4)))
+        #expect(ControlRequest.parse("  jobs   12 ") == .success(.setJobs(12)))
+        #expect(ControlRequest.parse("status") == .success(.status))
+    }
+
+    @Test("bad requests fail", arguments: ["jobs 0", "jobs -1", "jobs x", "jobs", "jobs 4 5", "jobs 5000", "bogus", "", "status now", "STATUS"])
+    func rejects(line: String) {
+        guard case .failure(let error) = ControlRequest.parse(line) else {
+            Issue.record("'\(line)' was accepted")
+            return
+        }
+        #expect(!error.message.isEmpty)
+    }
+
+    @Test func errorMessages() {
+        #expect(ControlRequest.parse("jobs 0") == .failure(ControlProtocolError(
+            message: CommandLineError.invalidJobs(option: "jobs", value: "0", reason: "it must be at least 1").description)))
+        guard case .failure(let error) = ControlRequest.parse("bogus") else {
+            Issue.record("bogus was accepted")
+            return
+        }
+        #expect(error.message.contains("'bogus'"))
+    }
+
+    @Test func lineRoundTrips() {
+        for request in [ControlRequest.setJobs(7), .status] {
+            #expect(ControlRequest.parse(request.line) == .success(request))
+        }
+        #expect(ControlRequest.setJobs(7).line == "jobs 7")
+    }
+}
+
+@Suite("PoolStatus and JSON")
+struct PoolStatusTests {
+    private func status(command: String) -> PoolStatus {
+        PoolStatus(
+            pid: 4242, command: command, style: "fifo", auth: "fifo:/run/jobgov-4242-abcdef/fifo", jobs: 6, ceiling: 8,
+            tokensCreated: 5, tokensInPool: 2, tokensOutstanding: 3, peakOutstanding: 5, tokensRecreated: 1,
+            tokensAbsorbed: 4, elapsedSeconds: 12.3456)
+    }
+
+    @Test func jsonRoundTrip() {
+        let command = #"make "CFLAGS=-DX=\"1\"" C:\dir, {a:b}"#
+        let s = status(command: command)
+        let fields = PoolStatus.parse(json: s.json)
+        #expect(fields["pid"] == "4242")
+        #expect(fields["command"] == command)
+        #expect(fields["style"] == "fifo")
+        #expect(fields["auth"] == "fifo:/run/jobgov-4242-abcdef/fifo")
+        #expect(fields["jobs"] == "6")
+        #expect(fields["ceiling"] == "8")
+        #expect(fields["tokens_created"] == "5")
+        #expect(fields["tokens_in_pool"] == "2")
+        #expect(fields["tokens_outstanding"] == "3")
+        #expect(fields["peak_outstanding"] == "5")
+        #expect(fields["tokens_recreated"] == "1")
+        #expect(fields["tokens_absorbed"] == "4")
+        #expect(fields["elapsed_seconds"] == "12.346")
+        #expect(fields.count == 13)
+    }
+
+    @Test func jsonIsOneLineWithStableKeys() {
+        let json = status(command: "make -j8").json
+        #expect(!json.contains("\n"))
+        #expect(json.hasPrefix(#"{"pid":4242,"command":"make -j8","style":"fifo","#))
+        #expect(json.hasSuffix(#""tokens_absorbed":4,"elapsed_seconds":12.346}"#))
+    }
+
+    /// A command can contain a newline or a tab (`jobgov -- sh -c 'a<newline>b'`); the writer escapes them, so the
+    /// reader must turn them back.
+    @Test func jsonRoundTripWithControlCharacters() {
+        let command = "sh -c 'make\n\tall'"
+        let fields = PoolStatus.parse(json: status(command: command).json)
+        #expect(fields["command"] == command)
+    }
+
+    @Test func parseRejectsNonObjects() {
+        #expect(PoolStatus.parse(json: "").isEmpty)
+        #expect(PoolStatus.parse(json: "error unknown request").isEmpty)
+        #expect(PoolStatus.parse(json: "  {\"a\":1}\n") == ["a": "1"])
+    }
+
+    @Test func quoteEscapes() {
+        #expect(JSONObjectWriter.quote("plain") == #""plain""#)
+        #expect(JSONObjectWriter.quote("a\"b\\c") == #""a\"b\\c""#)
+        #expect(JSONObjectWriter.quote("l1\nl2\tx\r") == #""l1\nl2\tx\r""#)
+        #expect(JSONObjectWriter.quote("\u{01}") == #""\u0001""#)
+        #expect(JSONObjectWriter.quote("\u{1b}[0m") == #""\u001b[0m""#)
+        #expect(JSONObjectWriter.quote("\u{1f}\u{00}") == #""\u001f\u0000""#)
+        // DEL and non-ASCII need no escape in JSON.
+        #expect(JSONObjectWriter.quote("\u{7f}é") == "\"\u{7f}é\"")
+    }
+
+    @Test func writerValues() {
+        var w = JSONObjectWriter()
+        #expect(w.text == "{}")
+        w.add("s", "x")
+        w.add("i", -3)
+        w.add("d", 2.0)
+        w.add("r", 0.0004)
+        w.add("b", true)
+        w.add("k\"ey", false)
+        #expect(w.text == #"{"s":"x","i":-3,"d":2.0,"r":0.0,"b":true,"k\"ey":false}"#)
+    }
+}
+
+@Suite("BuildExit")
+struct BuildExitTests {
+    @Test func shellStatus() {
+        #expect(BuildExit.exited(0).shellStatus == 0)
+        #expect(BuildExit.exited(2).shellStatus == 2)
+        #expect(BuildExit.signaled(9).shellStatus == 137)
+        #expect(BuildExit.signaled(2).shellStatus == 130)
+        #expect(BuildExit.signaled(15).shellStatus == 143)
+    }
+}
