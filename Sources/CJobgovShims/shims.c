@@ -2,6 +2,7 @@
 #include "CJobgovShims.h"
 #include <sys/ioctl.h>
 #include <sys/prctl.h>
+#include <signal.h>
 
 int jobgov_bytes_readable(int fd) {
     int n = 0;
@@ -25,6 +26,12 @@ long jobgov_peer_uid(int fd) {
     socklen_t len = sizeof cred;
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
     return (long)cred.uid;
+}
+
+int jobgov_signal_is_ignored(int sig) {
+    struct sigaction current;
+    if (sigaction(sig, 0, &current) != 0) return -1;
+    return current.sa_handler == SIG_IGN ? 1 : 0;
 }
 
 int jobgov_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }

@@ -36,6 +36,8 @@ final class BuildSupervisor {
     private let tree = ProcessTree()
     private let startTime = monotonicSeconds()
     private var launchedPID: Int32 = 0
+    private var realtime = false
+    private let debugAccounting = getenv("JOBGOV_DEBUG_TOKENS") != nil
 
     init(options: Options) {
         self.options = options
@@ -62,14 +64,20 @@ final class BuildSupervisor {
         }
         refill(pool)
 
+        // Signals the caller set to be ignored (a shell does so for SIGINT and SIGQUIT of a background job) stay
+        // ignored, for jobgov and for the build, exactly as for the plain command.
+        let handled: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE, SIGUSR1, SIGUSR2]
+        let ignored = ProcessLauncher.inheritedIgnoredSignals(handled)
         signal(SIGPIPE, SIG_IGN)
-        let signals = try SignalChannel(signals: [SIGCHLD, SIGINT, SIGTERM, SIGHUP, SIGQUIT])
+        let forwarded = [SIGINT, SIGTERM, SIGHUP, SIGQUIT].filter { !ignored.contains($0) }
+        let signals = try SignalChannel(signals: [SIGCHLD] + forwarded)
         try becomeChildSubreaper()
 
         let buildEnv = options.plan.environment(base: env, auth: auth, controlPath: control.path, fifoPath: pool.fifoPath)
         let child = try ProcessLauncher.spawn(
             executable: options.executable, arguments: options.plan.argv,
-            environment: buildEnv.map { "\($0.key)=\($0.value)" }.sorted())
+            environment: buildEnv.map { "\($0.key)=\($0.value)" }.sorted(),
+            defaultSignals: [SIGCHLD] + handled.filter { !ignored.contains($0) })
         pool.closeClientPipeEndsInParent()
         launchedPID = child
 
@@ -86,6 +94,7 @@ final class BuildSupervisor {
             fds += control.pollDescriptors.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
             let absorbing = ledger.created > ledger.target
             if absorbing { fds.append(pollfd(fd: pool.readFD, events: Int16(POLLIN), revents: 0)) }
+            if absorbing != realtime { realtime = absorbing && setRealtimePriority(absorbing) }
             let ready = retryingInterrupts { poll(&fds, nfds_t(fds.count), options.tickMilliseconds) }
             if ready < 0 { throw SystemError("poll failed") }
 
@@ -99,13 +108,19 @@ final class BuildSupervisor {
                                 else if let sig = decoded.signal { exit = .signaled(sig) }
                             }
                         } else if !delivery.fromKernel {
-                            // A terminal's Ctrl-C reaches the whole foreground group, the build included; only
-                            // signals sent to jobgov alone (kill, a CI runner's timeout) need passing on.
+                            // A terminal's Ctrl-C reaches the whole foreground group, the build included. A signal
+                            // sent to jobgov alone (kill, a CI runner's timeout) is passed on the same way: to every
+                            // process of the build, since make, on SIGINT, waits for jobs it expects got it too.
                             kill(child, delivery.signal)
+                            for pid in tree.descendants(of: getpid()) where pid != child {
+                                kill(pid, delivery.signal)
+                            }
                         }
                     }
                 } else if p.fd == pool.readFD {
-                    refill(pool)
+                    // Take returned tokens first and account afterwards: clients re-read within microseconds.
+                    let excess = ledger.created - ledger.target
+                    if excess > 0 { ledger.didAbsorbExcess(pool.take(upTo: excess)) }
                 } else {
                     control.handleReadable(p.fd) { request in respond(to: request, pool: pool, auth: auth) }
                 }
@@ -121,6 +136,7 @@ final class BuildSupervisor {
                 recoverLostTokens(pool: pool, outstanding: outstanding)
             }
         }
+        if realtime { setRealtimePriority(false) }
         let atEnd = pool.tokensInPool()
         return Outcome(exit: exit!, elapsed: monotonicSeconds() - startTime, ledger: ledger, tokensInPoolAtEnd: atEnd)
     }
@@ -147,6 +163,9 @@ final class BuildSupervisor {
         let processes = tree.snapshot(below: getpid(), poolPath: pool.fifoPath)
         let bound = tokenHoldingBound(processes: processes, launchedPID: launchedPID)
         let lost = detector.observe(outstanding: outstanding, bound: bound)
+        if debugAccounting {
+            note("debug: outstanding \(outstanding) bound \(bound) lost \(lost) processes \(processes)")
+        }
         guard lost > 0 else { return }
         let written = pool.add(lost)
         ledger.didRecreate(written)

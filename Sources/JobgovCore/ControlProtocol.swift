@@ -101,10 +101,33 @@ public struct PoolStatus: Equatable, Sendable {
         var current = ""
         var inString = false
         var escaped = false
+        var unicodeDigits: String?
         var readingKey = true
         for c in body {
             if inString {
-                if escaped { current.append(c); escaped = false; continue }
+                if var digits = unicodeDigits {
+                    digits.append(c)
+                    if digits.count == 4 {
+                        if let value = UInt32(digits, radix: 16), let scalar = Unicode.Scalar(value) {
+                            current.unicodeScalars.append(scalar)
+                        }
+                        unicodeDigits = nil
+                    } else {
+                        unicodeDigits = digits
+                    }
+                    continue
+                }
+                if escaped {
+                    escaped = false
+                    switch c {
+                    case "n": current.append("\n")
+                    case "t": current.append("\t")
+                    case "r": current.append("\r")
+                    case "u": unicodeDigits = ""
+                    default: current.append(c)
+                    }
+                    continue
+                }
                 if c == "\\" { escaped = true; continue }
                 if c == "\"" { inString = false; continue }
                 current.append(c)

@@ -20,7 +20,7 @@ public enum Makeflags {
                 || word == "-j" || (word.hasPrefix("-j") && word.dropFirst(2).allSatisfy(\.isNumber)) {
                 continue
             }
-            if index == 0, !word.hasPrefix("-") {
+            if index == 0, !word.hasPrefix("-"), !word.contains("=") {
                 // make's compact first word of single-letter flags; a `j` in it would mean "no limit".
                 let letters = word.filter { $0 != "j" }
                 if !letters.isEmpty { kept.append(letters) }
@@ -29,7 +29,7 @@ public enum Makeflags {
             kept.append(word)
         }
         var result = kept.isEmpty ? "" : kept.joined(separator: " ")
-        if let first = kept.first, !first.hasPrefix("-") {
+        if let first = kept.first, !first.hasPrefix("-"), !first.contains("=") {
             result = kept.joined(separator: " ")
         } else if !kept.isEmpty {
             result = " " + kept.joined(separator: " ")

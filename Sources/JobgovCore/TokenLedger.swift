@@ -62,6 +62,15 @@ public struct TokenLedger: Sendable, Equatable {
         created -= (left - taken)
     }
 
+    /// Records `n` tokens read out of the pool while the target was below `created` (the fast path when lowering,
+    /// taken without first asking the pool how full it is).
+    public mutating func didAbsorbExcess(_ n: Int) {
+        let taken = min(n, max(0, created - target))
+        created -= taken
+        absorbed += taken
+        created -= (n - taken)  // more than needed: out of circulation all the same; the next refill writes it back
+    }
+
     /// Tokens held by clients, given the pool's fill level.
     public func outstanding(inPool: Int) -> Int { max(0, created - inPool) }
 

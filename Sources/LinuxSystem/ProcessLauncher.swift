@@ -50,7 +50,8 @@ public enum ProcessLauncher {
         arguments: [String],
         environment: [String],
         stdoutFD: Int32? = nil,
-        stderrFD: Int32? = nil
+        stderrFD: Int32? = nil,
+        defaultSignals: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGPIPE, SIGUSR1, SIGUSR2]
     ) throws(SystemError) -> pid_t {
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
@@ -66,7 +67,7 @@ public enum ProcessLauncher {
         posix_spawnattr_setsigmask(&attributes, &emptyMask)
         var defaults = sigset_t()
         sigemptyset(&defaults)
-        for sig in [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGPIPE, SIGUSR1, SIGUSR2] { sigaddset(&defaults, sig) }
+        for sig in defaultSignals { sigaddset(&defaults, sig) }
         posix_spawnattr_setsigdefault(&attributes, &defaults)
         posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
 
@@ -82,6 +83,16 @@ public enum ProcessLauncher {
             throw SystemError("cannot start", path: executable, errno: rc)
         }
         return pid
+    }
+
+    /// Signals among `signals` that this process inherited as ignored (SIG_IGN), as a shell does for a
+    /// background job's SIGINT and SIGQUIT. A build started through jobgov must inherit the same.
+    public static func inheritedIgnoredSignals(_ signals: [Int32]) -> Set<Int32> {
+        var ignored = Set<Int32>()
+        for sig in signals {
+            if jobgov_signal_is_ignored(sig) == 1 { ignored.insert(sig) }
+        }
+        return ignored
     }
 
     /// Runs a short command and returns its standard output (used for `make --version`). Returns nil if it could

@@ -74,6 +74,20 @@ public struct ProcessTree: Sendable {
         return false
     }
 
+    /// Every process below `pid`, parents before their children.
+    public func descendants(of pid: Int32) -> [Int32] {
+        var out: [Int32] = []
+        var queue = children(of: pid)
+        var seen = Set<Int32>()
+        while !queue.isEmpty {
+            let next = queue.removeFirst()
+            guard seen.insert(next).inserted else { continue }
+            out.append(next)
+            queue.append(contentsOf: children(of: next))
+        }
+        return out
+    }
+
     /// The direct children of `pid`, across all of its threads.
     public func children(of pid: Int32) -> [Int32] {
         taskIDs(of: pid).flatMap { readChildren("\(procRoot)/\(pid)/task/\($0)/children") }

@@ -93,10 +93,14 @@ struct ResizeTests {
         let log = JobLog(s.read("job.log"))
         #expect(log.count == 30)
         #expect(log.peak(to: loweredAt) == 6)
-        // Jobs running at the moment of the change finish first (0.4 s each); tokens are then absorbed as they
-        // come back. Allow two job lengths for that.
-        #expect(log.peak(from: loweredAt + 900_000_000) <= 2, "after the running jobs end, at most 2 at once")
-        #expect(log.peak(from: loweredAt + 900_000_000) == 2)
+        // The protocol cannot take back a token a client holds: jobgov reads tokens back as jobs end, racing
+        // clients that re-read at once for their next job. Allow three rounds of job completions (0.4 s each).
+        let settled = loweredAt + 1_300_000_000
+        #expect(log.peak(from: settled) <= 2, "after three rounds of job completions, at most 2 at once")
+        #expect(log.peak(from: settled) == 2)
+        if let last = log.lastTimeAbove(2) {
+            print("\(tool): concurrency settled at 2 jobs \(String(format: "%.3f", Double(last - loweredAt) / 1e9)) s after lowering (jobs last 0.4 s)")
+        }
     }
 
     @Test("ctl rejects a bad job count with one line and leaves the build alone")

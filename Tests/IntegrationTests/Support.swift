@@ -201,6 +201,23 @@ struct JobLog {
         return nil
     }
 
+    /// The last instant when more than `level` jobs ran at once.
+    func lastTimeAbove(_ level: Int) -> Int64? {
+        var events: [(Int64, Int)] = []
+        for i in intervals {
+            events.append((i.start, 1))
+            events.append((i.end, -1))
+        }
+        events.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
+        var running = 0
+        var last: Int64?
+        for (t, d) in events {
+            running += d
+            if running > level { last = t }
+        }
+        return last
+    }
+
     var count: Int { intervals.count }
 }
 

@@ -147,44 +147,89 @@ struct TokenLedgerTests {
 struct LostTokenDetectorTests {
     @Test func needsConsecutiveDeficitsAndReturnsTheMinimum() {
         var d = LostTokenDetector(checksRequired: 3)
-        // 3 tokens out, but only the launched client is alive: 3 tokens lost.
-        #expect(d.observe(outstanding: 3, bound: 1 - 1) == 0)
-        #expect(d.observe(outstanding: 2, bound: 1 - 1) == 0)
-        #expect(d.observe(outstanding: 4, bound: 1 - 1) == 2)
+        // Tokens are out, but the live clients can hold none of them.
+        #expect(d.observe(outstanding: 3, bound: 0) == 0)
+        #expect(d.observe(outstanding: 2, bound: 0) == 0)
+        #expect(d.observe(outstanding: 4, bound: 0) == 2)
+    }
+
+    @Test func deficitIsOutstandingMinusBound() {
+        var d = LostTokenDetector(checksRequired: 2)
+        #expect(d.observe(outstanding: 7, bound: 3) == 0)
+        #expect(d.observe(outstanding: 6, bound: 3) == 3)
     }
 
     @Test func startsOverAfterReporting() {
         var d = LostTokenDetector(checksRequired: 2)
-        #expect(d.observe(outstanding: 3, bound: 1 - 1) == 0)
-        #expect(d.observe(outstanding: 3, bound: 1 - 1) == 3)
-        #expect(d.observe(outstanding: 3, bound: 1 - 1) == 0)
-        #expect(d.observe(outstanding: 3, bound: 1 - 1) == 3)
+        #expect(d.observe(outstanding: 3, bound: 0) == 0)
+        #expect(d.observe(outstanding: 3, bound: 0) == 3)
+        #expect(d.observe(outstanding: 3, bound: 0) == 0)
+        #expect(d.observe(outstanding: 3, bound: 0) == 3)
     }
 
     @Test func aNonDeficitObservationResets() {
         var d = LostTokenDetector(checksRequired: 3)
-        #expect(d.observe(outstanding: 3, bound: 1 - 1) == 0)
-        #expect(d.observe(outstanding: 3, bound: 1 - 1) == 0)
-        // Enough tasks for every token: no deficit, the count starts again.
-        #expect(d.observe(outstanding: 3, bound: 4 - 1) == 0)
-        #expect(d.observe(outstanding: 3, bound: 1 - 1) == 0)
-        #expect(d.observe(outstanding: 3, bound: 1 - 1) == 0)
-        #expect(d.observe(outstanding: 3, bound: 1 - 1) == 3)
+        #expect(d.observe(outstanding: 3, bound: 0) == 0)
+        #expect(d.observe(outstanding: 3, bound: 0) == 0)
+        // The clients can hold every token out: no deficit, the count starts again.
+        #expect(d.observe(outstanding: 3, bound: 3) == 0)
+        #expect(d.observe(outstanding: 3, bound: 0) == 0)
+        #expect(d.observe(outstanding: 3, bound: 0) == 0)
+        #expect(d.observe(outstanding: 3, bound: 0) == 3)
     }
 
-    @Test func tokensBackedByTasksAreNotLost() {
+    @Test func tokensWithinTheBoundAreNotLost() {
         var d = LostTokenDetector(checksRequired: 1)
-        // Each held token needs one task besides the launched client.
-        #expect(d.observe(outstanding: 4, bound: 5 - 1) == 0)
-        #expect(d.observe(outstanding: 0, bound: 0 - 1) == 0)
-        #expect(d.observe(outstanding: 5, bound: 5 - 1) == 1)
-        #expect(d.observe(outstanding: 2, bound: 0 - 1) == 2)
+        #expect(d.observe(outstanding: 4, bound: 4) == 0)
+        #expect(d.observe(outstanding: 0, bound: 0) == 0)
+        #expect(d.observe(outstanding: 5, bound: 4) == 1)
+        // A negative bound counts as zero.
+        #expect(d.observe(outstanding: 2, bound: -1) == 2)
     }
 
     @Test func checksRequiredIsAtLeastOne() {
         #expect(LostTokenDetector(checksRequired: 0).checksRequired == 1)
         #expect(LostTokenDetector().checksRequired == 3)
         var d = LostTokenDetector(checksRequired: 0)
-        #expect(d.observe(outstanding: 2, bound: 1 - 1) == 2)
+        #expect(d.observe(outstanding: 2, bound: 0) == 2)
+    }
+}
+
+@Suite("tokenHoldingBound")
+struct TokenHoldingBoundTests {
+    private func p(_ pid: Int32, parent: Int32, threads: Int = 1, children: Int = 0, holds: Bool = true) -> BuildProcess {
+        BuildProcess(pid: pid, parent: parent, threads: threads, children: children, holdsPool: holds)
+    }
+
+    @Test func launchedClientRunsItsFirstJobOnItsImplicitSlot() {
+        // jobgov (1) launched make (10), which runs 4 jobs: at most 3 tokens.
+        #expect(tokenHoldingBound(processes: [p(10, parent: 1, children: 4)], launchedPID: 10) == 3)
+        #expect(tokenHoldingBound(processes: [p(10, parent: 1, children: 1)], launchedPID: 10) == 0)
+        #expect(tokenHoldingBound(processes: [p(10, parent: 1, children: 0)], launchedPID: 10) == 0)
+    }
+
+    @Test func extraThreadsHoldTokens() {
+        // rustc with 4 threads (3 codegen threads beyond the main one) under cargo with 1 child.
+        let build = [p(10, parent: 1, children: 1), p(20, parent: 10, threads: 4)]
+        #expect(tokenHoldingBound(processes: build, launchedPID: 10) == 3)
+    }
+
+    @Test func subMakeOfAClientGetsNoExtraToken() {
+        // make (10) → sub-make (20) with 3 jobs: 20 runs on the token 10 took for it.
+        let build = [p(10, parent: 1, children: 2), p(20, parent: 10, children: 3)]
+        #expect(tokenHoldingBound(processes: build, launchedPID: 10) == 1 + 2)
+    }
+
+    @Test func clientWhoseParentIsNotAClientGetsOneMore() {
+        // sh (10, does not hold the pool) → make (20, 2 jobs); or an orphaned sub-make.
+        let build = [p(10, parent: 1, children: 1, holds: false), p(20, parent: 10, children: 2)]
+        #expect(tokenHoldingBound(processes: build, launchedPID: 10) == 1 + 1)
+        #expect(tokenHoldingBound(processes: [p(30, parent: 1, children: 1)], launchedPID: 10) == 1)
+    }
+
+    @Test func processesWithoutThePoolCountForNothing() {
+        let build = [p(10, parent: 1, threads: 8, children: 5, holds: false)]
+        #expect(tokenHoldingBound(processes: build, launchedPID: 10) == 0)
+        #expect(tokenHoldingBound(processes: [], launchedPID: 10) == 0)
     }
 }

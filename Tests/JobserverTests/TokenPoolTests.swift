@@ -493,6 +493,97 @@ extension OnDiskTests {
     }
 }
 
+extension OnDiskTests {
+    @Suite("ProcessTree.snapshot")
+    struct ProcessSnapshotTests {
+        /// A recorded build below jobgov (pid 1), pool at /run/j/fifo:
+        ///
+        ///     10 make (launched; fds 3 → pool, 4 → /dev/null)
+        ///     ├── 20 sub-make (fd 5 → pool)
+        ///     │   ├── 40 rustc, threads 40 41 42 (fd 0 → pool)
+        ///     │   └── 50 (gone: listed, no directory)
+        ///     └── 30 cc, a single-threaded leaf (fd 3 → pool, not read)
+        @Test func recordedTree() throws {
+            let root = try makeTempDir("snap")
+            defer { removeTree(root) }
+            func process(_ pid: Int32, tasks: [Int32: String], fds: [String: String] = [:]) throws {
+                try makeDir("\(root)/\(pid)")
+                try makeDir("\(root)/\(pid)/task")
+                for (tid, children) in tasks {
+                    try makeDir("\(root)/\(pid)/task/\(tid)")
+                    try writeFile("\(root)/\(pid)/task/\(tid)/children", children)
+                }
+                try makeDir("\(root)/\(pid)/fd")
+                for (fd, target) in fds {
+                    try #require(symlink(target, "\(root)/\(pid)/fd/\(fd)") == 0)
+                }
+            }
+            let pool = "/run/j/fifo"
+            try process(1, tasks: [1: "10"])
+            try process(10, tasks: [10: "20 30"], fds: ["3": pool, "4": "/dev/null"])
+            try process(20, tasks: [20: "40 50"], fds: ["5": pool])
+            try process(30, tasks: [30: ""], fds: ["3": pool])
+            try process(40, tasks: [40: "", 41: "", 42: ""], fds: ["0": pool])
+
+            let tree = ProcessTree(procRoot: root)
+            #expect(tree.hasOpen(10, path: pool))
+            #expect(tree.hasOpen(30, path: pool))
+            #expect(!tree.hasOpen(10, path: "/run/j/other"))
+            #expect(!tree.hasOpen(1, path: pool))
+            #expect(!tree.hasOpen(77, path: pool))
+
+            let snapshot = tree.snapshot(below: 1, poolPath: pool).sorted { $0.pid < $1.pid }
+            #expect(snapshot == [
+                BuildProcess(pid: 10, parent: 1, threads: 1, children: 2, holdsPool: true),
+                BuildProcess(pid: 20, parent: 10, threads: 1, children: 2, holdsPool: true),
+                BuildProcess(pid: 30, parent: 10, threads: 1, children: 0, holdsPool: false),
+                BuildProcess(pid: 40, parent: 20, threads: 3, children: 0, holdsPool: true),
+            ])
+            // make: 2 children → 1; sub-make: 2 children → 1; rustc: 2 extra threads.
+            #expect(tokenHoldingBound(processes: snapshot, launchedPID: 10) == 4)
+        }
+
+        @Test func realProcessHoldingThePool() throws {
+            let tree = ProcessTree()
+            try #require(tree.isSupported(), "this kernel has no /proc/PID/task/TID/children")
+            let dir = try makeTempDir("snap")
+            defer { removeTree(dir) }
+            let pool = try TokenPool(fifoPath: "\(dir)/fifo")
+            defer { pool.close() }
+            #expect(tree.hasOpen(getpid(), path: pool.fifoPath))
+            #expect(!tree.hasOpen(getpid(), path: "\(dir)/other"))
+
+            // A pipe-style client inherits the pair; sh has children, so its descriptors are looked at.
+            _ = try pool.openClientPipeEnds()
+            let child = try ProcessLauncher.spawn(
+                executable: "/bin/sh", arguments: ["sh", "-c", "sleep 5 & sleep 5; wait"],
+                environment: ["PATH=/usr/bin:/bin"])
+            pool.closeClientPipeEndsInParent()
+            defer {
+                for grandchild in tree.children(of: child) { kill(grandchild, SIGKILL) }
+                kill(child, SIGKILL)
+                var status: Int32 = 0
+                _ = waitpid(child, &status, 0)
+            }
+            var snapshot: [BuildProcess] = []
+            for _ in 0..<100 {
+                usleep(50_000)
+                snapshot = tree.snapshot(below: getpid(), poolPath: pool.fifoPath)
+                if snapshot.first(where: { $0.pid == child })?.children == 2 { break }
+            }
+            let sh = try #require(snapshot.first { $0.pid == child })
+            #expect(sh.parent == getpid())
+            #expect(sh.children == 2)
+            #expect(sh.threads == 1)
+            #expect(sh.holdsPool)
+            let sleeps = snapshot.filter { $0.parent == child }
+            #expect(sleeps.count == 2)
+            #expect(sleeps.allSatisfy { !$0.holdsPool && $0.children == 0 })
+            #expect(tokenHoldingBound(processes: snapshot, launchedPID: child) == 1)
+        }
+    }
+}
+
 // MARK: Control socket
 
 extension OnDiskTests {

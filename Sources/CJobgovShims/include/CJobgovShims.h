@@ -27,4 +27,7 @@ int jobgov_accept_nonblocking(int listen_fd);
 /// The user id of a Unix socket's peer (SO_PEERCRED), or -1.
 long jobgov_peer_uid(int fd);
 
+/// 1 when `sig` is set to SIG_IGN in this process, 0 when not, -1 on error.
+int jobgov_signal_is_ignored(int sig);
+
 #endif
