@@ -33,17 +33,16 @@ public final class ControlServer {
         var address = try makeUnixAddress(path)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw SystemError("cannot create the control socket") }
-        let old = umask(0o177)
+        // No umask juggling (it is process-wide): the directory is 0700, so nobody else can reach the socket in
+        // the moment before chmod narrows it to 0600.
         let rc = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-        umask(old)
-        guard rc == 0, listen(fd, 16) == 0 else {
+        guard rc == 0, chmod(path, 0o600) == 0, listen(fd, 16) == 0 else {
             let e = SystemError("cannot listen on the control socket", path: path)
             Glibc.close(fd)
             throw e
         }
-        chmod(path, 0o600)
         listenFD = fd
     }
 
