@@ -15,12 +15,15 @@ public enum Makeflags {
             words = Array(words[..<dashes])
         }
         var kept: [String] = []
+        // Assignments belong after ` -- `, where make itself writes them.
+        variables = words.filter { !$0.hasPrefix("-") && $0.contains("=") } + variables
+        words.removeAll { !$0.hasPrefix("-") && $0.contains("=") }
         for (index, word) in words.enumerated() {
             if word.hasPrefix("--jobserver-auth=") || word.hasPrefix("--jobserver-fds=") || word.hasPrefix("--jobs")
                 || word == "-j" || (word.hasPrefix("-j") && word.dropFirst(2).allSatisfy(\.isNumber)) {
                 continue
             }
-            if index == 0, !word.hasPrefix("-"), !word.contains("=") {
+            if index == 0, !word.hasPrefix("-") {
                 // make's compact first word of single-letter flags; a `j` in it would mean "no limit".
                 let letters = word.filter { $0 != "j" }
                 if !letters.isEmpty { kept.append(letters) }
@@ -29,7 +32,7 @@ public enum Makeflags {
             kept.append(word)
         }
         var result = kept.isEmpty ? "" : kept.joined(separator: " ")
-        if let first = kept.first, !first.hasPrefix("-"), !first.contains("=") {
+        if let first = kept.first, !first.hasPrefix("-") {
             result = kept.joined(separator: " ")
         } else if !kept.isEmpty {
             result = " " + kept.joined(separator: " ")
