@@ -12,7 +12,8 @@ struct Ctl: ParsableCommand {
         abstract: "Talk to a running jobgov: change its number of jobs or ask for its status.",
         discussion: """
         Finds the build through JOBGOV_CONTROL (set inside every build jobgov runs), through --pid, or, when \
-        exactly one jobgov of yours is running, by itself.
+        exactly one jobgov of yours is running, by itself. It looks where jobgov puts its private directory: \
+        $XDG_RUNTIME_DIR, else $TMPDIR, else /tmp.
         """,
         subcommands: [Jobs.self, Status.self]
     )
@@ -71,8 +72,8 @@ private func talk(_ request: ControlRequest, target: Ctl.Target) throws -> Strin
     let env = currentEnvironment()
     let path: String
     if let pid = target.pid {
-        let found = RuntimeDirectory.baseCandidates(environment: env)
-            .flatMap { RuntimeDirectory.instances(in: $0) }
+        let found = RuntimeDirectory.primaryBase(environment: env)
+            .map { RuntimeDirectory.instances(in: $0) }?
             .first { $0.pid == pid }
         guard let found else {
             fail("no jobgov with pid \(pid) is running (or it runs as another user)")
@@ -82,11 +83,8 @@ private func talk(_ request: ControlRequest, target: Ctl.Target) throws -> Strin
     } else if let fromEnv = env["JOBGOV_CONTROL"], !fromEnv.isEmpty {
         path = fromEnv
     } else {
-        var seen = Set<String>()
-        let live = RuntimeDirectory.baseCandidates(environment: env)
-            .flatMap { RuntimeDirectory.instances(in: $0) }
-            .filter { seen.insert($0.path).inserted && RuntimeDirectory.processExists($0.pid) }
-            .filter { access($0.path + "/control", F_OK) == 0 }
+        let live = (RuntimeDirectory.primaryBase(environment: env).map { RuntimeDirectory.instances(in: $0) } ?? [])
+            .filter { RuntimeDirectory.processExists($0.pid) && access($0.path + "/control", F_OK) == 0 }
         guard let only = live.first else {
             fail("no running jobgov found; start a build with `jobgov make -jN` first")
             throw ExitCode(1)

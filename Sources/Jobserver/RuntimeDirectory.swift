@@ -21,6 +21,15 @@ public final class RuntimeDirectory {
             .filter { !$0.isEmpty && $0.hasPrefix("/") && !$0.contains(where: { $0 == " " || $0 == "\t" || $0 == "\n" }) }
     }
 
+    /// Where `jobgov ctl` looks for running builds: the first candidate that exists, which is where a jobgov
+    /// started with the same environment puts its directory.
+    public static func primaryBase(environment: [String: String]) -> String? {
+        baseCandidates(environment: environment).first { base in
+            var st = stat()
+            return stat(base, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR && access(base, W_OK | X_OK) == 0
+        }
+    }
+
     public init(environment: [String: String], pid: Int32 = getpid()) throws(SystemError) {
         var lastError: SystemError?
         for base in Self.baseCandidates(environment: environment) {
