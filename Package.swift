@@ -44,6 +44,8 @@ let package = Package(
 
         .testTarget(name: "JobgovCoreTests", dependencies: ["JobgovCore"]),
         .testTarget(name: "JobserverTests", dependencies: ["Jobserver", "LinuxSystem"]),
+        .testTarget(
+            name: "LinuxSystemTests", dependencies: ["LinuxSystem", "JobgovCore"], resources: [.copy("Fixtures")]),
         // Drive the built `jobgov` binary with real make 4.3, make 4.4.1, ninja 1.13 and cargo.
         .testTarget(name: "IntegrationTests", dependencies: ["jobgov", "LinuxSystem"], exclude: ["Fixtures"]),
     ]

@@ -35,3 +35,69 @@ int jobgov_signal_is_ignored(int sig) {
 }
 
 int jobgov_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+#include <errno.h>
+#include <sys/wait.h>
+#include <string.h>
+
+struct spawn_failure { int stage; int index; int err; };
+
+int jobgov_spawn_into_cgroups(const char *path, char *const argv[], char *const envp[],
+                              const char *const procs_files[], int nprocs,
+                              const int default_signals[], int ndefault,
+                              int *out_pid, int *failed_stage, int *failed_index) {
+    int report[2];
+    if (pipe2(report, O_CLOEXEC) != 0) return errno;
+    pid_t pid = fork();
+    if (pid < 0) {
+        int e = errno;
+        close(report[0]);
+        close(report[1]);
+        return e;
+    }
+    if (pid == 0) {
+        /* Child: async-signal-safe calls only. */
+        struct spawn_failure f = {0, 0, 0};
+        char digits[16];
+        int n = 0;
+        pid_t self = getpid();
+        char reversed[16];
+        int r = 0;
+        do { reversed[r++] = (char)('0' + self % 10); self /= 10; } while (self > 0 && r < 15);
+        while (r > 0) digits[n++] = reversed[--r];
+        for (int i = 0; i < nprocs; i++) {
+            int fd = open(procs_files[i], O_WRONLY | O_CLOEXEC);
+            if (fd < 0 || write(fd, digits, (size_t)n) != n) {
+                f.stage = 1; f.index = i; f.err = errno;
+                (void)!write(report[1], &f, sizeof f);
+                _exit(127);
+            }
+            close(fd);
+        }
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof dfl);
+        dfl.sa_handler = SIG_DFL;
+        for (int i = 0; i < ndefault; i++) sigaction(default_signals[i], &dfl, 0);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, 0);
+        execve(path, argv, envp);
+        f.stage = 2; f.err = errno;
+        (void)!write(report[1], &f, sizeof f);
+        _exit(127);
+    }
+    close(report[1]);
+    struct spawn_failure f = {0, 0, 0};
+    ssize_t got;
+    do { got = read(report[0], &f, sizeof f); } while (got < 0 && errno == EINTR);
+    close(report[0]);
+    if (got == (ssize_t)sizeof f) {
+        int status;
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+        *failed_stage = f.stage;
+        *failed_index = f.index;
+        return f.err ? f.err : EIO;
+    }
+    *out_pid = pid;
+    return 0;
+}

@@ -17,10 +17,21 @@ final class BuildSupervisor {
         var executable: String
         var environment: [String: String]
         var quiet: Bool
+        /// Put the build in a cgroup of its own: automatically when possible, never, or below a given parent.
+        var cgroup: CgroupChoice = .automatic
+        /// The memory budget; sets the cgroup's limits (memory.high at the budget on v2, the hard limit a reserve
+        /// above it).
+        var memoryBudget: UInt64?
         /// How often the accounting tick runs while the build is going.
         var tickMilliseconds: Int32 = 100
         /// How often the process tree is walked to look for lost tokens.
         var lostTokenCheckSeconds: Double = 0.5
+    }
+
+    enum CgroupChoice: Equatable {
+        case automatic
+        case off
+        case below(String)
     }
 
     struct Outcome {
@@ -37,6 +48,16 @@ final class BuildSupervisor {
     private let startTime = monotonicSeconds()
     private var launchedPID: Int32 = 0
     private var realtime = false
+    private var cgroup: BuildCgroup?
+    private var watchdog: WatchdogHandle?
+
+    /// This executable, for starting the watchdog.
+    static func ownExecutable() -> String {
+        var buffer = [CChar](repeating: 0, count: 4096)
+        let n = readlink("/proc/self/exe", &buffer, buffer.count - 1)
+        guard n > 0 else { return CommandLine.arguments[0] }
+        return String(decoding: buffer[0..<n].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+    }
     private let debugAccounting = getenv("JOBGOV_DEBUG_TOKENS") != nil
 
     init(options: Options) {
@@ -53,6 +74,49 @@ final class BuildSupervisor {
         defer { pool.close() }
         let control = try ControlServer(path: directory.file("control"))
         defer { control.close() }
+
+        // The build's cgroup, and a watchdog that undoes freezing and limits if jobgov dies.
+        var cgroup: BuildCgroup?
+        var cgroupNote = ""
+        if options.cgroup != .off {
+            let parent: String? = if case .below(let p) = options.cgroup { p } else { nil }
+            do {
+                cgroup = try BuildCgroup.create(layout: CgroupLayout.detect(), name: "jobgov-\(getpid())", parent: parent)
+            } catch {
+                if parent != nil { throw error }
+                cgroupNote = "no cgroup (\(error.description))"
+            }
+        }
+        defer {
+            if let cgroup {
+                if cgroup.isFrozen { try? cgroup.thaw() }
+                if !cgroup.remove() {
+                    // Processes of the build outlived it: free them of jobgov's limits; the watchdog removes the
+                    // cgroups once they are gone.
+                    BuildCgroup.liftLimits(unifiedDir: cgroup.unifiedDir, memoryDir: cgroup.memoryDir, cpuDir: cgroup.cpuDir)
+                    watchdog?.finish(.removeWhenEmpty)
+                }
+            }
+            watchdog?.finish(.done)
+        }
+        if let cgroup {
+            if let budget = options.memoryBudget {
+                let hard = budget + MemorySize.reserve(forBudget: budget)
+                var limits = CgroupLimits(memoryMax: hard)
+                if cgroup.backend == .unified { limits.memoryHigh = budget }
+                try cgroup.apply(limits)
+            }
+            watchdog = try WatchdogHandle(
+                executable: Self.ownExecutable(),
+                plan: WatchdogPlan(runtimeDirectory: directory.path, unifiedDir: cgroup.unifiedDir,
+                                   memoryDir: cgroup.memoryDir, cpuDir: cgroup.cpuDir, freezerDir: cgroup.freezerDir,
+                                   removeWhenEmpty: cgroup.remainingDirectories))
+            cgroupNote = "in cgroup \(cgroup.topDirectories.first ?? "?") (\(cgroup.backend.rawValue))"
+            if let budget = options.memoryBudget { cgroupNote += ", memory budget \(MemorySize.format(budget))" }
+        } else if options.memoryBudget != nil {
+            throw CgroupError("--memory-budget needs a cgroup for the build: \(cgroupNote)")
+        }
+        self.cgroup = cgroup
 
         let auth: String
         switch options.plan.style {
@@ -74,16 +138,23 @@ final class BuildSupervisor {
         try becomeChildSubreaper()
 
         let buildEnv = options.plan.environment(base: env, auth: auth, controlPath: control.path, fifoPath: pool.fifoPath)
-        let child = try ProcessLauncher.spawn(
-            executable: options.executable, arguments: options.plan.argv,
-            environment: buildEnv.map { "\($0.key)=\($0.value)" }.sorted(),
-            defaultSignals: [SIGCHLD] + handled.filter { !ignored.contains($0) })
+        let envList = buildEnv.map { "\($0.key)=\($0.value)" }.sorted()
+        let defaults = [SIGCHLD] + handled.filter { !ignored.contains($0) }
+        let child: pid_t
+        if let cgroup {
+            child = try ProcessLauncher.spawn(executable: options.executable, arguments: options.plan.argv,
+                                              environment: envList, intoCgroups: cgroup.leafProcsFiles,
+                                              defaultSignals: defaults)
+        } else {
+            child = try ProcessLauncher.spawn(executable: options.executable, arguments: options.plan.argv,
+                                              environment: envList, defaultSignals: defaults)
+        }
         pool.closeClientPipeEndsInParent()
         launchedPID = child
 
         if !options.quiet {
             let what = options.plan.argv.first.map { $0.split(separator: "/").last.map(String.init) ?? $0 } ?? "build"
-            note("\(what) runs with \(options.plan.ceiling) jobs (\(options.plan.style.rawValue) jobserver); "
+            note("\(what) runs with \(options.plan.ceiling) jobs (\(options.plan.style.rawValue) jobserver) \(cgroupNote); "
                  + "change it live with `jobgov ctl jobs N`")
         }
 
@@ -183,15 +254,31 @@ final class BuildSupervisor {
             ledger.setJobs(n)
             refill(pool)
             return "ok jobs=\(n) was=\(old)"
+        case .success(.freeze), .success(.thaw), .success(.kill):
+            guard let cgroup else { return "error the build has no cgroup; freezing needs one (run as root or in a delegated cgroup)" }
+            do {
+                switch request {
+                case .success(.freeze): try cgroup.freeze()
+                case .success(.thaw): try cgroup.thaw()
+                default: try cgroup.kill()
+                }
+            } catch {
+                return "error \(error.description)"
+            }
+            if case .success(.kill) = request { return "ok killed" }
+            return cgroup.isFrozen ? "ok frozen" : "ok thawed"
         case .success(.status):
             let inPool = pool.tokensInPool()
-            return PoolStatus(
+            var status = PoolStatus(
                 pid: getpid(), command: options.plan.argv.joined(separator: " "), style: options.plan.style.rawValue,
                 auth: auth, jobs: ledger.targetJobs, ceiling: options.plan.ceiling, tokensCreated: ledger.created,
                 tokensInPool: inPool, tokensOutstanding: ledger.outstanding(inPool: inPool),
                 peakOutstanding: ledger.peakOutstanding, tokensRecreated: ledger.recreated,
                 tokensAbsorbed: ledger.absorbed, elapsedSeconds: monotonicSeconds() - startTime
-            ).json
+            )
+            status.cgroup = cgroup?.topDirectories.first ?? ""
+            status.frozen = cgroup?.isFrozen ?? false
+            return status.json
         }
     }
 }

@@ -15,7 +15,7 @@ struct Ctl: ParsableCommand {
         exactly one jobgov of yours is running, by itself. It looks where jobgov puts its private directory: \
         $XDG_RUNTIME_DIR, else $TMPDIR, else /tmp.
         """,
-        subcommands: [Jobs.self, Status.self]
+        subcommands: [Jobs.self, Status.self, Freeze.self, Thaw.self, Kill.self]
     )
 
     struct Target: ParsableArguments {
@@ -43,6 +43,27 @@ struct Ctl: ParsableCommand {
         }
     }
 
+    struct Freeze: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Freeze the whole build (cgroup freezer): its processes stop until `jobgov ctl thaw`. "
+                + "Nothing is freed; if jobgov dies, its watchdog thaws the build.")
+        @OptionGroup var target: Target
+        func run() throws { print(try talk(.freeze, target: target).dropFirst(3)) }
+    }
+
+    struct Thaw: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Thaw a frozen build.")
+        @OptionGroup var target: Target
+        func run() throws { print(try talk(.thaw, target: target).dropFirst(3)) }
+    }
+
+    struct Kill: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Kill every process of the build (jobgov never does this on its own).")
+        @OptionGroup var target: Target
+        func run() throws { print(try talk(.kill, target: target).dropFirst(3)) }
+    }
+
     struct Status: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show a running build's jobs and tokens.")
         @Flag(help: "Print the status as one JSON object.")
@@ -62,7 +83,7 @@ struct Ctl: ParsableCommand {
               tokens: \(f["tokens_created"] ?? "?") in circulation, \(f["tokens_in_pool"] ?? "?") free, \
             \(f["tokens_outstanding"] ?? "?") held by jobs (peak \(f["peak_outstanding"] ?? "?")), \
             \(f["tokens_recreated"] ?? "?") re-created
-              running for \(f["elapsed_seconds"] ?? "?") s
+              running for \(f["elapsed_seconds"] ?? "?") s\((f["cgroup"] ?? "").isEmpty ? "" : ", cgroup \(f["cgroup"]!)")\(f["frozen"] == "true" ? " (frozen)" : "")
             """)
         }
     }

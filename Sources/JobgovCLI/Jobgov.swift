@@ -38,7 +38,7 @@ public struct Jobgov: ParsableCommand {
         line; 126 when COMMAND cannot be executed, 127 when it is not found.
         """,
         version: "jobgov 0.1.0",
-        subcommands: [Run.self, Ctl.self],
+        subcommands: [Run.self, Ctl.self, WatchdogCommand.self],
         defaultSubcommand: Run.self
     )
 
@@ -69,6 +69,21 @@ struct Run: ParsableCommand {
 
     @Flag(name: .shortAndLong, help: "Print nothing of jobgov's own; only the build's output.")
     var quiet = false
+
+    @Option(help: ArgumentHelp("""
+        Create the build's cgroup below this one (a path such as `builds` made with `cgcreate -g memory,cpu:builds`) \
+        instead of below jobgov's own.
+        """, valueName: "path"))
+    var cgroup: String?
+
+    @Flag(help: "Do not put the build in a cgroup of its own (no limits, no freezing).")
+    var noCgroup = false
+
+    @Option(help: ArgumentHelp("""
+        Memory for the build, e.g. 8G, 512M or 75% (of the machine's memory): the cgroup's memory.high on cgroup v2; \
+        the hard limit is a reserve (a tenth, 64 MiB to 1 GiB) above it.
+        """, valueName: "size"))
+    var memoryBudget: String?
 
     @Argument(parsing: .captureForPassthrough, help: ArgumentHelp(
         "The build command and its arguments.", valueName: "command"))
@@ -101,7 +116,16 @@ struct Run: ParsableCommand {
             case .pipe: .pipe
             }
             let plan = try RunPlan.make(command: command, jobsOverride: override, styleOverride: style, facts: facts)
-            let supervisor = BuildSupervisor(options: .init(plan: plan, executable: executable, environment: env, quiet: quiet))
+            if noCgroup && (cgroup != nil || memoryBudget != nil) {
+                throw CommandLineError.conflict("--no-cgroup cannot be combined with --cgroup or --memory-budget")
+            }
+            let budget = try memoryBudget.map { (text) throws(CommandLineError) in
+                try MemorySize.parse(text, option: "--memory-budget", percentOf: physicalMemory())
+            }
+            var options = BuildSupervisor.Options(plan: plan, executable: executable, environment: env, quiet: quiet)
+            options.cgroup = noCgroup ? .off : (cgroup.map { .below($0) } ?? .automatic)
+            options.memoryBudget = budget
+            let supervisor = BuildSupervisor(options: options)
             let outcome = try supervisor.run()
             if !quiet { summarize(outcome, plan: plan) }
             return outcome.exit.shellStatus
@@ -171,6 +195,10 @@ func signalName(_ sig: Int32) -> String {
     case SIGABRT: return "SIGABRT"
     default: return "signal \(sig)"
     }
+}
+
+func physicalMemory() -> UInt64 {
+    UInt64(max(0, sysconf(Int32(_SC_PHYS_PAGES)))) * UInt64(max(0, sysconf(Int32(_SC_PAGESIZE))))
 }
 
 func onlineCPUs() -> Int {

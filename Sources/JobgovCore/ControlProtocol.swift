@@ -6,12 +6,23 @@
 public enum ControlRequest: Equatable, Sendable {
     case setJobs(Int)
     case status
+    /// Freeze or thaw the whole build's cgroup.
+    case freeze
+    case thaw
+    /// Kill every process of the build (explicit only; jobgov never kills on its own).
+    case kill
 
     public static func parse(_ line: String) -> Result<ControlRequest, ControlProtocolError> {
         let words = line.split(separator: " ", omittingEmptySubsequences: true)
         switch words.first {
         case "status" where words.count == 1:
             return .success(.status)
+        case "freeze" where words.count == 1:
+            return .success(.freeze)
+        case "thaw" where words.count == 1:
+            return .success(.thaw)
+        case "kill" where words.count == 1:
+            return .success(.kill)
         case "jobs" where words.count == 2:
             do {
                 return .success(.setJobs(try JobsRequest.parseCount(String(words[1]), option: "jobs")))
@@ -19,7 +30,8 @@ public enum ControlRequest: Equatable, Sendable {
                 return .failure(ControlProtocolError(message: error.description))
             }
         default:
-            return .failure(ControlProtocolError(message: "unknown request '\(line)'; expected 'jobs N' or 'status'"))
+            return .failure(ControlProtocolError(
+                message: "unknown request '\(line)'; expected 'jobs N', 'status', 'freeze', 'thaw' or 'kill'"))
         }
     }
 
@@ -27,6 +39,9 @@ public enum ControlRequest: Equatable, Sendable {
         switch self {
         case .setJobs(let n): return "jobs \(n)"
         case .status: return "status"
+        case .freeze: return "freeze"
+        case .thaw: return "thaw"
+        case .kill: return "kill"
         }
     }
 }
@@ -51,6 +66,9 @@ public struct PoolStatus: Equatable, Sendable {
     public var tokensRecreated: Int
     public var tokensAbsorbed: Int
     public var elapsedSeconds: Double
+    /// The build's cgroup (v2 directory, or the first v1 one), empty when it has none.
+    public var cgroup: String = ""
+    public var frozen: Bool = false
 
     public init(
         pid: Int32, command: String, style: String, auth: String, jobs: Int, ceiling: Int, tokensCreated: Int,
@@ -88,6 +106,8 @@ public struct PoolStatus: Equatable, Sendable {
         w.add("tokens_recreated", tokensRecreated)
         w.add("tokens_absorbed", tokensAbsorbed)
         w.add("elapsed_seconds", elapsedSeconds)
+        w.add("cgroup", cgroup)
+        w.add("frozen", frozen)
         return w.text
     }
 

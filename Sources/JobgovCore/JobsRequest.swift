@@ -46,6 +46,8 @@ public enum CommandLineError: Error, Equatable, Sendable, CustomStringConvertibl
     case noCommand
     case invalidJobs(option: String, value: String, reason: String)
     case missingJobsValue(option: String)
+    case invalidSize(option: String, value: String, reason: String)
+    case conflict(String)
 
     public var description: String {
         switch self {
@@ -53,6 +55,10 @@ public enum CommandLineError: Error, Equatable, Sendable, CustomStringConvertibl
             return "no command given: say which build to run, e.g. `jobgov make -j8` or `jobgov -- ./build.sh`"
         case .invalidJobs(let option, let value, let reason):
             return "invalid job count '\(value)' for \(option): \(reason); give a whole number from 1 to \(JobsRequest.maximumJobs), e.g. -j8"
+        case .invalidSize(let option, let value, let reason):
+            return "invalid size '\(value)' for \(option): \(reason)"
+        case .conflict(let message):
+            return message
         case .missingJobsValue(let option):
             return "\(option) needs a number of jobs, e.g. \(option) 8"
         }

@@ -95,6 +95,39 @@ public enum ProcessLauncher {
         return ignored
     }
 
+    /// Like `spawn`, but the child joins the cgroups whose `cgroup.procs` files are given before it executes
+    /// anything, so no process of the build escapes them.
+    public static func spawn(
+        executable: String,
+        arguments: [String],
+        environment: [String],
+        intoCgroups procsFiles: [String],
+        defaultSignals: [Int32]
+    ) throws(SystemError) -> pid_t {
+        let argv = arguments.map { strdup($0) } + [nil]
+        let envp = environment.map { strdup($0) } + [nil]
+        let files = procsFiles.map { UnsafePointer(strdup($0)) } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+            files.forEach { free(UnsafeMutablePointer(mutating: $0)) }
+        }
+        var pid: Int32 = 0
+        var stage: Int32 = 0
+        var index: Int32 = 0
+        let rc = defaultSignals.withUnsafeBufferPointer { sigs in
+            jobgov_spawn_into_cgroups(executable, argv, envp, files, Int32(procsFiles.count),
+                                      sigs.baseAddress, Int32(sigs.count), &pid, &stage, &index)
+        }
+        guard rc == 0 else {
+            if stage == 1 {
+                throw SystemError("cannot put the build into its cgroup", path: procsFiles[Int(index)], errno: rc)
+            }
+            throw SystemError("cannot start", path: executable, errno: rc)
+        }
+        return pid
+    }
+
     /// Runs a short command and returns its standard output (used for `make --version`). Returns nil if it could
     /// not run or printed nothing. Only for commands that finish at once.
     public static func captureOutput(executable: String, arguments: [String], environment: [String]) -> String? {

@@ -30,4 +30,13 @@ long jobgov_peer_uid(int fd);
 /// 1 when `sig` is set to SIG_IGN in this process, 0 when not, -1 on error.
 int jobgov_signal_is_ignored(int sig);
 
+/// Starts `path` like posix_spawn, but the child first writes itself into each of `procs_files` (cgroup.procs
+/// files), so the build's first process is in its cgroups before it executes anything and nothing escapes.
+/// The child also resets `default_signals` to SIG_DFL and unblocks every signal. Returns 0 and sets *out_pid, or
+/// returns an errno; *failed_stage tells what failed: 1 joining a cgroup (failed_index is the file), 2 exec.
+int jobgov_spawn_into_cgroups(const char *path, char *const argv[], char *const envp[],
+                              const char *const procs_files[], int nprocs,
+                              const int default_signals[], int ndefault,
+                              int *out_pid, int *failed_stage, int *failed_index);
+
 #endif

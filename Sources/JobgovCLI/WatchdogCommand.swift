@@ -1,0 +1,25 @@
+import ArgumentParser
+import LinuxSystem
+
+/// The watchdog process jobgov starts beside every build that has a cgroup (not for people to run).
+struct WatchdogCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "watchdog",
+        abstract: "Undo freezing and limits if jobgov dies (started by jobgov itself).",
+        shouldDisplay: false
+    )
+
+    @Option var pipeFd: Int32
+    @Option var runtimeDir: String?
+    @Option var unified: String?
+    @Option var memory: String?
+    @Option var cpu: String?
+    @Option var freezer: String?
+    @Option var remove: [String] = []
+
+    func run() throws {
+        let plan = WatchdogPlan(runtimeDirectory: runtimeDir, unifiedDir: unified, memoryDir: memory, cpuDir: cpu,
+                                freezerDir: freezer, removeWhenEmpty: remove)
+        throw ExitCode(WatchdogRunner.run(pipeFD: pipeFd, plan: plan))
+    }
+}

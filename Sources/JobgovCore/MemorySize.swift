@@ -1,0 +1,58 @@
+/// Sizes as people type them: `8G`, `512M`, `1.5GiB`, `2048` (bytes), or `75%` of a reference amount.
+public enum MemorySize {
+    public static func parse(_ text: String, option: String, percentOf reference: UInt64?) throws(CommandLineError) -> UInt64 {
+        let s = text.trimmingWhitespace()
+        if s.hasSuffix("%") {
+            guard let reference else {
+                throw .invalidSize(option: option, value: text, reason: "a percentage needs a known total")
+            }
+            guard let p = Double(s.dropLast()), p > 0, p <= 100 else {
+                throw .invalidSize(option: option, value: text, reason: "a percentage must be above 0 and at most 100")
+            }
+            return UInt64(Double(reference) * p / 100)
+        }
+        var number = Substring(s)
+        var multiplier: Double = 1
+        let k = 1024.0, m = k * k, g = m * k, t = g * k
+        let units: [(String, Double)] = [
+            ("TiB", t), ("GiB", g), ("MiB", m), ("KiB", k), ("TB", t), ("GB", g), ("MB", m), ("KB", k),
+            ("T", t), ("G", g), ("M", m), ("K", k), ("k", k), ("B", 1),
+        ]
+        for (suffix, factor) in units where number.hasSuffix(suffix) {
+            number = number.dropLast(suffix.count)
+            multiplier = factor
+            break
+        }
+        guard let value = Double(number), value.isFinite, value > 0 else {
+            throw .invalidSize(option: option, value: text, reason: "expected a size such as 8G, 512M or 75%")
+        }
+        let bytes = value * multiplier
+        guard bytes >= 16 * m else {
+            throw .invalidSize(option: option, value: text, reason: "below 16 MiB no build can run")
+        }
+        guard bytes < t * 1024 * 1024 else {
+            throw .invalidSize(option: option, value: text, reason: "too large")
+        }
+        return UInt64(bytes)
+    }
+
+    /// `8.0 GiB`, `512 MiB`: for messages.
+    public static func format(_ bytes: UInt64) -> String {
+        let units = ["B", "KiB", "MiB", "GiB", "TiB"]
+        var value = Double(bytes)
+        var unit = 0
+        while value >= 1024 && unit < units.count - 1 {
+            value /= 1024
+            unit += 1
+        }
+        if unit == 0 { return "\(bytes) B" }
+        let tenths = Int((value * 10).rounded())
+        return tenths % 10 == 0 ? "\(tenths / 10) \(units[unit])" : "\(tenths / 10).\(tenths % 10) \(units[unit])"
+    }
+
+    /// The reserve kept between the budget (where jobgov acts) and the hard limit (where the kernel acts):
+    /// a tenth of the budget, at least 64 MiB and at most 1 GiB.
+    public static func reserve(forBudget budget: UInt64) -> UInt64 {
+        min(max(budget / 10, 64 << 20), 1 << 30)
+    }
+}

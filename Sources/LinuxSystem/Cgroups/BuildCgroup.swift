@@ -1,0 +1,317 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A failed cgroup operation, saying what to do about it.
+public struct CgroupError: Error, CustomStringConvertible, Sendable, Equatable {
+    public var message: String
+    public var errno: Int32?
+    public init(_ message: String, errno: Int32? = nil) {
+        self.message = message
+        self.errno = errno
+    }
+    public var description: String {
+        guard let errno else { return message }
+        return message + ": " + String(cString: strerror(errno))
+    }
+}
+
+/// Limits for the build's cgroup. nil leaves a knob as it is.
+public struct CgroupLimits: Equatable, Sendable {
+    /// Hard limit (v2 memory.max, v1 memory.limit_in_bytes).
+    public var memoryMax: UInt64?
+    /// The brake below the hard limit: reclaim and throttle instead of OOM (v2 memory.high; no v1 equivalent).
+    public var memoryHigh: UInt64?
+    /// CPU bandwidth: quota per period, in microseconds (v2 cpu.max, v1 cpu.cfs_quota_us/cfs_period_us).
+    public var cpuQuotaMicroseconds: Int?
+    public var cpuPeriodMicroseconds: Int = 100_000
+    /// io.max lines such as "8:0 rbps=1048576 wbps=1048576" (v2 only).
+    public var ioMax: [String]?
+    /// v1 memory.oom_control: tasks wait at the limit instead of being killed; jobgov must resolve it.
+    public var oomKillDisabled: Bool?
+
+    public init(memoryMax: UInt64? = nil, memoryHigh: UInt64? = nil, cpuQuotaMicroseconds: Int? = nil,
+                cpuPeriodMicroseconds: Int = 100_000, ioMax: [String]? = nil, oomKillDisabled: Bool? = nil) {
+        self.memoryMax = memoryMax
+        self.memoryHigh = memoryHigh
+        self.cpuQuotaMicroseconds = cpuQuotaMicroseconds
+        self.cpuPeriodMicroseconds = cpuPeriodMicroseconds
+        self.ioMax = ioMax
+        self.oomKillDisabled = oomKillDisabled
+    }
+}
+
+/// The build's cgroup, across the hierarchies this machine has: one v2 directory (PSI, freeze, kill, and on pure
+/// v2 the limits) and, on hybrid and v1 machines, v1 memory, cpu and freezer directories for what v2 lacks there.
+///
+/// Shape: `jobgov-PID/` holds the limits and is what gets frozen or killed as a whole; the launched command runs
+/// in its leaf `jobgov-PID/build`, and single jobs can get leaves of their own beside it (v2 allows processes only
+/// in leaves once controllers are enabled).
+public final class BuildCgroup {
+    public enum Backend: String, Sendable { case unified, hybrid, legacy }
+
+    public let backend: Backend
+    /// The top directories (v2 first), removed at the end when jobgov created them.
+    public let unifiedDir: String?
+    public let memoryDir: String?
+    public let cpuDir: String?
+    public let freezerDir: String?
+    /// What jobgov created, deepest first, for removal.
+    private var created: [String]
+    /// Whether jobgov made the top directories (false for `--cgroup` of the user's).
+    public let ownsTop: Bool
+    /// Features that are not available, and why (for the privilege report).
+    public private(set) var unavailable: [String: String] = [:]
+
+    public var leafName: String { "build" }
+
+    init(backend: Backend, unifiedDir: String?, memoryDir: String?, cpuDir: String?, freezerDir: String?,
+         created: [String], ownsTop: Bool, unavailable: [String: String]) {
+        self.backend = backend
+        self.unifiedDir = unifiedDir
+        self.memoryDir = memoryDir
+        self.cpuDir = cpuDir
+        self.freezerDir = freezerDir
+        self.created = created
+        self.ownsTop = ownsTop
+        self.unavailable = unavailable
+    }
+
+    /// Every top directory, v2 first.
+    public var topDirectories: [String] { [unifiedDir, memoryDir, cpuDir, freezerDir].compactMap { $0 } }
+
+    /// The `cgroup.procs` files a process is written to, to put it in the build leaf in every hierarchy.
+    public var leafProcsFiles: [String] { topDirectories.map { "\($0)/\(leafName)/cgroup.procs" } }
+
+    /// Creates `name` (e.g. `jobgov-PID`) with a `build` leaf below this process's own cgroups, or below `parent`,
+    /// a path relative to each hierarchy's mount such as one made with cgcreate (`--cgroup`).
+    public static func create(layout: CgroupLayout, name: String, parent existing: String? = nil) throws(CgroupError) -> BuildCgroup {
+        var created: [String] = []
+        var unavailable: [String: String] = [:]
+        func top(_ base: String?) -> String? {
+            guard let base else { return nil }
+            if let existing { return join(join(baseMount(base, layout: layout), existing), name) }
+            return join(base, name)
+        }
+        func makeDir(_ path: String) throws(CgroupError) {
+            if mkdir(path, 0o755) == 0 {
+                created.insert(path, at: 0)
+            } else {
+                let e = errno
+                for dir in created { rmdir(dir) }
+                throw CgroupError("cannot create cgroup \(path)"
+                    + (e == EACCES || e == EPERM || e == EROFS ? " (needs root or a delegated cgroup subtree; try --cgroup or run without cgroups)" : ""),
+                    errno: e)
+            }
+        }
+
+        let backend: Backend
+        var unifiedDir: String?, memoryDir: String?, cpuDir: String?, freezerDir: String?
+        switch layout.kind {
+        case .none:
+            throw CgroupError("no cgroup filesystem is mounted")
+        case .unified:
+            backend = .unified
+            unifiedDir = top(layout.ownUnifiedDirectory)
+        case .hybrid:
+            backend = .hybrid
+            unifiedDir = top(layout.ownUnifiedDirectory)
+            memoryDir = top(layout.ownV1Directory("memory"))
+            cpuDir = top(layout.ownV1Directory("cpu"))
+        case .legacy:
+            backend = .legacy
+            memoryDir = top(layout.ownV1Directory("memory"))
+            cpuDir = top(layout.ownV1Directory("cpu"))
+            freezerDir = top(layout.ownV1Directory("freezer"))
+        }
+        if let existing {
+            for dir in [unifiedDir, memoryDir, cpuDir, freezerDir].compactMap({ $0 }).map(parentDirectory)
+            where access(dir, F_OK) != 0 {
+                throw CgroupError("--cgroup \(existing): \(dir) does not exist; create it first (e.g. cgcreate -g memory,cpu:\(existing)) or leave out --cgroup")
+            }
+        }
+        if backend == .unified, let parent = unifiedDir.map(parentDirectory) {
+            // Controllers reach a child only when the parent delegates them.
+            let wanted = ["memory", "cpu", "io"]
+            let available = (readSmallFile(parent + "/cgroup.controllers") ?? "").split(whereSeparator: \.isWhitespace).map(String.init)
+            let enabled = (readSmallFile(parent + "/cgroup.subtree_control") ?? "").split(whereSeparator: \.isWhitespace).map(String.init)
+            for c in wanted where !enabled.contains(c) {
+                if !available.contains(c) {
+                    unavailable["\(c) controller"] = "not delegated to \(parent)"
+                } else if (try? writeCgroupFile(parent + "/cgroup.subtree_control", "+\(c)")) == nil {
+                    unavailable["\(c) controller"] = "cannot enable it in \(parent) (it holds processes; run jobgov in a delegated scope, e.g. systemd-run --user --scope -p Delegate=yes)"
+                }
+            }
+        }
+        for dir in [unifiedDir, memoryDir, cpuDir, freezerDir].compactMap({ $0 }) {
+            try makeDir(dir)
+        }
+        if backend == .unified, let unifiedDir {
+            // Delegate to the leaves what the top has, so per-job leaves can be limited and measured.
+            let have = (readSmallFile(unifiedDir + "/cgroup.controllers") ?? "").split(whereSeparator: \.isWhitespace)
+            for c in have where ["memory", "cpu", "io"].contains(String(c)) {
+                _ = try? writeCgroupFile(unifiedDir + "/cgroup.subtree_control", "+\(c)")
+            }
+        }
+        for dir in [unifiedDir, memoryDir, cpuDir, freezerDir].compactMap({ $0 }) {
+            try makeDir(dir + "/build")
+        }
+        if backend == .hybrid {
+            unavailable["memory.high"] = "cgroup v1 has no memory.high; memory.limit_in_bytes with the OOM killer disabled is the brake"
+            unavailable["io.max"] = "the v2 tree of this hybrid machine has no io controller"
+        }
+        return BuildCgroup(backend: backend, unifiedDir: unifiedDir, memoryDir: memoryDir, cpuDir: cpuDir,
+                           freezerDir: freezerDir, created: created, ownsTop: true, unavailable: unavailable)
+    }
+
+    private static func baseMount(_ ownDir: String, layout: CgroupLayout) -> String {
+        // --cgroup paths are relative to each hierarchy's mount, as cgcreate names them.
+        for mount in [layout.unifiedMount].compactMap({ $0 }) + Array(layout.v1Mounts.values) where ownDir.hasPrefix(mount) {
+            return mount
+        }
+        return ownDir
+    }
+
+    // MARK: limits
+
+    public func apply(_ limits: CgroupLimits) throws(CgroupError) {
+        switch backend {
+        case .unified:
+            guard let dir = unifiedDir else { return }
+            if let v = limits.memoryMax { try writeCgroupFile(dir + "/memory.max", String(v)) }
+            if let v = limits.memoryHigh { try writeCgroupFile(dir + "/memory.high", String(v)) }
+            if let q = limits.cpuQuotaMicroseconds {
+                try writeCgroupFile(dir + "/cpu.max", "\(q) \(limits.cpuPeriodMicroseconds)")
+            }
+            for line in limits.ioMax ?? [] { try writeCgroupFile(dir + "/io.max", line) }
+            if limits.oomKillDisabled == true {
+                throw CgroupError("cgroup v2 cannot disable the OOM killer; use memory.high below memory.max as the brake")
+            }
+        case .hybrid, .legacy:
+            if let dir = memoryDir {
+                if let v = limits.memoryMax { try writeCgroupFile(dir + "/memory.limit_in_bytes", String(v)) }
+                if let off = limits.oomKillDisabled { try writeCgroupFile(dir + "/memory.oom_control", off ? "1" : "0") }
+            }
+            if limits.memoryHigh != nil, backend == .legacy || memoryDir != nil {
+                throw CgroupError("memory.high is not available with cgroup v1 controllers")
+            }
+            if let dir = cpuDir, let q = limits.cpuQuotaMicroseconds {
+                try writeCgroupFile(dir + "/cpu.cfs_period_us", String(limits.cpuPeriodMicroseconds))
+                try writeCgroupFile(dir + "/cpu.cfs_quota_us", String(q))
+            }
+            if limits.ioMax != nil { throw CgroupError("io.max needs the cgroup v2 io controller") }
+        }
+    }
+
+    /// Lifts every limit jobgov can set: used by the watchdog so that nothing binds the build after jobgov dies.
+    public static func liftLimits(unifiedDir: String?, memoryDir: String?, cpuDir: String?) {
+        if let dir = unifiedDir {
+            for (file, value) in [("memory.high", "max"), ("memory.max", "max"), ("cpu.max", "max")] {
+                _ = try? writeCgroupFile(dir + "/" + file, value)
+            }
+        }
+        if let dir = memoryDir {
+            _ = try? writeCgroupFile(dir + "/memory.oom_control", "0")
+            _ = try? writeCgroupFile(dir + "/memory.limit_in_bytes", "-1")
+        }
+        if let dir = cpuDir { _ = try? writeCgroupFile(dir + "/cpu.cfs_quota_us", "-1") }
+    }
+
+    // MARK: freeze, thaw, kill
+
+    public func freeze() throws(CgroupError) { try Self.setFrozen(true, unifiedDir: unifiedDir, freezerDir: freezerDir) }
+    public func thaw() throws(CgroupError) { try Self.setFrozen(false, unifiedDir: unifiedDir, freezerDir: freezerDir) }
+
+    public static func setFrozen(_ frozen: Bool, unifiedDir: String?, freezerDir: String?) throws(CgroupError) {
+        if let dir = unifiedDir, access(dir + "/cgroup.freeze", F_OK) == 0 {
+            try writeCgroupFile(dir + "/cgroup.freeze", frozen ? "1" : "0")
+        } else if let dir = freezerDir {
+            try writeCgroupFile(dir + "/freezer.state", frozen ? "FROZEN" : "THAWED")
+        } else {
+            throw CgroupError("freezing needs cgroup v2's cgroup.freeze or the v1 freezer controller")
+        }
+    }
+
+    /// Whether the whole build is frozen now (v2 `cgroup.events` "frozen 1", v1 "FROZEN").
+    public var isFrozen: Bool {
+        if let dir = unifiedDir, let events = readSmallFile(dir + "/cgroup.events") {
+            return events.split(separator: "\n").contains("frozen 1")
+        }
+        if let dir = freezerDir, let state = readSmallFile(dir + "/freezer.state") { return state.hasPrefix("FROZEN") }
+        return false
+    }
+
+    /// Kills every process of the build (an explicit operation; jobgov never does this on its own).
+    public func kill() throws(CgroupError) {
+        if let dir = unifiedDir, access(dir + "/cgroup.kill", F_OK) == 0 {
+            try writeCgroupFile(dir + "/cgroup.kill", "1")
+            return
+        }
+        for pid in processes() { Glibc.kill(pid, SIGKILL) }
+    }
+
+    /// Every process in the build, from whichever hierarchy lists them.
+    public func processes() -> [Int32] {
+        guard let dir = topDirectories.first else { return [] }
+        return Self.processes(in: dir)
+    }
+
+    public static func processes(in dir: String) -> [Int32] {
+        var pids = (readSmallFile(dir + "/cgroup.procs") ?? "").split(separator: "\n").compactMap { Int32($0) }
+        for child in subdirectories(dir) { pids += processes(in: dir + "/" + child) }
+        return pids
+    }
+
+    /// Whether any process is left in the build (v2 `populated`, else the process lists).
+    public var isPopulated: Bool {
+        if let dir = unifiedDir, let events = readSmallFile(dir + "/cgroup.events") {
+            return events.split(separator: "\n").contains("populated 1")
+        }
+        return !processes().isEmpty
+    }
+
+    /// Removes what jobgov created. Fails (and keeps the list) while processes remain.
+    @discardableResult
+    public func remove() -> Bool {
+        var left: [String] = []
+        for dir in created {
+            // Children first: per-job leaves made later are not in `created`.
+            for child in Self.subdirectories(dir) { rmdir(dir + "/" + child) }
+            if rmdir(dir) != 0 && errno != ENOENT { left.append(dir) }
+        }
+        created = left
+        return left.isEmpty
+    }
+
+    /// Directories still to be removed (handed to the watchdog when the build left processes behind).
+    public var remainingDirectories: [String] { created }
+
+    public static func subdirectories(_ dir: String) -> [String] {
+        guard let d = opendir(dir) else { return [] }
+        defer { closedir(d) }
+        var out: [String] = []
+        while let entry = readdir(d) {
+            guard entry.pointee.d_type == UInt8(DT_DIR) else { continue }
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { out.append(name) }
+        }
+        return out
+    }
+}
+
+func parentDirectory(_ path: String) -> String {
+    guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return "/" }
+    return String(path[..<slash])
+}
+
+/// Writes a value to a cgroup control file in one write(2), as the kernel expects.
+public func writeCgroupFile(_ path: String, _ value: String) throws(CgroupError) {
+    let fd = retryingInterrupts { open(path, O_WRONLY | O_CLOEXEC) }
+    guard fd >= 0 else { throw CgroupError("cannot open \(path)", errno: errno) }
+    defer { close(fd) }
+    let bytes = Array(value.utf8)
+    let n = bytes.withUnsafeBytes { raw in retryingInterrupts { write(fd, raw.baseAddress, raw.count) } }
+    guard n == bytes.count else { throw CgroupError("cannot write '\(value)' to \(path)", errno: errno) }
+}

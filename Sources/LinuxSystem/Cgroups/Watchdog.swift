@@ -1,0 +1,158 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CJobgovShims
+
+/// What the watchdog process is told to look after, passed on its command line.
+public struct WatchdogPlan: Equatable, Sendable {
+    public var runtimeDirectory: String?
+    public var unifiedDir: String?
+    public var memoryDir: String?
+    public var cpuDir: String?
+    public var freezerDir: String?
+    /// Directories to remove once the build has no process left, deepest first.
+    public var removeWhenEmpty: [String]
+
+    public init(runtimeDirectory: String?, unifiedDir: String?, memoryDir: String?, cpuDir: String?,
+                freezerDir: String?, removeWhenEmpty: [String]) {
+        self.runtimeDirectory = runtimeDirectory
+        self.unifiedDir = unifiedDir
+        self.memoryDir = memoryDir
+        self.cpuDir = cpuDir
+        self.freezerDir = freezerDir
+        self.removeWhenEmpty = removeWhenEmpty
+    }
+
+    public var arguments: [String] {
+        var out: [String] = []
+        if let v = runtimeDirectory { out += ["--runtime-dir", v] }
+        if let v = unifiedDir { out += ["--unified", v] }
+        if let v = memoryDir { out += ["--memory", v] }
+        if let v = cpuDir { out += ["--cpu", v] }
+        if let v = freezerDir { out += ["--freezer", v] }
+        for v in removeWhenEmpty { out += ["--remove", v] }
+        return out
+    }
+}
+
+/// Messages jobgov writes to the watchdog before it exits on its own.
+public enum WatchdogMessage: UInt8 {
+    /// Everything is cleaned up: exit.
+    case done = 0x44  // "D"
+    /// The build left processes behind in its cgroups: remove them once empty.
+    case removeWhenEmpty = 0x52  // "R"
+}
+
+/// The watchdog's side: waits on the pipe from jobgov; if jobgov dies without saying goodbye (SIGKILL, a crash),
+/// it undoes whatever could stop the build from progressing: thaws it, lifts the limits jobgov set, resumes stopped
+/// processes, removes the FIFO's directory, and removes the cgroups once the build has ended.
+public enum WatchdogRunner {
+    public static func run(pipeFD: Int32, plan: WatchdogPlan) -> Int32 {
+        var byte: UInt8 = 0
+        var n: Int
+        repeat {
+            n = read(pipeFD, &byte, 1)
+        } while n < 0 && errno == EINTR
+        if n == 1 && byte == WatchdogMessage.done.rawValue { return 0 }
+        if n == 1 && byte == WatchdogMessage.removeWhenEmpty.rawValue {
+            removeWhenEmpty(plan)
+            return 0
+        }
+        // EOF without a message: jobgov is gone.
+        recover(plan)
+        removeWhenEmpty(plan)
+        return 0
+    }
+
+    /// Makes sure nothing of jobgov's binds the build any more.
+    public static func recover(_ plan: WatchdogPlan) {
+        try? BuildCgroup.setFrozen(false, unifiedDir: plan.unifiedDir, freezerDir: plan.freezerDir)
+        BuildCgroup.liftLimits(unifiedDir: plan.unifiedDir, memoryDir: plan.memoryDir, cpuDir: plan.cpuDir)
+        // Processes stopped by jobgov (SIGSTOP, the exec gate) are resumed; SIGCONT is harmless to the others.
+        for dir in [plan.unifiedDir, plan.memoryDir].compactMap({ $0 }) {
+            for pid in BuildCgroup.processes(in: dir) { kill(pid, SIGCONT) }
+        }
+        if let runtime = plan.runtimeDirectory { removeDirectoryTree(runtime) }
+    }
+
+    static func removeWhenEmpty(_ plan: WatchdogPlan) {
+        guard !plan.removeWhenEmpty.isEmpty else { return }
+        while true {
+            var left = false
+            for dir in plan.removeWhenEmpty where access(dir, F_OK) == 0 {
+                for child in BuildCgroup.subdirectories(dir) { rmdir(dir + "/" + child) }
+                if rmdir(dir) != 0 && errno != ENOENT { left = true }
+            }
+            if !left { return }
+            usleep(500_000)
+        }
+    }
+}
+
+/// Removes a directory and the files in it (not recursive: jobgov's runtime directory is flat).
+public func removeDirectoryTree(_ path: String) {
+    if let dir = opendir(path) {
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+            }
+            if name != "." && name != ".." { unlink(path + "/" + name) }
+        }
+        closedir(dir)
+    }
+    rmdir(path)
+}
+
+/// jobgov's side of the watchdog: starts it as a separate process in its own session (so a terminal's Ctrl-C does
+/// not reach it) and keeps the write end of a pipe whose closing it notices.
+public final class WatchdogHandle {
+    public let pid: pid_t
+    private var writeFD: Int32
+
+    public init(executable: String, plan: WatchdogPlan) throws(SystemError) {
+        var fds: [Int32] = [0, 0]
+        guard jobgov_pipe_cloexec(&fds) == 0 else { throw SystemError("cannot create the watchdog pipe") }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_adddup2(&actions, fds[0], 3)
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var emptyMask = sigset_t()
+        sigemptyset(&emptyMask)
+        posix_spawnattr_setsigmask(&attributes, &emptyMask)
+        var defaults = sigset_t()
+        sigemptyset(&defaults)
+        for sig in [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGPIPE] { sigaddset(&defaults, sig) }
+        posix_spawnattr_setsigdefault(&attributes, &defaults)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | 0x80 /* SETSID */))
+        let arguments = [executable, "watchdog", "--pipe-fd", "3"] + plan.arguments
+        let argv = arguments.map { strdup($0) } + [nil]
+        let envp: [UnsafeMutablePointer<CChar>?] = [strdup("PATH=/usr/bin:/bin"), nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let rc = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
+        close(fds[0])
+        guard rc == 0 else {
+            close(fds[1])
+            throw SystemError("cannot start the watchdog", path: executable, errno: rc)
+        }
+        self.pid = pid
+        writeFD = fds[1]
+    }
+
+    /// Tells the watchdog how jobgov ended and lets it go.
+    public func finish(_ message: WatchdogMessage) {
+        guard writeFD >= 0 else { return }
+        var byte = message.rawValue
+        _ = write(writeFD, &byte, 1)
+        close(writeFD)
+        writeFD = -1
+    }
+
+    deinit { if writeFD >= 0 { close(writeFD) } }
+}
