@@ -266,7 +266,12 @@ final class BuildSupervisor {
                 return "error \(error.description)"
             }
             if case .success(.kill) = request { return "ok killed" }
-            return cgroup.isFrozen ? "ok frozen" : "ok thawed"
+            // cgroup v2 freezes asynchronously: report the state once the kernel says it is reached.
+            let wantFrozen: Bool = if case .success(.freeze) = request { true } else { false }
+            let deadline = monotonicSeconds() + 1
+            while cgroup.isFrozen != wantFrozen && monotonicSeconds() < deadline { usleep(10_000) }
+            if cgroup.isFrozen == wantFrozen { return wantFrozen ? "ok frozen" : "ok thawed" }
+            return wantFrozen ? "ok freezing (not all tasks are frozen yet)" : "ok thawing"
         case .success(.status):
             let inPool = pool.tokensInPool()
             var status = PoolStatus(

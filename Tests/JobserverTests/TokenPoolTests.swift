@@ -638,6 +638,7 @@ extension OnDiskTests {
                 switch request {
                 case .success(.setJobs(let n)): return "ok jobs=\(n)"
                 case .success(.status): return "{}"
+                case .success(let other): return "ok \(other.line)"
                 case .failure(let e): return "error \(e.message)"
                 }
             }

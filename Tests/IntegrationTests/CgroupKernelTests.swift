@@ -1,0 +1,104 @@
+import Foundation
+import LinuxSystem
+import Testing
+
+private let isRoot = geteuid() == 0
+
+/// LinuxSystem's cgroup layer on its own, against this kernel: the OOM brake and pressure under a memory hog.
+/// Each test makes a memory-limited cgroup below the test's own, and removes it whatever happens.
+@Suite("Cgroup layer on the real kernel", .serialized, .enabled(if: isRoot, "needs root to create cgroups"))
+struct CgroupKernelTests {
+    private func makeCgroup(_ tag: String) throws -> BuildCgroup {
+        try BuildCgroup.create(layout: CgroupLayout.detect(), name: "jobgov-test-\(getpid())-\(tag)")
+    }
+
+    /// Ends every process in the cgroup (they are the test's own), then removes it.
+    private func dispose(_ cgroup: BuildCgroup) {
+        try? cgroup.thaw()
+        BuildCgroup.liftLimits(unifiedDir: cgroup.unifiedDir, memoryDir: cgroup.memoryDir, cpuDir: cgroup.cpuDir)
+        for pid in cgroup.processes() { kill(pid, SIGKILL) }
+        for _ in 0..<100 where !cgroup.remove() { usleep(50_000) }
+    }
+
+    private func spawn(_ script: String, in cgroup: BuildCgroup) throws -> pid_t {
+        try ProcessLauncher.spawn(executable: "/bin/sh", arguments: ["sh", "-c", script],
+                                  environment: ["PATH=/usr/bin:/bin"], intoCgroups: cgroup.leafProcsFiles,
+                                  defaultSignals: [SIGINT, SIGTERM, SIGCHLD, SIGPIPE])
+    }
+
+    private func exitStatus(_ pid: pid_t, timeout: Double) -> Int32? {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            var status: Int32 = 0
+            let r = waitpid(pid, &status, WNOHANG)
+            if r == pid { return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f) }
+            usleep(20_000)
+        }
+        return nil
+    }
+
+    /// With the OOM killer disabled (v1 memory.oom_control), a 200 MB hog in a 100 MB cgroup waits at the limit
+    /// instead of dying; raising the limit lets it finish.
+    @Test("with the OOM killer disabled a hog waits at the limit, and finishes when the limit is raised")
+    func oomBrake() throws {
+        let cgroup = try makeCgroup("oom")
+        defer { dispose(cgroup) }
+        guard let memoryDir = cgroup.memoryDir else {
+            Issue.record("this test covers the v1 memory controller; the machine has none (layout \(cgroup.backend))")
+            return
+        }
+        try cgroup.apply(CgroupLimits(memoryMax: 100 << 20, oomKillDisabled: true))
+        let hog = try spawn("exec python3 -c 'b = bytearray(200 << 20); print(len(b))'", in: cgroup)
+        waitUntil("the hog to reach the limit", timeout: 20) {
+            (readSmallFile(memoryDir + "/memory.oom_control") ?? "").contains("under_oom 1")
+        }
+        usleep(500_000)
+        #expect(exitStatus(hog, timeout: 0.1) == nil, "the hog waits instead of being killed")
+        #expect((readSmallFile(memoryDir + "/memory.oom_control") ?? "").contains("oom_kill 0"))
+        try cgroup.apply(CgroupLimits(memoryMax: 400 << 20))
+        #expect(exitStatus(hog, timeout: 20) == 0, "freed by the higher limit, it finishes")
+    }
+
+    /// Without the brake the same hog is killed: the assertion above is about the brake, not the hog.
+    @Test("without the brake the kernel kills the hog")
+    func oomKillWithoutBrake() throws {
+        let cgroup = try makeCgroup("kill")
+        defer { dispose(cgroup) }
+        try cgroup.apply(CgroupLimits(memoryMax: 100 << 20))
+        let hog = try spawn("exec python3 -c 'b = bytearray(200 << 20); print(len(b))'", in: cgroup)
+        #expect(exitStatus(hog, timeout: 20) == 128 + SIGKILL)
+    }
+
+    /// Memory pressure of the cgroup rises while a process thrashes file pages it cannot keep (anonymous memory at
+    /// a limit without swap shows almost none; see kernel-facts.md).
+    @Test("the cgroup's memory PSI rises under a thrashing hog")
+    func pressureRises() throws {
+        let cgroup = try makeCgroup("psi")
+        defer { dispose(cgroup) }
+        let dir = try #require(cgroup.unifiedDir)
+        try cgroup.apply(CgroupLimits(memoryMax: 100 << 20))
+        func stalled() -> UInt64 {
+            let text = readSmallFile(dir + "/memory.pressure") ?? ""
+            let some = text.split(separator: "\n").first { $0.hasPrefix("some") } ?? ""
+            return some.split(separator: " ").last.flatMap { UInt64($0.dropFirst("total=".count)) } ?? 0
+        }
+        let before = stalled()
+        let file = "/var/tmp/jobgov-test-\(getpid())-thrash"
+        defer { unlink(file) }
+        let hog = try spawn("""
+            head -c 140M /dev/urandom > \(file) && timeout 4 python3 -c '
+            import mmap, random
+            f = open("\(file)", "rb")
+            m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ)
+            pages = len(m) // 4096
+            while True:
+                for _ in range(2000): m[random.randrange(pages) * 4096]
+            '
+            """, in: cgroup)
+        // timeout(1) ends the reader after 4 s with status 124; anything else means it did not run.
+        #expect(exitStatus(hog, timeout: 30) == 124)
+        let after = stalled()
+        print("memory stall in the cgroup: \(after - before) µs")
+        #expect(after > before + 100_000, "more than 100 ms of memory stall")
+    }
+}
