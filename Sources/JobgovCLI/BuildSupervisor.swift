@@ -282,6 +282,7 @@ final class BuildSupervisor {
                 tokensAbsorbed: ledger.absorbed, elapsedSeconds: monotonicSeconds() - startTime
             )
             status.cgroup = cgroup?.topDirectories.first ?? ""
+            status.cgroupV1Memory = cgroup?.memoryDir ?? ""
             status.frozen = cgroup?.isFrozen ?? false
             return status.json
         }

@@ -89,7 +89,7 @@ struct Ctl: ParsableCommand {
     }
 }
 
-private func talk(_ request: ControlRequest, target: Ctl.Target) throws -> String {
+func talk(_ request: ControlRequest, target: Ctl.Target) throws -> String {
     let env = currentEnvironment()
     let path: String
     if let pid = target.pid {

@@ -38,7 +38,7 @@ public struct Jobgov: ParsableCommand {
         line; 126 when COMMAND cannot be executed, 127 when it is not found.
         """,
         version: "jobgov 0.1.0",
-        subcommands: [Run.self, Ctl.self, WatchdogCommand.self],
+        subcommands: [Run.self, Ctl.self, Monitor.self, WatchdogCommand.self],
         defaultSubcommand: Run.self
     )
 

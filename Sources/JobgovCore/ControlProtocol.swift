@@ -68,6 +68,8 @@ public struct PoolStatus: Equatable, Sendable {
     public var elapsedSeconds: Double
     /// The build's cgroup (v2 directory, or the first v1 one), empty when it has none.
     public var cgroup: String = ""
+    /// The v1 memory cgroup of the build on hybrid and v1 machines, empty otherwise.
+    public var cgroupV1Memory: String = ""
     public var frozen: Bool = false
 
     public init(
@@ -107,6 +109,7 @@ public struct PoolStatus: Equatable, Sendable {
         w.add("tokens_absorbed", tokensAbsorbed)
         w.add("elapsed_seconds", elapsedSeconds)
         w.add("cgroup", cgroup)
+        w.add("cgroup_v1_memory", cgroupV1Memory)
         w.add("frozen", frozen)
         return w.text
     }

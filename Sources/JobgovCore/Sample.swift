@@ -143,7 +143,9 @@ public struct VMStat: Sendable, Equatable {
     private func total(_ key: String) -> UInt64? {
         if let value = counters[key] { return value }
         let prefix = key + "_"
-        let zoned = counters.filter { $0.key.hasPrefix(prefix) && Self.zoneNames.contains($0.key.dropFirst(prefix.count)) }
+        let zoned = counters.filter {
+            $0.key.hasPrefix(prefix) && Self.zoneNames.contains($0.key.dropFirst(prefix.count))
+        }
         return zoned.isEmpty ? nil : zoned.values.reduce(0, &+)
     }
 

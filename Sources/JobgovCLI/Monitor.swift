@@ -1,0 +1,120 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import JobgovCore
+import LinuxSystem
+
+struct Monitor: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Watch pressure, memory, CPU and I/O live, for the system, a cgroup or a running build.",
+        discussion: """
+        Shows, per interval: PSI stall shares (some/full) for cpu, memory and io computed from the kernel's \
+        `total` counters (finer than its 10-second averages); available memory and the zones' free pages against \
+        their min/low/high watermarks; kswapd and direct-reclaim scan rates; CPU use; the slowest disk's \
+        average request latency; and for a cgroup its memory use against its limit, its own pressure and its OOM \
+        kills. On a terminal the view is redrawn in place; otherwise one line per interval; --json prints one \
+        JSON object per line.
+        """
+    )
+
+    @Option(help: ArgumentHelp("""
+        A cgroup to watch besides the system: a directory (/sys/fs/cgroup/...) or a path relative to the \
+        cgroup mounts (e.g. jobgov-1234).
+        """, valueName: "path"))
+    var cgroup: String?
+
+    @Option(help: ArgumentHelp("Watch the build of the running jobgov with this process id.", valueName: "pid"))
+    var pid: Int32?
+
+    @Option(help: ArgumentHelp("Seconds between updates.", valueName: "seconds"))
+    var interval: Double = 1
+
+    @Option(help: ArgumentHelp("Stop after this many updates (default: until interrupted).", valueName: "n"))
+    var count: Int?
+
+    @Flag(help: "Print one JSON object per update.")
+    var json = false
+
+    func validate() throws {
+        guard interval >= 0.05, interval <= 3600 else { throw ValidationError("--interval must be between 0.05 and 3600 seconds") }
+        if let count, count < 1 { throw ValidationError("--count must be at least 1") }
+        if cgroup != nil && pid != nil { throw ValidationError("give --cgroup or --pid, not both") }
+    }
+
+    func run() throws {
+        var paths: CgroupPaths?
+        if let pid {
+            let reply = try talk(.status, target: try Ctl.Target.parse(["--pid", String(pid)]))
+            let f = PoolStatus.parse(json: reply)
+            let v2 = f["cgroup"].flatMap { $0.isEmpty ? nil : $0 }
+            let v1 = f["cgroup_v1_memory"].flatMap { $0.isEmpty ? nil : $0 }
+            guard v2 != nil || v1 != nil else {
+                fail("jobgov \(pid) runs its build without a cgroup; watching the system only")
+                throw ExitCode(1)
+            }
+            paths = CgroupPaths(v2: v2?.contains("/memory/") == true ? nil : v2, v1Memory: v1)
+        } else if let cgroup {
+            guard let resolved = Self.resolve(cgroup, layout: CgroupLayout.detect()) else {
+                fail("no cgroup '\(cgroup)' in any cgroup hierarchy of this machine")
+                throw ExitCode(1)
+            }
+            paths = resolved
+        }
+        let reader = SensorReader(cgroup: paths)
+        let terminal = isatty(1) == 1 && !json
+        var previous = reader.sample()
+        var shown = 0
+        while count.map({ shown < $0 }) ?? true {
+            usleep(UInt32(interval * 1_000_000))
+            let current = reader.sample()
+            let frame = MonitorFrame(previous: previous, current: current)
+            previous = current
+            shown += 1
+            let text: String
+            if json {
+                text = frame.jsonLine + "\n"
+            } else if terminal {
+                let title = "jobgov monitor: " + (cgroup ?? pid.map { "build of jobgov \($0)" } ?? "system")
+                    + ", every \(interval) s (Ctrl-C to stop)"
+                text = "\u{1B}[H\u{1B}[J" + title + "\n\n" + frame.screen + "\n"
+            } else {
+                text = frame.plainLine + "\n"
+            }
+            writeStandardOutput(text)
+        }
+    }
+
+    /// A cgroup given as a directory or as a path relative to the hierarchies' mounts.
+    static func resolve(_ path: String, layout: CgroupLayout) -> CgroupPaths? {
+        func exists(_ p: String) -> Bool { access(p, F_OK) == 0 }
+        var relative = path
+        if path.hasPrefix("/") {
+            let mounts = [layout.unifiedMount].compactMap { $0 } + layout.v1Mounts.values
+            guard let mount = mounts.filter({ path.hasPrefix($0 + "/") }).max(by: { $0.count < $1.count }) else {
+                return nil
+            }
+            relative = String(path.dropFirst(mount.count))
+        }
+        let v2 = layout.unifiedMount.map { join($0, relative) }.flatMap { exists($0) ? $0 : nil }
+        let memory = layout.v1Mounts["memory"].map { join($0, relative) }.flatMap { exists($0) ? $0 : nil }
+        let cpuacct = layout.v1Mounts["cpuacct"].map { join($0, relative) }.flatMap { exists($0) ? $0 : nil }
+        guard v2 != nil || memory != nil || cpuacct != nil else { return nil }
+        return CgroupPaths(v2: v2, v1Memory: memory, v1CPUAcct: cpuacct)
+    }
+}
+
+private func join(_ base: String, _ relative: String) -> String {
+    let trimmed = relative.hasPrefix("/") ? String(relative.dropFirst()) : relative
+    return trimmed.isEmpty ? base : base + "/" + trimmed
+}
+
+func writeStandardOutput(_ text: String) {
+    var bytes = Array(text.utf8)
+    var offset = 0
+    while offset < bytes.count {
+        let n = bytes.withUnsafeMutableBytes { raw in write(1, raw.baseAddress! + offset, raw.count - offset) }
+        if n <= 0 { return }
+        offset += n
+    }
+}

@@ -1,0 +1,165 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import JobgovCore
+
+/// Where the build's cgroup lives in each hierarchy, as absolute paths (`/sys/fs/cgroup/...`) that the reader
+/// prefixes with its root.
+public struct CgroupPaths: Sendable, Equatable {
+    /// The directory in the unified (v2) hierarchy: `*.pressure` and `cpu.stat` always, `memory.*` on pure v2.
+    public var v2: String?
+    /// The v1 memory controller's directory (hybrid and pure v1); preferred over v2 for memory when set.
+    public var v1Memory: String?
+    /// The v1 cpuacct controller's directory; preferred over v2 for CPU use when set.
+    public var v1CPUAcct: String?
+
+    public init(v2: String? = nil, v1Memory: String? = nil, v1CPUAcct: String? = nil) {
+        self.v2 = v2
+        self.v1Memory = v1Memory
+        self.v1CPUAcct = v1CPUAcct
+    }
+}
+
+/// Reads one `Sample` from /proc and the build's cgroup files. Each piece that cannot be read is left out and
+/// named in `Sample.unavailable` with the reason, so one missing file never costs the whole sample.
+public struct SensorReader: Sendable {
+    public let root: String
+    public let cgroup: CgroupPaths?
+    private let clock: @Sendable () -> Double
+
+    /// - Parameters:
+    ///   - root: prefix for every path, so tests can point the reader at a recorded tree.
+    ///   - clock: monotonic seconds for `Sample.time` (injectable for tests).
+    public init(root: String = "/", cgroup: CgroupPaths? = nil,
+                clock: @escaping @Sendable () -> Double = monotonicSeconds) {
+        self.root = root
+        self.cgroup = cgroup
+        self.clock = clock
+    }
+
+    public func sample() -> Sample {
+        var sample = Sample(time: clock())
+        var missing: [String: String] = [:]
+        for resource in PressureResource.allCases {
+            sample.systemPressure[resource] = load(
+                "pressure.\(resource.rawValue)", "/proc/pressure/\(resource.rawValue)", &missing, parsePressure)
+        }
+        sample.memory = load("meminfo", "/proc/meminfo", &missing, parseMeminfo)
+        sample.zones = load("zoneinfo", "/proc/zoneinfo", &missing, parseZoneinfo) ?? []
+        sample.vmstat = load("vmstat", "/proc/vmstat", &missing, parseVmstat)
+        sample.cpu = load("stat", "/proc/stat", &missing, parseProcStat)
+        sample.disks = load("diskstats", "/proc/diskstats", &missing, parseDiskstats) ?? [:]
+        if let cgroup {
+            if let v2 = cgroup.v2 {
+                for resource in PressureResource.allCases {
+                    sample.cgroupPressure[resource] = load(
+                        "cgroup.pressure.\(resource.rawValue)", "\(v2)/\(resource.rawValue).pressure", &missing,
+                        parsePressure)
+                }
+            }
+            sample.cgroupMemory = cgroupMemory(cgroup, &missing)
+            sample.cgroupCPU = cgroupCPU(cgroup, &missing)
+        }
+        sample.unavailable = missing
+        return sample
+    }
+
+    // MARK: - Pieces
+
+    private func cgroupMemory(_ cgroup: CgroupPaths, _ missing: inout [String: String]) -> CgroupMemory? {
+        if let dir = cgroup.v1Memory {
+            guard let usage = optional("cgroup.memory", "\(dir)/memory.usage_in_bytes", &missing) else { return nil }
+            let limit = optional("cgroup.memory.limit", "\(dir)/memory.limit_in_bytes", &missing)
+            let maxUsage = optional("cgroup.memory.peak", "\(dir)/memory.max_usage_in_bytes", &missing)
+            let stat = optional("cgroup.memory.stat", "\(dir)/memory.stat", &missing)
+            let oomControl = optional("cgroup.memory.oom", "\(dir)/memory.oom_control", &missing)
+            return attempt("cgroup.memory", &missing) { () throws(SensorError) in
+                try parseCgroupV1Memory(usage: usage, limit: limit, maxUsage: maxUsage, stat: stat,
+                                        oomControl: oomControl, directory: prefixed(dir))
+            }
+        }
+        if let dir = cgroup.v2 {
+            // On a hybrid system without a v1 path, this is where "no memory controller here" shows.
+            guard let current = optional("cgroup.memory", "\(dir)/memory.current", &missing) else { return nil }
+            let max = optional("cgroup.memory.max", "\(dir)/memory.max", &missing)
+            let high = optional("cgroup.memory.high", "\(dir)/memory.high", &missing)
+            let peak = optional("cgroup.memory.peak", "\(dir)/memory.peak", &missing)
+            let stat = optional("cgroup.memory.stat", "\(dir)/memory.stat", &missing)
+            let events = optional("cgroup.memory.events", "\(dir)/memory.events", &missing)
+            return attempt("cgroup.memory", &missing) { () throws(SensorError) in
+                try parseCgroupV2Memory(current: current, max: max, high: high, peak: peak, stat: stat,
+                                        events: events, directory: prefixed(dir))
+            }
+        }
+        return nil
+    }
+
+    private func cgroupCPU(_ cgroup: CgroupPaths, _ missing: inout [String: String]) -> CgroupCPU? {
+        if let dir = cgroup.v1CPUAcct {
+            return load("cgroup.cpu", "\(dir)/cpuacct.usage", &missing) { (text, path) throws(SensorError) in
+                try parseCgroupV1CPUAcct(usage: text, path: path)
+            }
+        }
+        if let dir = cgroup.v2 {
+            return load("cgroup.cpu", "\(dir)/cpu.stat", &missing, parseCgroupV2CPUStat)
+        }
+        return nil
+    }
+
+    // MARK: - Reading
+
+    /// Reads and parses one file; on failure records why under `key` and returns nil.
+    private func load<T>(
+        _ key: String, _ path: String, _ missing: inout [String: String],
+        _ parse: (String, String) throws(SensorError) -> T
+    ) -> T? {
+        attempt(key, &missing) { () throws(SensorError) in
+            try parse(try read(path), prefixed(path))
+        }
+    }
+
+    private func attempt<T>(
+        _ key: String, _ missing: inout [String: String], _ body: () throws(SensorError) -> T
+    ) -> T? {
+        do throws(SensorError) {
+            return try body()
+        } catch {
+            missing[key] = error.description
+            return nil
+        }
+    }
+
+    /// A file's text, or nil with the reason recorded under `key`.
+    private func optional(_ key: String, _ path: String, _ missing: inout [String: String]) -> String? {
+        attempt(key, &missing) { () throws(SensorError) in try read(path) }
+    }
+
+    private func prefixed(_ path: String) -> String {
+        var base = root
+        while base.hasSuffix("/") { base.removeLast() }
+        return base + (path.hasPrefix("/") ? path : "/" + path)
+    }
+
+    /// The whole file. Larger than `limit` is an error rather than a silently shortened reading.
+    private func read(_ path: String, limit: Int = 4 << 20) throws(SensorError) -> String {
+        let full = prefixed(path)
+        let fd = retryingInterrupts { open(full, O_RDONLY | O_CLOEXEC) }
+        guard fd >= 0 else {
+            let code = errno
+            throw code == ENOENT || code == ENOTDIR ? .missing(path: full) : .unreadable(path: full, errno: code)
+        }
+        defer { close(fd) }
+        var bytes: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 64 << 10)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { raw in
+                retryingInterrupts { Glibc.read(fd, raw.baseAddress, raw.count) }
+            }
+            if n < 0 { throw .unreadable(path: full, errno: errno) }
+            if n == 0 { break }
+            bytes.append(contentsOf: chunk[0..<n])
+            if bytes.count > limit { throw .truncated(path: full, expected: "an end within \(limit) bytes") }
+        }
+        return String(decoding: bytes, as: UTF8.self)
+    }
+}

@@ -1,0 +1,77 @@
+import Foundation
+import Testing
+
+@Suite("jobgov monitor", .serialized)
+struct MonitorTests {
+    @Test("plain lines when stdout is not a terminal, one per update")
+    func plainLines() throws {
+        let s = try Scratch()
+        let r = try jobgov(["monitor", "--count", "3", "--interval", "0.2"], in: s, timeout: 20)
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n")
+        #expect(lines.count == 3)
+        for line in lines {
+            #expect(line.contains("psi(some/full) cpu "))
+            #expect(line.contains("mem avail "))
+            #expect(line.contains("wmark min "))
+            #expect(!line.contains("\u{1B}["), "no terminal escapes in a pipe")
+        }
+    }
+
+    @Test("--json prints one object per update with the system's numbers")
+    func jsonLines() throws {
+        let s = try Scratch()
+        let r = try jobgov(["monitor", "--json", "--count", "2", "--interval", "0.2"], in: s, timeout: 20)
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.stdout.split(separator: "\n")
+        #expect(lines.count == 2)
+        for line in lines {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            for key in ["psi_memory_some", "psi_cpu_some", "psi_io_some", "mem_total", "mem_available", "cpu_busy", "wmark_min"] {
+                #expect(object[key] != nil, "\(key) in \(line)")
+            }
+            #expect((object["mem_total"] as? Int ?? 0) > 0)
+        }
+    }
+
+    @Test("--pid watches a running build's cgroup", .enabled(if: geteuid() == 0))
+    func buildCgroup() throws {
+        try Clients.require(Clients.make44)
+        let s = try Scratch()
+        try s.write("Makefile", flatMakefile(count: 2, seconds: 3))
+        let run = try Running(Clients.jobgov, [Clients.make44, "-j2"], in: s)
+        waitUntil("the build to start") { s.read("job.log").contains("S ") }
+        let m = try Running(Clients.jobgov, ["monitor", "--pid", String(run.pid), "--json", "--count", "2",
+                                             "--interval", "0.2"], in: s, tag: "mon").finish(timeout: 20)
+        #expect(m.status == 0, "\(m.stderr)")
+        for line in m.stdout.split(separator: "\n") {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            #expect((object["cgroup_usage"] as? Int ?? 0) > 0, "the build's memory use: \(line)")
+            #expect(object["cgroup_psi_memory_some"] != nil, "the build's own pressure: \(line)")
+        }
+        #expect(run.finish().status == 0)
+    }
+
+    @Test("an unknown cgroup or a bad interval gets one line")
+    func mistakes() throws {
+        let s = try Scratch()
+        let unknown = try jobgov(["monitor", "--cgroup", "no-such-cgroup-here", "--count", "1"], in: s, timeout: 20)
+        #expect(unknown.status == 1)
+        #expect(unknown.stderr.split(separator: "\n").count == 1 && unknown.stderr.contains("no cgroup"), "\(unknown.stderr)")
+        let interval = try jobgov(["monitor", "--interval", "0", "--count", "1"], in: s, timeout: 20)
+        #expect(interval.status == 2)
+        #expect(interval.stderr.split(separator: "\n").count == 1 && interval.stderr.contains("--interval"), "\(interval.stderr)")
+    }
+
+    @Test("sensors work for an unprivileged user", .enabled(if: geteuid() == 0, "needs root to switch to nobody"))
+    func unprivileged() throws {
+        let s = try Scratch()
+        chmod(s.path, 0o777)
+        let r = try Running("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "--",
+                                                 Clients.jobgov, "monitor", "--json", "--count", "1", "--interval", "0.2"],
+                            in: s).finish(timeout: 20)
+        #expect(r.status == 0, "\(r.stderr)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any])
+        #expect(object["psi_memory_some"] != nil && object["mem_available"] != nil, "\(r.stdout)")
+    }
+}
