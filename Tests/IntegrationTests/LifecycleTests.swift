@@ -65,22 +65,23 @@ struct LifecycleTests {
         #expect(leftover.stdout.isEmpty, "jobs still running: \(leftover.stdout)")
     }
 
-    @Test("a jobgov killed with SIGKILL leaves a stale directory that the next jobgov removes")
+    /// Without a cgroup there is no watchdog (see CgroupTests for the watchdog's cleanup).
+    @Test("a jobgov without cgroup killed with SIGKILL leaves a stale directory that the next jobgov removes")
     func staleDirectoryRemoved() throws {
         let s = try Scratch()
-        let run = try Running(Clients.jobgov, ["-j2", "--", "/bin/sleep", "30"], in: s)
+        let run = try Running(Clients.jobgov, ["-j2", "--no-cgroup", "--", "/bin/sleep", "30"], in: s)
         waitUntil("the runtime directory") { !s.runtimeLeftovers.isEmpty }
         waitUntil("the sleep to start") { !(try? String(contentsOfFile: "/proc/\(run.pid)/task/\(run.pid)/children", encoding: .utf8))!.isEmpty }
         let sleeper = (try? String(contentsOfFile: "/proc/\(run.pid)/task/\(run.pid)/children", encoding: .utf8))?
             .split(separator: " ").compactMap { Int32($0) }.first
         kill(run.pid, SIGKILL)
+        // The orphaned sleep outlived jobgov (SIGKILL); end it by its pid.
+        if let sleeper { kill(sleeper, SIGKILL) }
         _ = run.finish()
         #expect(s.runtimeLeftovers.count == 1, "SIGKILL gives jobgov no chance to clean up")
         let next = try jobgov(["--", "/bin/true"], in: s)
         #expect(next.status == 0)
         #expect(s.runtimeLeftovers.isEmpty, "the next jobgov removes directories of dead jobgovs")
-        // The orphaned sleep outlived jobgov (SIGKILL); end it by its pid.
-        if let sleeper { kill(sleeper, SIGKILL) }
     }
 }
 

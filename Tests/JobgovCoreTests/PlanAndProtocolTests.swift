@@ -257,14 +257,17 @@ struct PoolStatusTests {
         #expect(fields["tokens_recreated"] == "1")
         #expect(fields["tokens_absorbed"] == "4")
         #expect(fields["elapsed_seconds"] == "12.346")
-        #expect(fields.count == 13)
+        #expect(fields["cgroup"] == "")
+        #expect(fields["cgroup_v1_memory"] == "")
+        #expect(fields["frozen"] == "false")
+        #expect(fields.count == 16)
     }
 
     @Test func jsonIsOneLineWithStableKeys() {
         let json = status(command: "make -j8").json
         #expect(!json.contains("\n"))
         #expect(json.hasPrefix(#"{"pid":4242,"command":"make -j8","style":"fifo","#))
-        #expect(json.hasSuffix(#""tokens_absorbed":4,"elapsed_seconds":12.346}"#))
+        #expect(json.hasSuffix(#""tokens_absorbed":4,"elapsed_seconds":12.346,"cgroup":"","cgroup_v1_memory":"","frozen":false}"#))
     }
 
     /// A command can contain a newline or a tab (`jobgov -- sh -c 'a<newline>b'`); the writer escapes them, so the
