@@ -49,6 +49,9 @@ final class BuildSupervisor {
     private var launchedPID: Int32 = 0
     private var realtime = false
     private var cgroup: BuildCgroup?
+    private var budget: MemoryBudget?
+    /// PSI trigger events on the build's memory pressure (woken through poll, not by the tick).
+    private var pressureEvents = 0
     private var watchdog: WatchdogHandle?
 
     /// This executable, for starting the watchdog.
@@ -99,6 +102,8 @@ final class BuildSupervisor {
             }
             watchdog?.finish(.done)
         }
+        budget = options.memoryBudget.map { MemoryBudget(bytes: $0, source: "--memory-budget") }
+            ?? MemoryBudget.derive(totalMemory: physicalMemory(), cgroupLimit: CgroupLayout.detect().effectiveMemoryLimit())
         if let cgroup {
             if let budget = options.memoryBudget {
                 let hard = budget + MemorySize.reserve(forBudget: budget)
@@ -117,6 +122,15 @@ final class BuildSupervisor {
             throw CgroupError("--memory-budget needs a cgroup for the build: \(cgroupNote)")
         }
         self.cgroup = cgroup
+        // The kernel's PSI trigger wakes the loop when the build stalls on memory for 100 ms within a window,
+        // instead of the next tick noticing. Windows must be multiples of 2 s without CAP_SYS_RESOURCE.
+        var trigger: PressureTrigger?
+        if let dir = cgroup?.unifiedDir {
+            let window = PressureTrigger.allowsShortWindows ? 1_000_000 : 2_000_000
+            trigger = try? PressureTrigger(path: dir + "/memory.pressure", kind: .some, stallMicroseconds: 100_000,
+                                           windowMicroseconds: window)
+        }
+        defer { trigger?.close() }
 
         let auth: String
         switch options.plan.style {
@@ -165,6 +179,7 @@ final class BuildSupervisor {
             fds += control.pollDescriptors.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
             let absorbing = ledger.created > ledger.target
             if absorbing { fds.append(pollfd(fd: pool.readFD, events: Int16(POLLIN), revents: 0)) }
+            if let trigger { fds.append(pollfd(fd: trigger.fd, events: Int16(POLLPRI), revents: 0)) }
             if absorbing != realtime { realtime = absorbing && setRealtimePriority(absorbing) }
             let ready = retryingInterrupts { poll(&fds, nfds_t(fds.count), options.tickMilliseconds) }
             if ready < 0 { throw SystemError("poll failed") }
@@ -187,6 +202,13 @@ final class BuildSupervisor {
                                 kill(pid, delivery.signal)
                             }
                         }
+                    }
+                } else if let t = trigger, p.fd == t.fd {
+                    if p.revents & Int16(POLLERR) != 0 {
+                        t.close()
+                        trigger = nil
+                    } else {
+                        pressureEvents += 1
                     }
                 } else if p.fd == pool.readFD {
                     // Take returned tokens first and account afterwards: clients re-read within microseconds.
@@ -283,6 +305,9 @@ final class BuildSupervisor {
             )
             status.cgroup = cgroup?.topDirectories.first ?? ""
             status.cgroupV1Memory = cgroup?.memoryDir ?? ""
+            status.memoryBudget = budget?.bytes ?? 0
+            status.memoryBudgetSource = budget?.source ?? ""
+            status.pressureEvents = pressureEvents
             status.frozen = cgroup?.isFrozen ?? false
             return status.json
         }

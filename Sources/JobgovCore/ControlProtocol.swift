@@ -71,6 +71,11 @@ public struct PoolStatus: Equatable, Sendable {
     /// The v1 memory cgroup of the build on hybrid and v1 machines, empty otherwise.
     public var cgroupV1Memory: String = ""
     public var frozen: Bool = false
+    /// The memory budget in bytes, and where it came from ("--memory-budget", "cgroup limit", "total memory").
+    public var memoryBudget: UInt64 = 0
+    public var memoryBudgetSource: String = ""
+    /// How often the kernel's PSI trigger on the build's memory pressure fired.
+    public var pressureEvents: Int = 0
 
     public init(
         pid: Int32, command: String, style: String, auth: String, jobs: Int, ceiling: Int, tokensCreated: Int,
@@ -111,6 +116,9 @@ public struct PoolStatus: Equatable, Sendable {
         w.add("cgroup", cgroup)
         w.add("cgroup_v1_memory", cgroupV1Memory)
         w.add("frozen", frozen)
+        w.add("memory_budget", Int(clamping: memoryBudget))
+        w.add("memory_budget_source", memoryBudgetSource)
+        w.add("pressure_events", pressureEvents)
         return w.text
     }
 

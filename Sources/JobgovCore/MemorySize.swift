@@ -56,3 +56,26 @@ public enum MemorySize {
         min(max(budget / 10, 64 << 20), 1 << 30)
     }
 }
+
+/// The memory a build may use when the user names no budget: what the machine (or the cgroup jobgov runs in) has,
+/// less the reserve kept between the budget and the hard limit.
+public struct MemoryBudget: Equatable, Sendable {
+    public var bytes: UInt64
+    /// Where the number came from, for messages: "--memory-budget", "cgroup limit", "total memory".
+    public var source: String
+
+    public init(bytes: UInt64, source: String) {
+        self.bytes = bytes
+        self.source = source
+    }
+
+    /// - Parameters:
+    ///   - totalMemory: MemTotal.
+    ///   - cgroupLimit: the effective limit of jobgov's own cgroup (nil when unlimited).
+    public static func derive(totalMemory: UInt64, cgroupLimit: UInt64?) -> MemoryBudget {
+        let (ceiling, source): (UInt64, String) =
+            if let limit = cgroupLimit, limit < totalMemory { (limit, "cgroup limit") } else { (totalMemory, "total memory") }
+        let reserve = MemorySize.reserve(forBudget: ceiling)
+        return MemoryBudget(bytes: ceiling > reserve ? ceiling - reserve : ceiling / 2, source: source)
+    }
+}

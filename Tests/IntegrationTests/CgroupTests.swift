@@ -100,6 +100,39 @@ struct CgroupTests {
         waitUntil("the cgroups to be removed", timeout: 10) { dirs.allSatisfy { !FileManager.default.fileExists(atPath: $0) } }
     }
 
+    /// A build that thrashes file pages in a 100 MiB budget stalls on memory; the kernel's PSI trigger on the build's
+    /// cgroup wakes jobgov (counted in `ctl status`), without waiting for a tick.
+    @Test("a memory stall of the build fires jobgov's PSI trigger")
+    func pressureTrigger() throws {
+        try Clients.require(Clients.make44)
+        let s = try Scratch()
+        try s.write("Makefile", """
+            all:
+            \t@head -c 250M /dev/urandom > thrash.dat
+            \t@timeout 5 python3 -c 'import mmap, random; f = open("thrash.dat", "rb"); m = mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ); n = len(m) // 4096; [m[random.randrange(n) * 4096] for _ in iter(int, 1)]' || true
+            \t@sleep 2.5; $(JOBGOV) ctl status --json > status.json; rm -f thrash.dat
+
+            """)
+        let r = try jobgov(["--memory-budget", "100M", Clients.make44], in: s, timeout: 60)
+        #expect(r.status == 0, "\(r.stderr)")
+        let status = PoolStatusFields(s.read("status.json"))
+        #expect(status["memory_budget"] == String(100 << 20))
+        #expect(status["memory_budget_source"] == "--memory-budget")
+        #expect(Int(status["pressure_events"] ?? "0") ?? 0 >= 1, "\(s.read("status.json"))")
+    }
+
+    @Test("without --memory-budget the budget is derived from the machine")
+    func derivedBudget() throws {
+        let s = try Scratch()
+        let r = try jobgov(["--", "/bin/sh", "-c", "\"$JOBGOV\" ctl status --json > status.json"], in: s)
+        #expect(r.status == 0, "\(r.stderr)")
+        let status = PoolStatusFields(s.read("status.json"))
+        let total = UInt64(sysconf(Int32(_SC_PHYS_PAGES))) * UInt64(sysconf(Int32(_SC_PAGESIZE)))
+        let budget = UInt64(status["memory_budget"] ?? "0") ?? 0
+        #expect(["total memory", "cgroup limit"].contains(status["memory_budget_source"] ?? ""), "\(status)")
+        #expect(budget > 0 && budget < total)
+    }
+
     @Test("a mistake in --memory-budget gets one line")
     func badBudget() throws {
         let s = try Scratch()

@@ -144,6 +144,12 @@ func waitUntil(_ what: String, timeout: Double = 30, sourceLocation: SourceLocat
     }
 }
 
+/// The fields of a `jobgov ctl status --json` object.
+func PoolStatusFields(_ json: String) -> [String: String] {
+    guard let object = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any] else { return [:] }
+    return object.mapValues { "\($0)" }
+}
+
 func realtimeNanoseconds() -> Int64 {
     var ts = timespec()
     clock_gettime(CLOCK_REALTIME, &ts)

@@ -260,14 +260,16 @@ struct PoolStatusTests {
         #expect(fields["cgroup"] == "")
         #expect(fields["cgroup_v1_memory"] == "")
         #expect(fields["frozen"] == "false")
-        #expect(fields.count == 16)
+        #expect(fields["memory_budget"] == "0")
+        #expect(fields["pressure_events"] == "0")
+        #expect(fields.count == 19)
     }
 
     @Test func jsonIsOneLineWithStableKeys() {
         let json = status(command: "make -j8").json
         #expect(!json.contains("\n"))
         #expect(json.hasPrefix(#"{"pid":4242,"command":"make -j8","style":"fifo","#))
-        #expect(json.hasSuffix(#""tokens_absorbed":4,"elapsed_seconds":12.346,"cgroup":"","cgroup_v1_memory":"","frozen":false}"#))
+        #expect(json.hasSuffix(#""tokens_absorbed":4,"elapsed_seconds":12.346,"cgroup":"","cgroup_v1_memory":"","frozen":false,"memory_budget":0,"memory_budget_source":"","pressure_events":0}"#))
     }
 
     /// A command can contain a newline or a tab (`jobgov -- sh -c 'a<newline>b'`); the writer escapes them, so the
@@ -316,5 +318,43 @@ struct BuildExitTests {
         #expect(BuildExit.signaled(9).shellStatus == 137)
         #expect(BuildExit.signaled(2).shellStatus == 130)
         #expect(BuildExit.signaled(15).shellStatus == 143)
+    }
+}
+
+@Suite("Memory sizes and budgets")
+struct MemorySizeTests {
+    @Test func parsesSizes() throws {
+        #expect(try MemorySize.parse("8G", option: "-m", percentOf: nil) == 8 << 30)
+        #expect(try MemorySize.parse("512M", option: "-m", percentOf: nil) == 512 << 20)
+        #expect(try MemorySize.parse("1.5GiB", option: "-m", percentOf: nil) == 3 << 29)
+        #expect(try MemorySize.parse("50%", option: "-m", percentOf: 16 << 30) == 8 << 30)
+        #expect(try MemorySize.parse("33554432", option: "-m", percentOf: nil) == 32 << 20)
+    }
+
+    @Test func rejectsMistakes() {
+        for bad in ["", "lots", "0", "-1G", "1K", "150%", "0%", "8X"] {
+            #expect(throws: CommandLineError.self, "\(bad)") { try MemorySize.parse(bad, option: "-m", percentOf: 16 << 30) }
+        }
+        #expect(throws: CommandLineError.self) { try MemorySize.parse("50%", option: "-m", percentOf: nil) }
+    }
+
+    @Test func reserveIsATenthWithinBounds() {
+        #expect(MemorySize.reserve(forBudget: 100 << 20) == 64 << 20)
+        #expect(MemorySize.reserve(forBudget: 4 << 30) == (4 << 30) / 10)
+        #expect(MemorySize.reserve(forBudget: 64 << 30) == 1 << 30)
+    }
+
+    @Test func derivedBudget() {
+        let sixteen: UInt64 = 16 << 30
+        #expect(MemoryBudget.derive(totalMemory: sixteen, cgroupLimit: nil) == MemoryBudget(bytes: 15 << 30, source: "total memory"))
+        #expect(MemoryBudget.derive(totalMemory: sixteen, cgroupLimit: 4 << 30).source == "cgroup limit")
+        #expect(MemoryBudget.derive(totalMemory: sixteen, cgroupLimit: 4 << 30).bytes == (4 << 30) - (4 << 30) / 10)
+        #expect(MemoryBudget.derive(totalMemory: sixteen, cgroupLimit: 32 << 30).source == "total memory")
+    }
+
+    @Test func formats() {
+        #expect(MemorySize.format(512) == "512 B")
+        #expect(MemorySize.format(8 << 30) == "8 GiB")
+        #expect(MemorySize.format(3 << 29) == "1.5 GiB")
     }
 }

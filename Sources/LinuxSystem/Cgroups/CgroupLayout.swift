@@ -89,6 +89,29 @@ public struct CgroupLayout: Equatable, Sendable {
         return join(mount, path)
     }
 
+    /// The memory limit that applies to this process's own cgroup, counting its ancestors' limits; nil when none
+    /// is set (or no memory controller is mounted).
+    public func effectiveMemoryLimit() -> UInt64? {
+        func value(_ text: String?) -> UInt64? {
+            guard let t = text?.split(separator: "\n").first, t != "max", let v = UInt64(t), v < (1 << 62) else { return nil }
+            return v
+        }
+        if let dir = ownV1Directory("memory") {
+            // v1 reports the effective (hierarchical) limit in memory.stat.
+            let stat = readSmallFile(dir + "/memory.stat") ?? ""
+            let line = stat.split(separator: "\n").first { $0.hasPrefix("hierarchical_memory_limit ") }
+            return value(line.map { String($0.dropFirst("hierarchical_memory_limit ".count)) })
+                ?? value(readSmallFile(dir + "/memory.limit_in_bytes"))
+        }
+        guard var dir = ownUnifiedDirectory, let mount = unifiedMount else { return nil }
+        var smallest: UInt64?
+        while dir.count > mount.count {
+            if let v = value(readSmallFile(dir + "/memory.max")) { smallest = min(smallest ?? v, v) }
+            dir = parentDirectory(dir)
+        }
+        return smallest
+    }
+
     /// The directory of this process's own cgroup in a v1 controller's hierarchy.
     public func ownV1Directory(_ controller: String) -> String? {
         guard let mount = v1Mounts[controller] else { return nil }
