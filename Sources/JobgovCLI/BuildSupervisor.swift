@@ -48,6 +48,21 @@ final class BuildSupervisor {
     private let startTime = monotonicSeconds()
     private var launchedPID: Int32 = 0
     private var realtime = false
+    /// A signal being passed on to the build: which, until when, and to whom it went already.
+    private var forwarding: (signal: Int32, until: Double, sent: Set<Int32>)?
+
+    private func forwardPending(child: pid_t) {
+        guard var f = forwarding else { return }
+        if !f.sent.contains(child) {
+            kill(child, f.signal)
+            f.sent.insert(child)
+        }
+        for pid in tree.descendants(of: getpid()) where !f.sent.contains(pid) && pid != watchdog?.pid {
+            kill(pid, f.signal)
+            f.sent.insert(pid)
+        }
+        forwarding = f
+    }
     private var cgroup: BuildCgroup?
     private var budget: MemoryBudget?
     /// PSI trigger events on the build's memory pressure (woken through poll, not by the tick).
@@ -197,10 +212,8 @@ final class BuildSupervisor {
                             // A terminal's Ctrl-C reaches the whole foreground group, the build included. A signal
                             // sent to jobgov alone (kill, a CI runner's timeout) is passed on the same way: to every
                             // process of the build, since make, on SIGINT, waits for jobs it expects got it too.
-                            kill(child, delivery.signal)
-                            for pid in tree.descendants(of: getpid()) where pid != child {
-                                kill(pid, delivery.signal)
-                            }
+                            forwarding = (delivery.signal, monotonicSeconds() + 2, [])
+                            forwardPending(child: child)
                         }
                     }
                 } else if let t = trigger, p.fd == t.fd {
@@ -219,6 +232,10 @@ final class BuildSupervisor {
                 }
             }
             refill(pool)
+
+            // Processes forked while a signal was being passed on would miss it; for two seconds, each tick
+            // passes it to any process of the build that has not had it yet.
+            if let f = forwarding, monotonicSeconds() < f.until { forwardPending(child: child) } else { forwarding = nil }
 
             let inPool = pool.tokensInPool()
             let outstanding = ledger.outstanding(inPool: inPool)

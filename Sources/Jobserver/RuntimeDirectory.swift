@@ -64,17 +64,7 @@ public final class RuntimeDirectory {
     deinit { remove() }
 
     static func removeTree(_ path: String) {
-        if let dir = opendir(path) {
-            while let entry = readdir(dir) {
-                let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                    String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-                }
-                if name == "." || name == ".." { continue }
-                unlink("\(path)/\(name)")
-            }
-            closedir(dir)
-        }
-        rmdir(path)
+        removeDirectoryTree(path)
     }
 
     /// Directories left by jobgov processes that no longer exist (killed with SIGKILL, say), owned by this user.
@@ -95,13 +85,8 @@ public final class RuntimeDirectory {
 
     /// `jobgov-PID-XXXXXX` directories in `base`, with the PID of the jobgov that made each.
     public static func instances(in base: String) -> [(path: String, pid: Int32)] {
-        guard let dir = opendir(base) else { return [] }
-        defer { closedir(dir) }
         var found: [(String, Int32)] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
+        for name in directoryEntries(base) {
             guard name.hasPrefix(prefix) else { continue }
             let rest = name.dropFirst(prefix.count).split(separator: "-")
             guard rest.count == 2, let pid = Int32(rest[0]), rest[1].count == 6 else { continue }

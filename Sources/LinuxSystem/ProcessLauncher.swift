@@ -51,6 +51,8 @@ public enum ProcessLauncher {
         environment: [String],
         stdoutFD: Int32? = nil,
         stderrFD: Int32? = nil,
+        moveDescriptors: [(from: Int32, to: Int32)] = [],
+        newSession: Bool = false,
         defaultSignals: [Int32] = [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGPIPE, SIGUSR1, SIGUSR2]
     ) throws(SystemError) -> pid_t {
         var actions = posix_spawn_file_actions_t()
@@ -58,6 +60,8 @@ public enum ProcessLauncher {
         defer { posix_spawn_file_actions_destroy(&actions) }
         if let stdoutFD { posix_spawn_file_actions_adddup2(&actions, stdoutFD, 1) }
         if let stderrFD { posix_spawn_file_actions_adddup2(&actions, stderrFD, 2) }
+        // dup2 clears close-on-exec on the copy: the only way a descriptor reaches the child.
+        for move in moveDescriptors { posix_spawn_file_actions_adddup2(&actions, move.from, move.to) }
 
         var attributes = posix_spawnattr_t()
         posix_spawnattr_init(&attributes)
@@ -69,7 +73,9 @@ public enum ProcessLauncher {
         sigemptyset(&defaults)
         for sig in defaultSignals { sigaddset(&defaults, sig) }
         posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+        // POSIX_SPAWN_SETSID (0x80 in glibc) is not imported into Swift.
+        let setsid: Int32 = newSession ? 0x80 : 0
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | setsid))
 
         let argv = arguments.map { strdup($0) } + [nil]
         let envp = environment.map { strdup($0) } + [nil]

@@ -58,13 +58,8 @@ public struct ProcessTree: Sendable {
     /// Whether process `pid` has a descriptor open on `path`.
     public func hasOpen(_ pid: Int32, path: String) -> Bool {
         let fdDir = "\(procRoot)/\(pid)/fd"
-        guard let dir = opendir(fdDir) else { return false }
-        defer { closedir(dir) }
         var buffer = [CChar](repeating: 0, count: 4096)
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
+        for name in directoryEntries(fdDir) {
             guard name.first?.isNumber == true else { continue }
             let n = readlink("\(fdDir)/\(name)", &buffer, buffer.count - 1)
             guard n > 0 else { continue }
@@ -94,16 +89,7 @@ public struct ProcessTree: Sendable {
     }
 
     public func taskIDs(of pid: Int32) -> [Int32] {
-        guard let dir = opendir("\(procRoot)/\(pid)/task") else { return [] }
-        defer { closedir(dir) }
-        var ids: [Int32] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
-            if let id = Int32(name) { ids.append(id) }
-        }
-        return ids
+        directoryEntries("\(procRoot)/\(pid)/task").compactMap { Int32($0) }
     }
 
     private func readChildren(_ path: String) -> [Int32] {
@@ -127,4 +113,20 @@ public func readSmallFile(_ path: String, limit: Int = 1 << 20) -> String? {
         bytes.append(contentsOf: buffer[0..<n])
     }
     return String(decoding: bytes, as: UTF8.self)
+}
+
+/// The names in a directory (without `.` and `..`); `directoriesOnly` keeps subdirectories. Empty when the
+/// directory cannot be opened (a process that just exited, a removed cgroup).
+public func directoryEntries(_ path: String, directoriesOnly: Bool = false) -> [String] {
+    guard let dir = opendir(path) else { return [] }
+    defer { closedir(dir) }
+    var names: [String] = []
+    while let entry = readdir(dir) {
+        if directoriesOnly && entry.pointee.d_type != UInt8(DT_DIR) { continue }
+        let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
+            String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
+        }
+        if name != "." && name != ".." { names.append(name) }
+    }
+    return names
 }

@@ -191,14 +191,18 @@ struct JobLog {
         return best
     }
 
-    /// The first instant at or after `from` when more than `level` jobs ran at once.
-    func firstTimeAbove(_ level: Int, from: Int64) -> Int64? {
+    /// Starts (+1) and ends (-1) in time order, an end before a start at the same instant.
+    private var events: [(Int64, Int)] {
         var events: [(Int64, Int)] = []
         for i in intervals {
             events.append((i.start, 1))
             events.append((i.end, -1))
         }
-        events.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
+        return events.sorted { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
+    }
+
+    /// The first instant at or after `from` when more than `level` jobs ran at once.
+    func firstTimeAbove(_ level: Int, from: Int64) -> Int64? {
         var running = 0
         for (t, d) in events {
             running += d
@@ -209,12 +213,6 @@ struct JobLog {
 
     /// The last instant when more than `level` jobs ran at once.
     func lastTimeAbove(_ level: Int) -> Int64? {
-        var events: [(Int64, Int)] = []
-        for i in intervals {
-            events.append((i.start, 1))
-            events.append((i.end, -1))
-        }
-        events.sort { $0.0 != $1.0 ? $0.0 < $1.0 : $0.1 < $1.1 }
         var running = 0
         var last: Int64?
         for (t, d) in events {

@@ -287,17 +287,7 @@ public final class BuildCgroup {
     public var remainingDirectories: [String] { created }
 
     public static func subdirectories(_ dir: String) -> [String] {
-        guard let d = opendir(dir) else { return [] }
-        defer { closedir(d) }
-        var out: [String] = []
-        while let entry = readdir(d) {
-            guard entry.pointee.d_type == UInt8(DT_DIR) else { continue }
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
-            if name != "." && name != ".." { out.append(name) }
-        }
-        return out
+        directoryEntries(dir, directoriesOnly: true)
     }
 }
 

@@ -91,15 +91,7 @@ public enum WatchdogRunner {
 
 /// Removes a directory and the files in it (not recursive: jobgov's runtime directory is flat).
 public func removeDirectoryTree(_ path: String) {
-    if let dir = opendir(path) {
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { raw in
-                String(decoding: raw.prefix(while: { $0 != 0 }), as: UTF8.self)
-            }
-            if name != "." && name != ".." { unlink(path + "/" + name) }
-        }
-        closedir(dir)
-    }
+    for name in directoryEntries(path) { unlink(path + "/" + name) }
     rmdir(path)
 }
 
@@ -112,36 +104,20 @@ public final class WatchdogHandle {
     public init(executable: String, plan: WatchdogPlan) throws(SystemError) {
         var fds: [Int32] = [0, 0]
         guard jobgov_pipe_cloexec(&fds) == 0 else { throw SystemError("cannot create the watchdog pipe") }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_adddup2(&actions, fds[0], 3)
-        var attributes = posix_spawnattr_t()
-        posix_spawnattr_init(&attributes)
-        defer { posix_spawnattr_destroy(&attributes) }
-        var emptyMask = sigset_t()
-        sigemptyset(&emptyMask)
-        posix_spawnattr_setsigmask(&attributes, &emptyMask)
-        var defaults = sigset_t()
-        sigemptyset(&defaults)
-        for sig in [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGPIPE] { sigaddset(&defaults, sig) }
-        posix_spawnattr_setsigdefault(&attributes, &defaults)
-        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | 0x80 /* SETSID */))
         let arguments = [executable, "watchdog", "--pipe-fd", "3"] + plan.arguments
-        let argv = arguments.map { strdup($0) } + [nil]
-        let envp: [UnsafeMutablePointer<CChar>?] = [strdup("PATH=/usr/bin:/bin"), nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
-        }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, executable, &actions, &attributes, argv, envp)
-        close(fds[0])
-        guard rc == 0 else {
+        let spawned: pid_t
+        do {
+            spawned = try ProcessLauncher.spawn(
+                executable: executable, arguments: arguments, environment: ["PATH=/usr/bin:/bin"],
+                moveDescriptors: [(fds[0], 3)], newSession: true,
+                defaultSignals: [SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGCHLD, SIGPIPE])
+        } catch {
+            close(fds[0])
             close(fds[1])
-            throw SystemError("cannot start the watchdog", path: executable, errno: rc)
+            throw error
         }
-        self.pid = pid
+        close(fds[0])
+        self.pid = spawned
         writeFD = fds[1]
     }
 
