@@ -126,11 +126,6 @@ final class BuildSupervisor {
                 if cgroup.backend == .unified { limits.memoryHigh = budget }
                 try cgroup.apply(limits)
             }
-            watchdog = try WatchdogHandle(
-                executable: Self.ownExecutable(),
-                plan: WatchdogPlan(runtimeDirectory: directory.path, unifiedDir: cgroup.unifiedDir,
-                                   memoryDir: cgroup.memoryDir, cpuDir: cgroup.cpuDir, freezerDir: cgroup.freezerDir,
-                                   removeWhenEmpty: cgroup.remainingDirectories))
             cgroupNote = "in cgroup \(cgroup.topDirectories.first ?? "?") (\(cgroup.backend.rawValue))"
             if let budget = options.memoryBudget { cgroupNote += ", memory budget \(MemorySize.format(budget))" }
         } else if options.memoryBudget != nil {
@@ -138,13 +133,11 @@ final class BuildSupervisor {
         }
         self.cgroup = cgroup
         // The kernel's PSI trigger wakes the loop when the build stalls on memory for 100 ms within a window,
-        // instead of the next tick noticing. Windows must be multiples of 2 s without CAP_SYS_RESOURCE.
+        // instead of the next tick noticing. Windows must be multiples of 2 s without CAP_SYS_RESOURCE. It is made
+        // once the build has run a second: the kernel starts a thread for it and waits for an RCU grace period
+        // when it goes (measured: about 30 ms together), which a short build should not pay.
         var trigger: PressureTrigger?
-        if let dir = cgroup?.unifiedDir {
-            let window = PressureTrigger.allowsShortWindows ? 1_000_000 : 2_000_000
-            trigger = try? PressureTrigger(path: dir + "/memory.pressure", kind: .some, stallMicroseconds: 100_000,
-                                           windowMicroseconds: window)
-        }
+        var triggerAttempted = cgroup?.unifiedDir == nil
         defer { trigger?.close() }
 
         let auth: String
@@ -180,6 +173,15 @@ final class BuildSupervisor {
         }
         pool.closeClientPipeEndsInParent()
         launchedPID = child
+        if let cgroup {
+            // Started after the build so that it does not delay it; nothing is frozen or limited by jobgov
+            // before the loop below runs.
+            watchdog = try WatchdogHandle(
+                executable: Self.ownExecutable(),
+                plan: WatchdogPlan(runtimeDirectory: directory.path, unifiedDir: cgroup.unifiedDir,
+                                   memoryDir: cgroup.memoryDir, cpuDir: cgroup.cpuDir, freezerDir: cgroup.freezerDir,
+                                   removeWhenEmpty: cgroup.remainingDirectories))
+        }
 
         if !options.quiet {
             let what = options.plan.argv.first.map { $0.split(separator: "/").last.map(String.init) ?? $0 } ?? "build"
@@ -236,6 +238,12 @@ final class BuildSupervisor {
             // Processes forked while a signal was being passed on would miss it; for two seconds, each tick
             // passes it to any process of the build that has not had it yet.
             if let f = forwarding, monotonicSeconds() < f.until { forwardPending(child: child) } else { forwarding = nil }
+            if !triggerAttempted, monotonicSeconds() - startTime > 1, let dir = cgroup?.unifiedDir {
+                triggerAttempted = true
+                let window = PressureTrigger.allowsShortWindows ? 1_000_000 : 2_000_000
+                trigger = try? PressureTrigger(path: dir + "/memory.pressure", kind: .some, stallMicroseconds: 100_000,
+                                               windowMicroseconds: window)
+            }
 
             let inPool = pool.tokensInPool()
             let outstanding = ledger.outstanding(inPool: inPool)
