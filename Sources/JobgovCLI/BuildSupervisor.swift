@@ -22,6 +22,8 @@ final class BuildSupervisor {
         /// The memory budget; sets the cgroup's limits (memory.high at the budget on v2, the hard limit a reserve
         /// above it).
         var memoryBudget: UInt64?
+        /// CPU bandwidth for the build per 100 ms period (cpu.max), in microseconds.
+        var cpuQuotaMicroseconds: Int?
         /// How often the accounting tick runs while the build is going.
         var tickMilliseconds: Int32 = 100
         /// How often the process tree is walked to look for lost tokens.
@@ -99,7 +101,9 @@ final class BuildSupervisor {
         if options.cgroup != .off {
             let parent: String? = if case .below(let p) = options.cgroup { p } else { nil }
             do {
-                cgroup = try BuildCgroup.create(layout: CgroupLayout.detect(), name: "jobgov-\(getpid())", parent: parent)
+                let layout = CgroupLayout.detect()
+                BuildCgroup.removeStale(layout: layout)
+                cgroup = try BuildCgroup.create(layout: layout, name: "jobgov-\(getpid())", parent: parent)
             } catch {
                 if parent != nil { throw error }
                 cgroupNote = "no cgroup (\(error.description))"
@@ -126,10 +130,14 @@ final class BuildSupervisor {
                 if cgroup.backend == .unified { limits.memoryHigh = budget }
                 try cgroup.apply(limits)
             }
+            if let quota = options.cpuQuotaMicroseconds {
+                try cgroup.apply(CgroupLimits(cpuQuotaMicroseconds: quota))
+            }
             cgroupNote = "in cgroup \(cgroup.topDirectories.first ?? "?") (\(cgroup.backend.rawValue))"
             if let budget = options.memoryBudget { cgroupNote += ", memory budget \(MemorySize.format(budget))" }
-        } else if options.memoryBudget != nil {
-            throw CgroupError("--memory-budget needs a cgroup for the build: \(cgroupNote)")
+        } else if options.memoryBudget != nil || options.cpuQuotaMicroseconds != nil {
+            let flag = options.memoryBudget != nil ? "--memory-budget" : "--cpu-max"
+            throw CgroupError("\(flag) needs a cgroup for the build: \(cgroupNote)")
         }
         self.cgroup = cgroup
         // The kernel's PSI trigger wakes the loop when the build stalls on memory for 100 ms within a window,

@@ -80,6 +80,11 @@ struct Run: ParsableCommand {
     var noCgroup = false
 
     @Option(help: ArgumentHelp("""
+        CPU time for the build, in CPUs (e.g. 1.5): the cgroup's cpu.max (v1 cpu.cfs_quota_us) per 100 ms period.
+        """, valueName: "cpus"))
+    var cpuMax: String?
+
+    @Option(help: ArgumentHelp("""
         Memory for the build, e.g. 8G, 512M or 75% (of the machine's memory): the cgroup's memory.high on cgroup v2; \
         the hard limit is a reserve (a tenth, 64 MiB to 1 GiB) above it.
         """, valueName: "size"))
@@ -116,8 +121,16 @@ struct Run: ParsableCommand {
             case .pipe: .pipe
             }
             let plan = try RunPlan.make(command: command, jobsOverride: override, styleOverride: style, facts: facts)
-            if noCgroup && (cgroup != nil || memoryBudget != nil) {
-                throw CommandLineError.conflict("--no-cgroup cannot be combined with --cgroup or --memory-budget")
+            if noCgroup && (cgroup != nil || memoryBudget != nil || cpuMax != nil) {
+                throw CommandLineError.conflict("--no-cgroup cannot be combined with --cgroup, --memory-budget or --cpu-max")
+            }
+            var cpuQuota: Int?
+            if let cpuMax {
+                guard let cpus = Double(cpuMax), cpus >= 0.01, cpus <= Double(JobsRequest.maximumJobs) else {
+                    throw CommandLineError.invalidSize(option: "--cpu-max", value: cpuMax,
+                                                       reason: "give a number of CPUs such as 1.5 (at least 0.01)")
+                }
+                cpuQuota = Int((cpus * 100_000).rounded())
             }
             let budget = try memoryBudget.map { (text) throws(CommandLineError) in
                 try MemorySize.parse(text, option: "--memory-budget", percentOf: physicalMemory())
@@ -125,6 +138,7 @@ struct Run: ParsableCommand {
             var options = BuildSupervisor.Options(plan: plan, executable: executable, environment: env, quiet: quiet)
             options.cgroup = noCgroup ? .off : (cgroup.map { .below($0) } ?? .automatic)
             options.memoryBudget = budget
+            options.cpuQuotaMicroseconds = cpuQuota
             let supervisor = BuildSupervisor(options: options)
             let outcome = try supervisor.run()
             if !quiet { summarize(outcome, plan: plan) }

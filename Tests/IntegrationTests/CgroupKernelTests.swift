@@ -102,3 +102,67 @@ struct CgroupKernelTests {
         #expect(after > before + 100_000, "more than 100 ms of memory stall")
     }
 }
+
+@Suite("Single jobs in their own cgroups", .serialized, .enabled(if: geteuid() == 0, "needs root to create cgroups"))
+struct JobCgroupTests {
+    /// Two counters run as two jobs in leaves of one build cgroup; freezing one job's leaf stops it alone.
+    @Test("freezing one job's leaf stops that job and not the other")
+    func freezeOneJob() throws {
+        let build = try BuildCgroup.create(layout: CgroupLayout.detect(), name: "jobgov-test-\(getpid())-jobs")
+        let scratch = try Scratch()
+        var pids: [pid_t] = []
+        defer {
+            for pid in pids { kill(pid, SIGKILL); var st: Int32 = 0; waitpid(pid, &st, 0) }
+            try? build.thaw()
+            for _ in 0..<50 where !build.remove() { usleep(50_000) }
+        }
+        let old = try build.makeJobLeaf("old")
+        let new = try build.makeJobLeaf("new")
+        for (leaf, name) in [(old, "old"), (new, "new")] {
+            let counter = scratch.path + "/" + name
+            pids.append(try ProcessLauncher.spawn(
+                executable: "/bin/sh", arguments: ["sh", "-c", "while :; do echo x >> \(counter); sleep 0.05; done"],
+                environment: ["PATH=/usr/bin:/bin"], intoCgroups: leaf.procsFiles, defaultSignals: [SIGTERM, SIGINT]))
+        }
+        func lines(_ name: String) -> Int { scratch.read(name).split(separator: "\n").count }
+        waitUntil("both jobs to count") { lines("old") >= 3 && lines("new") >= 3 }
+        try new.freeze()
+        waitUntil("the new job's leaf to be frozen", timeout: 5) { new.isFrozen }
+        #expect(!old.isFrozen && !build.isFrozen, "only the leaf is frozen")
+        let (oldAt, newAt) = (lines("old"), lines("new"))
+        usleep(600_000)
+        #expect(lines("new") == newAt, "the frozen job made no progress")
+        #expect(lines("old") > oldAt + 3, "the other job went on")
+        try new.thaw()
+        waitUntil("the thawed job to count again", timeout: 5) { lines("new") > newAt + 3 }
+        for pid in pids { kill(pid, SIGKILL); var st: Int32 = 0; waitpid(pid, &st, 0) }
+        pids.removeAll()
+        waitUntil("the leaves to empty", timeout: 5) { old.remove() && new.remove() }
+    }
+}
+
+@Suite("Stale cgroups", .enabled(if: geteuid() == 0, "needs root to create cgroups"))
+struct StaleCgroupTests {
+    /// A jobgov and its watchdog both killed with SIGKILL leave `jobgov-PID` behind; the next jobgov removes it
+    /// when it is empty and its jobgov is gone, and leaves a live one alone.
+    @Test("empty cgroups of dead jobgovs are removed, live ones kept")
+    func removeStale() throws {
+        let layout = CgroupLayout.detect()
+        // A pid that is certainly not running: one above the kernel's limit cannot exist.
+        let deadPID = (Int32(readSmallFile("/proc/sys/kernel/pid_max")?.split(separator: "\n").first ?? "") ?? 4_194_304) + 1
+        let dead = try BuildCgroup.create(layout: layout, name: "jobgov-\(deadPID)")
+        let live = try BuildCgroup.create(layout: layout, name: "jobgov-\(getpid())")
+        defer {
+            dead.remove()
+            live.remove()
+        }
+        let removed = BuildCgroup.removeStale(layout: layout)
+        for dir in dead.topDirectories {
+            #expect(removed.contains(dir), "\(dir)")
+            #expect(!FileManager.default.fileExists(atPath: dir))
+        }
+        for dir in live.topDirectories {
+            #expect(FileManager.default.fileExists(atPath: dir), "\(dir) belongs to a running process")
+        }
+    }
+}

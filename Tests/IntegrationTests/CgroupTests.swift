@@ -133,6 +133,22 @@ struct CgroupTests {
         #expect(budget > 0 && budget < total)
     }
 
+    @Test("--cpu-max sets the build's CPU bandwidth")
+    func cpuMax() throws {
+        let s = try Scratch()
+        // The build reads its own cgroup's quota: v2 cpu.max, or v1 cpu.cfs_quota_us one level up from its leaf.
+        let script = """
+            v2=$(sed -n 's/^0:://p' /proc/self/cgroup); v1=$(sed -n 's/^[0-9]*:cpu\\(,cpuacct\\)\\?://p' /proc/self/cgroup)
+            if [ -f /sys/fs/cgroup/$v2/../cpu.max ]; then cut -d' ' -f1 /sys/fs/cgroup/$v2/../cpu.max > quota
+            else cat /sys/fs/cgroup/cpu/$v1/../cpu.cfs_quota_us > quota; fi
+            """
+        let r = try jobgov(["--cpu-max", "0.5", "--", "/bin/sh", "-c", script], in: s)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(s.read("quota").trimmingCharacters(in: .whitespacesAndNewlines) == "50000")
+        let bad = try jobgov(["--cpu-max", "lots", "--", "/bin/true"], in: s)
+        #expect(bad.status == 2 && bad.stderr.contains("--cpu-max"), "\(bad.stderr)")
+    }
+
     @Test("a mistake in --memory-budget gets one line")
     func badBudget() throws {
         let s = try Scratch()

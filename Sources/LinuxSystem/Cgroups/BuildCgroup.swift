@@ -164,6 +164,25 @@ public final class BuildCgroup {
                            freezerDir: freezerDir, created: created, ownsTop: true, unavailable: unavailable)
     }
 
+    /// Removes empty `jobgov-PID` cgroups (and their leaves) below this process's own cgroups whose jobgov no
+    /// longer runs: what a jobgov and its watchdog both killed with SIGKILL leave behind. A cgroup that still holds
+    /// processes is left alone (rmdir fails on it).
+    @discardableResult
+    public static func removeStale(layout: CgroupLayout) -> [String] {
+        var removed: [String] = []
+        let bases = [layout.ownUnifiedDirectory] + ["memory", "cpu", "freezer"].map { layout.ownV1Directory($0) }
+        for base in bases.compactMap({ $0 }) {
+            for name in directoryEntries(base, directoriesOnly: true) {
+                guard name.hasPrefix("jobgov-"), let pid = Int32(name.dropFirst("jobgov-".count)),
+                      pid != getpid(), Glibc.kill(pid, 0) != 0, errno == ESRCH else { continue }
+                let dir = base + "/" + name
+                for child in subdirectories(dir) { rmdir(dir + "/" + child) }
+                if rmdir(dir) == 0 { removed.append(dir) }
+            }
+        }
+        return removed
+    }
+
     private static func baseMount(_ ownDir: String, layout: CgroupLayout) -> String {
         // --cgroup paths are relative to each hierarchy's mount, as cgcreate names them.
         for mount in [layout.unifiedMount].compactMap({ $0 }) + Array(layout.v1Mounts.values) where ownDir.hasPrefix(mount) {
@@ -215,6 +234,26 @@ public final class BuildCgroup {
             _ = try? writeCgroupFile(dir + "/memory.limit_in_bytes", "-1")
         }
         if let dir = cpuDir { _ = try? writeCgroupFile(dir + "/cpu.cfs_quota_us", "-1") }
+    }
+
+    // MARK: single jobs
+
+    /// A leaf for one job beside `build` (`jobgov-PID/job-NAME` in every hierarchy), so that one job can be
+    /// frozen, measured or limited alone. v2 allows processes only in leaves, hence the sibling of `build`.
+    public func makeJobLeaf(_ name: String) throws(CgroupError) -> JobCgroup {
+        let leafName = "job-" + name
+        var made: [String] = []
+        for top in topDirectories {
+            let dir = top + "/" + leafName
+            guard mkdir(dir, 0o755) == 0 || errno == EEXIST else {
+                let e = errno
+                for d in made { rmdir(d) }
+                throw CgroupError("cannot create the job cgroup \(dir)", errno: e)
+            }
+            made.append(dir)
+        }
+        return JobCgroup(unifiedDir: unifiedDir.map { $0 + "/" + leafName },
+                         freezerDir: freezerDir.map { $0 + "/" + leafName }, directories: made)
     }
 
     // MARK: freeze, thaw, kill
@@ -304,4 +343,39 @@ public func writeCgroupFile(_ path: String, _ value: String) throws(CgroupError)
     let bytes = Array(value.utf8)
     let n = bytes.withUnsafeBytes { raw in retryingInterrupts { write(fd, raw.baseAddress, raw.count) } }
     guard n == bytes.count else { throw CgroupError("cannot write '\(value)' to \(path)", errno: errno) }
+}
+
+/// One job's own cgroup leaf (see `BuildCgroup.makeJobLeaf`).
+public struct JobCgroup: Sendable, Equatable {
+    public let unifiedDir: String?
+    public let freezerDir: String?
+    /// The leaf in every hierarchy.
+    public let directories: [String]
+
+    /// The `cgroup.procs` files to write a process to, to place it in this job's leaf everywhere.
+    public var procsFiles: [String] { directories.map { $0 + "/cgroup.procs" } }
+
+    /// Moves a running process (and, in v2, all of its threads) into the leaf.
+    public func adopt(_ pid: Int32) throws(CgroupError) {
+        for file in procsFiles { try writeCgroupFile(file, String(pid)) }
+    }
+
+    public func freeze() throws(CgroupError) { try BuildCgroup.setFrozen(true, unifiedDir: unifiedDir, freezerDir: freezerDir) }
+    public func thaw() throws(CgroupError) { try BuildCgroup.setFrozen(false, unifiedDir: unifiedDir, freezerDir: freezerDir) }
+
+    public var isFrozen: Bool {
+        if let dir = unifiedDir, let events = readSmallFile(dir + "/cgroup.events") {
+            return events.split(separator: "\n").contains("frozen 1")
+        }
+        if let dir = freezerDir, let state = readSmallFile(dir + "/freezer.state") { return state.hasPrefix("FROZEN") }
+        return false
+    }
+
+    /// Removes the leaf; fails while processes remain in it.
+    @discardableResult
+    public func remove() -> Bool {
+        var ok = true
+        for dir in directories where rmdir(dir) != 0 && errno != ENOENT { ok = false }
+        return ok
+    }
 }
