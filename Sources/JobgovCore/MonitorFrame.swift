@@ -22,6 +22,9 @@ public struct MonitorFrame: Equatable, Sendable {
     public var cgroupLimit: UInt64?
     public var cgroupHigh: UInt64?
     public var cgroupOOMKills: UInt64?
+    /// The cgroup's reads and writes per second, over every device in its io.stat (v2 io controller only).
+    public var cgroupReadBytesPerSecond: Double?
+    public var cgroupWriteBytesPerSecond: Double?
     public var systemOOMKills: UInt64?
     public var unavailable: [String: String]
 
@@ -73,6 +76,11 @@ public struct MonitorFrame: Equatable, Sendable {
         cgroupLimit = current.cgroupMemory?.limitBytes
         cgroupHigh = current.cgroupMemory?.highBytes
         cgroupOOMKills = current.cgroupMemory?.oomKills
+        if !current.cgroupIO.isEmpty, !previous.cgroupIO.isEmpty {
+            func total(_ io: [String: CgroupIO], _ field: (CgroupIO) -> UInt64) -> UInt64 { io.values.reduce(0) { $0 + field($1) } }
+            cgroupReadBytesPerSecond = rate(total(previous.cgroupIO, \.readBytes), total(current.cgroupIO, \.readBytes))
+            cgroupWriteBytesPerSecond = rate(total(previous.cgroupIO, \.writeBytes), total(current.cgroupIO, \.writeBytes))
+        }
         systemOOMKills = current.vmstat?.oomKill
         unavailable = current.unavailable
     }
@@ -114,6 +122,9 @@ public struct MonitorFrame: Equatable, Sendable {
             if let high = cgroupHigh { cg += " (high \(Self.size(high)))" }
             if !cgroupStall.isEmpty { cg += " psi \(psiText(cgroupStall))" }
             if let kills = cgroupOOMKills { cg += " oom_kills \(kills)" }
+            if let r = cgroupReadBytesPerSecond, let w = cgroupWriteBytesPerSecond {
+                cg += " io read \(Self.size(UInt64(r)))/s write \(Self.size(UInt64(w)))/s"
+            }
             parts.append(cg)
         }
         return parts.joined(separator: " | ")
@@ -143,6 +154,9 @@ public struct MonitorFrame: Equatable, Sendable {
             if let high = cgroupHigh { text += ", high \(Self.size(high))" }
             if let kills = cgroupOOMKills { text += ", \(kills) OOM kills" }
             row("cgroup memory", text)
+        }
+        if let r = cgroupReadBytesPerSecond, let w = cgroupWriteBytesPerSecond {
+            row("cgroup io", "read \(Self.size(UInt64(r)))/s, write \(Self.size(UInt64(w)))/s")
         }
         if !unavailable.isEmpty {
             row("unavailable", unavailable.keys.sorted().joined(separator: ", "))
@@ -180,6 +194,8 @@ public struct MonitorFrame: Equatable, Sendable {
         add("cgroup_limit", cgroupLimit)
         add("cgroup_high", cgroupHigh)
         add("cgroup_oom_kills", cgroupOOMKills)
+        add("cgroup_read_bytes_per_s", cgroupReadBytesPerSecond)
+        add("cgroup_write_bytes_per_s", cgroupWriteBytesPerSecond)
         add("oom_kills", systemOOMKills)
         if !unavailable.isEmpty { w.add("unavailable", unavailable.keys.sorted().joined(separator: ",")) }
         return w.text

@@ -288,6 +288,23 @@ public struct CgroupCPU: Sendable, Equatable {
     }
 }
 
+/// One device's line of a v2 cgroup's `io.stat`: bytes and operations so far.
+public struct CgroupIO: Sendable, Equatable {
+    public var device: String
+    public var readBytes: UInt64
+    public var writeBytes: UInt64
+    public var readOperations: UInt64
+    public var writeOperations: UInt64
+
+    public init(device: String, readBytes: UInt64, writeBytes: UInt64, readOperations: UInt64, writeOperations: UInt64) {
+        self.device = device
+        self.readBytes = readBytes
+        self.writeBytes = writeBytes
+        self.readOperations = readOperations
+        self.writeOperations = writeOperations
+    }
+}
+
 /// Everything read in one tick. A piece that could not be read is nil or empty and named in `unavailable`.
 public struct Sample: Sendable, Equatable {
     /// Monotonic seconds at the start of the reading.
@@ -302,6 +319,8 @@ public struct Sample: Sendable, Equatable {
     public var disks: [String: DiskStat]
     public var cgroupMemory: CgroupMemory?
     public var cgroupCPU: CgroupCPU?
+    /// The cgroup's `io.stat` per device (`MAJ:MIN`), where the io controller is enabled.
+    public var cgroupIO: [String: CgroupIO] = [:]
     /// What could not be read (`pressure.memory`, `meminfo`, `cgroup.memory.peak`, ...) and why.
     public var unavailable: [String: String]
 

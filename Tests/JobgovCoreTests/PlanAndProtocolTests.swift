@@ -358,3 +358,38 @@ struct MemorySizeTests {
         #expect(MemorySize.format(3 << 29) == "1.5 GiB")
     }
 }
+
+@Suite("Monitor frame")
+struct MonitorFrameTests {
+    private func sample(time: Double, memStall: UInt64, cpuBusy: UInt64, ioRead: UInt64) -> Sample {
+        let line = { (t: UInt64) in PressureLine(avg10: 0, avg60: 0, avg300: 0, totalMicroseconds: t) }
+        var s = Sample(
+            time: time,
+            systemPressure: [.memory: Pressure(some: line(memStall), full: line(memStall / 2))],
+            cgroupPressure: [.memory: Pressure(some: line(memStall * 2))],
+            cpu: CPUTimes(user: cpuBusy, nice: 0, system: 0, idle: 1000 + cpuBusy, iowait: 0, irq: 0, softirq: 0, steal: 0))
+        s.cgroupIO = ["8:0": CgroupIO(device: "8:0", readBytes: ioRead, writeBytes: 0, readOperations: 0, writeOperations: 0)]
+        return s
+    }
+
+    @Test func ratesComeFromTotals() {
+        let frame = MonitorFrame(previous: sample(time: 10, memStall: 0, cpuBusy: 0, ioRead: 0),
+                                 current: sample(time: 12, memStall: 500_000, cpuBusy: 1000, ioRead: 4 << 20))
+        #expect(frame.systemStall[.memory]?.some == 0.25, "0.5 s of stall in 2 s")
+        #expect(frame.systemStall[.memory]?.full == 0.125)
+        #expect(frame.cgroupStall[.memory]?.some == 0.5)
+        #expect(frame.cpuBusy == 0.5)
+        #expect(frame.cgroupReadBytesPerSecond == Double(2 << 20))
+        #expect(frame.jsonLine.contains("\"psi_memory_some\":0.25"))
+        #expect(frame.plainLine.contains("memory 25.0%/12.5%"))
+        #expect(frame.screen.contains("cgroup io"))
+    }
+
+    @Test func aZeroIntervalGivesNoRates() {
+        let s = sample(time: 5, memStall: 100, cpuBusy: 10, ioRead: 10)
+        let frame = MonitorFrame(previous: s, current: s)
+        #expect(frame.systemStall[.memory]?.some == nil)
+        #expect(frame.cgroupReadBytesPerSecond == nil)
+        #expect(frame.plainLine.contains("memory -/-"))
+    }
+}

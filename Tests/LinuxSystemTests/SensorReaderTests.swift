@@ -156,3 +156,34 @@ final class TemporaryTree {
         try FileManager.default.createDirectory(atPath: path + relative, withIntermediateDirectories: true)
     }
 }
+
+@Suite("Cgroup io.stat")
+struct CgroupIOStatTests {
+    @Test func readFromTheV2Fixture() {
+        let sample = SensorReader(root: fixtureTree("v2"), cgroup: CgroupPaths(v2: "/sys/fs/cgroup/jobgov/build")).sample()
+        #expect(sample.cgroupIO["8:0"] == CgroupIO(device: "8:0", readBytes: 1_048_576, writeBytes: 2_097_152,
+                                                   readOperations: 256, writeOperations: 128))
+        #expect(sample.cgroupIO["253:0"]?.readOperations == 1)
+        #expect(sample.unavailable["cgroup.io"] == nil)
+    }
+
+    @Test func absentWithoutTheIOController() {
+        // The hybrid machine's v2 tree has no io controller: no io.stat, and that is not an error.
+        let sample = SensorReader(root: fixtureTree("hybrid"), cgroup: CgroupPaths(v2: "/sys/fs/cgroup/unified/build")).sample()
+        #expect(sample.cgroupIO.isEmpty)
+        #expect(sample.unavailable["cgroup.io"] == nil)
+    }
+
+    @Test func malformedAndTruncatedLines() {
+        #expect(throws: SensorError.malformed(path: "io.stat", line: 1, text: "8:0 rbytes=x")) {
+            try parseCgroupIOStat("8:0 rbytes=x", path: "io.stat")
+        }
+        #expect(throws: SensorError.malformed(path: "io.stat", line: 1, text: "rbytes=1")) {
+            try parseCgroupIOStat("rbytes=1", path: "io.stat")
+        }
+        #expect(throws: SensorError.truncated(path: "io.stat", expected: "rbytes, wbytes, rios and wios on each line")) {
+            try parseCgroupIOStat("8:0 rbytes=1 wbytes=2", path: "io.stat")
+        }
+        #expect((try? parseCgroupIOStat("", path: "io.stat"))?.isEmpty == true)
+    }
+}

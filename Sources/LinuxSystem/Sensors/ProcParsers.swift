@@ -293,3 +293,29 @@ public func parseCgroupV2CPUStat(_ text: String, path: String) throws(SensorErro
 public func parseCgroupV1CPUAcct(usage: String, path: String) throws(SensorError) -> CgroupCPU {
     CgroupCPU(usageMicroseconds: try parseNumber(usage, path: path) / 1000)
 }
+
+/// A v2 cgroup's `io.stat`: `MAJ:MIN rbytes=N wbytes=N rios=N wios=N dbytes=N dios=N` per line. Devices without
+/// I/O are absent; an empty file is a valid "no I/O yet".
+public func parseCgroupIOStat(_ text: String, path: String) throws(SensorError) -> [String: CgroupIO] {
+    var out: [String: CgroupIO] = [:]
+    for (index, line) in text.split(separator: "\n").enumerated() {
+        let words = line.split(separator: " ")
+        guard let device = words.first, device.contains(":") else {
+            throw .malformed(path: path, line: index + 1, text: String(line))
+        }
+        var values: [String: UInt64] = [:]
+        for word in words.dropFirst() {
+            let kv = word.split(separator: "=", maxSplits: 1)
+            guard kv.count == 2, let v = UInt64(kv[1]) else {
+                throw .malformed(path: path, line: index + 1, text: String(line))
+            }
+            values[String(kv[0])] = v
+        }
+        guard let rb = values["rbytes"], let wb = values["wbytes"], let ri = values["rios"], let wi = values["wios"] else {
+            throw .truncated(path: path, expected: "rbytes, wbytes, rios and wios on each line")
+        }
+        out[String(device)] = CgroupIO(device: String(device), readBytes: rb, writeBytes: wb, readOperations: ri,
+                                       writeOperations: wi)
+    }
+    return out
+}

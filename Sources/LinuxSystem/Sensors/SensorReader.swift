@@ -57,6 +57,12 @@ public struct SensorReader: Sendable {
                         parsePressure)
                 }
             }
+            if let v2 = cgroup.v2 {
+                // Only where the io controller is enabled; its absence is not an error.
+                if access(prefixed("\(v2)/io.stat"), F_OK) == 0 {
+                    sample.cgroupIO = load("cgroup.io", "\(v2)/io.stat", &missing, parseCgroupIOStat) ?? [:]
+                }
+            }
             sample.cgroupMemory = cgroupMemory(cgroup, &missing)
             sample.cgroupCPU = cgroupCPU(cgroup, &missing)
         }
