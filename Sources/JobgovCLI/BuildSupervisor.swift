@@ -103,7 +103,8 @@ final class BuildSupervisor {
             do {
                 let layout = CgroupLayout.detect()
                 BuildCgroup.removeStale(layout: layout)
-                cgroup = try BuildCgroup.create(layout: layout, name: "jobgov-\(getpid())", parent: parent)
+                cgroup = try BuildCgroup.create(layout: layout, name: "jobgov-\(getpid())", parent: parent,
+                                                controllers: options.cpuQuotaMicroseconds == nil ? ["memory"] : ["memory", "cpu"])
             } catch {
                 if parent != nil { throw error }
                 cgroupNote = "no cgroup (\(error.description))"
