@@ -1,0 +1,100 @@
+#!/bin/sh
+# jobgov on pure cgroup v2 (run inside the VM by scripts/vm-test). Prints "ok - …"/"not ok - …" per check and
+# "VM-RESULT: N passed, M failed" at the end.
+pass=0
+fail=0
+check() {
+    name=$1
+    shift
+    if "$@"; then echo "ok - $name"; pass=$((pass + 1)); else echo "not ok - $name"; fail=$((fail + 1)); fi
+}
+lines() { [ -f "$1" ] && wc -l < "$1" || echo 0; }
+# Conditions for wait_for are re-evaluated on every try, so they are functions, not expanded words.
+counter_above() { [ "$(lines counter)" -gt "$1" ]; }
+wait_for() { # seconds condition...
+    n=$(($1 * 10)); shift
+    while [ "$n" -gt 0 ]; do "$@" && return 0; sleep 0.1; n=$((n - 1)); done
+    return 1
+}
+no_jobgov_cgroups() { ! ls -d /sys/fs/cgroup/jobgov-* >/dev/null 2>&1; }
+export TMPDIR=/tmp
+
+# 1. Placement before exec, limits, removal at exit.
+cat > place.mk <<'MK'
+all:
+	@cat /proc/self/cgroup > cg
+	@d=/sys/fs/cgroup$$(sed -n 's/^0:://p' /proc/self/cgroup)/..; cat $$d/memory.high > high; cat $$d/memory.max > max; cat $$d/cpu.max > cpumax; cat $$d/memory.pressure > psi
+MK
+jobgov -q --memory-budget 64M --cpu-max 0.5 make -f place.mk
+check "build exits 0" [ $? -eq 0 ]
+check "build runs in jobgov-PID/build" grep -q '^0::/jobgov-[0-9]*/build$' cg
+check "memory.high is the budget" [ "$(cat high)" = 67108864 ]
+check "memory.max is budget + reserve" [ "$(cat max)" = 134217728 ]
+check "cpu.max is 0.5 CPU" [ "$(cat cpumax)" = "50000 100000" ]
+check "the build's cgroup has PSI" grep -q '^some avg10=' psi
+check "cgroups removed at exit" no_jobgov_cgroups
+
+# 2. Freeze stops progress, thaw resumes it; ctl status says frozen.
+# The job counts until told to stop (a file), so slow emulation cannot make it end before the checks.
+cat > count.mk <<'MK'
+all:
+	@while [ ! -f stop ]; do echo x >> counter; sleep 0.1; done
+MK
+rm -f counter stop
+jobgov -q make -f count.mk &
+P=$!
+wait_for 30 counter_above 2
+jobgov ctl freeze --pid $P > /dev/null
+check "cgroup.events says frozen" grep -q 'frozen 1' /sys/fs/cgroup/jobgov-$P/cgroup.events
+a=$(lines counter); sleep 1; b=$(lines counter)
+check "no progress while frozen ($a -> $b)" [ "$a" = "$b" ]
+check "ctl status reports frozen" sh -c "jobgov ctl status --json --pid $P | grep -q '\"frozen\":true'"
+jobgov ctl thaw --pid $P > /dev/null
+check "progress after thaw" wait_for 10 counter_above "$((b + 3))"
+touch stop
+wait $P
+check "frozen-and-thawed build exits 0" [ $? -eq 0 ]
+check "cgroups removed after the freeze test" no_jobgov_cgroups
+
+# 3. The watchdog: jobgov killed with SIGKILL while the build is frozen.
+rm -f counter stop
+jobgov -q --memory-budget 64M make -f count.mk &
+P=$!
+wait_for 30 counter_above 2
+jobgov ctl freeze --pid $P > /dev/null
+a=$(lines counter)
+kill -9 $P
+check "watchdog thaws the build" wait_for 10 counter_above "$((a + 3))"
+check "watchdog lifts memory.max" wait_for 5 sh -c "[ \"\$(cat /sys/fs/cgroup/jobgov-$P/memory.max 2>/dev/null)\" = max ]"
+check "watchdog removes the FIFO's directory" wait_for 5 sh -c "! ls -d /tmp/jobgov-$P-* >/dev/null 2>&1"
+touch stop
+check "the build runs to the end" wait_for 30 sh -c "! ls -d /sys/fs/cgroup/jobgov-$P/build >/dev/null 2>&1 || [ -z \"\$(cat /sys/fs/cgroup/jobgov-$P/build/cgroup.procs)\" ]"
+check "watchdog removes the cgroups" wait_for 10 no_jobgov_cgroups
+
+# 4. ctl kill ends the build through cgroup.kill.
+cat > sleep.mk <<'MK'
+all: a b
+a b:
+	@sleep 60
+MK
+jobgov -q make -j2 -f sleep.mk &
+P=$!
+wait_for 30 test -d /sys/fs/cgroup/jobgov-$P/build
+sleep 0.5
+jobgov ctl kill --pid $P > /dev/null
+wait $P
+status=$?
+check "killed build ends with a signal status ($status)" [ "$status" -gt 128 ]
+check "cgroups removed after kill" wait_for 10 no_jobgov_cgroups
+
+# 5. monitor reads a running build's v2 cgroup.
+jobgov -q make -j2 -f sleep.mk &
+P=$!
+wait_for 30 test -d /sys/fs/cgroup/jobgov-$P/build
+jobgov monitor --pid $P --json --count 1 --interval 0.5 > mon.json
+check "monitor shows the cgroup's memory.current" grep -q '"cgroup_usage":[1-9]' mon.json
+check "monitor shows the cgroup's memory PSI" grep -q '"cgroup_psi_memory_some"' mon.json
+jobgov ctl kill --pid $P > /dev/null
+wait $P
+
+echo "VM-RESULT: $pass passed, $fail failed"
