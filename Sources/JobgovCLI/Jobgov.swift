@@ -11,9 +11,10 @@ public struct Jobgov: ParsableCommand {
         commandName: "jobgov",
         abstract: "Run a parallel build with a live-resizable GNU make jobserver.",
         usage: """
-        jobgov [-j <N>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
-          jobgov ctl jobs <N> [--pid <pid>]
-          jobgov ctl status [--json] [--pid <pid>]
+        jobgov [-j <N>] [--memory-budget <size>] [--cpu-max <cpus>] [--cgroup <path> | --no-cgroup]
+                 [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
+          jobgov ctl jobs <N> | status [--json] | freeze | thaw | kill   [--pid <pid>]
+          jobgov monitor [--cgroup <path> | --pid <pid>] [--interval <s>] [--count <n>] [--json]
         """,
         discussion: """
         jobgov runs COMMAND as the jobserver that make, ninja, cargo, recursive sub-makes and gcc -flto=jobserver \

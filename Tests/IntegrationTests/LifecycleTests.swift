@@ -114,8 +114,12 @@ struct MistakeTests {
         let s = try Scratch()
         let r = try jobgov(["--help"], in: s)
         #expect(r.status == 0)
-        for phrase in ["bare -j", "No -j at all", "Exit status", "jobgov ctl jobs", "cmake --build"] {
+        for phrase in ["bare -j", "No -j at all", "Exit status", "jobgov ctl jobs", "cmake --build",
+                       "--memory-budget", "--cpu-max", "--no-cgroup", "jobgov monitor"] {
             #expect(r.stdout.contains(phrase), "\(phrase)")
         }
+        let run = try jobgov(["run", "--help"], in: s)
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains("--memory-budget") && run.stderr.isEmpty)
     }
 }
