@@ -98,10 +98,10 @@ final class BuildSupervisor {
         // The build's cgroup, and a watchdog that undoes freezing and limits if jobgov dies.
         var cgroup: BuildCgroup?
         var cgroupNote = ""
+        let layout = CgroupLayout.detect()
         if options.cgroup != .off {
             let parent: String? = if case .below(let p) = options.cgroup { p } else { nil }
             do {
-                let layout = CgroupLayout.detect()
                 BuildCgroup.removeStale(layout: layout)
                 cgroup = try BuildCgroup.create(layout: layout, name: "jobgov-\(getpid())", parent: parent,
                                                 controllers: options.cpuQuotaMicroseconds == nil ? ["memory"] : ["memory", "cpu"])
@@ -123,7 +123,7 @@ final class BuildSupervisor {
             watchdog?.finish(.done)
         }
         budget = options.memoryBudget.map { MemoryBudget(bytes: $0, source: "--memory-budget") }
-            ?? MemoryBudget.derive(totalMemory: physicalMemory(), cgroupLimit: CgroupLayout.detect().effectiveMemoryLimit())
+            ?? MemoryBudget.derive(totalMemory: physicalMemory(), cgroupLimit: layout.effectiveMemoryLimit())
         if let cgroup {
             if let budget = options.memoryBudget {
                 let hard = budget + MemorySize.reserve(forBudget: budget)
@@ -242,22 +242,21 @@ final class BuildSupervisor {
                     control.handleReadable(p.fd) { request in respond(to: request, pool: pool, auth: auth) }
                 }
             }
-            refill(pool)
+            let inPool = refill(pool)
+            let now = monotonicSeconds()
 
             // Processes forked while a signal was being passed on would miss it; for two seconds, each tick
             // passes it to any process of the build that has not had it yet.
-            if let f = forwarding, monotonicSeconds() < f.until { forwardPending(child: child) } else { forwarding = nil }
-            if !triggerAttempted, monotonicSeconds() - startTime > 1, let dir = cgroup?.unifiedDir {
+            if let f = forwarding, now < f.until { forwardPending(child: child) } else { forwarding = nil }
+            if !triggerAttempted, now - startTime > 1, let dir = cgroup?.unifiedDir {
                 triggerAttempted = true
                 let window = PressureTrigger.allowsShortWindows ? 1_000_000 : 2_000_000
                 trigger = try? PressureTrigger(path: dir + "/memory.pressure", kind: .some, stallMicroseconds: 100_000,
                                                windowMicroseconds: window)
             }
 
-            let inPool = pool.tokensInPool()
             let outstanding = ledger.outstanding(inPool: inPool)
             ledger.noteOutstanding(outstanding)
-            let now = monotonicSeconds()
             if now - lastCheck >= options.lostTokenCheckSeconds {
                 lastCheck = now
                 recoverLostTokens(pool: pool, outstanding: outstanding)
@@ -268,18 +267,21 @@ final class BuildSupervisor {
         return Outcome(exit: exit!, elapsed: monotonicSeconds() - startTime, ledger: ledger, tokensInPoolAtEnd: atEnd)
     }
 
-    /// Writes or absorbs tokens until the pool matches the target (absorbing only what is there to take).
-    private func refill(_ pool: TokenPool) {
+    /// Writes or absorbs tokens until the pool matches the target (absorbing only what is there to take), and
+    /// returns the pool's fill level afterwards (read once more only when something was done).
+    @discardableResult
+    private func refill(_ pool: TokenPool) -> Int {
         let inPool = pool.tokensInPool()
         switch ledger.action(inPool: inPool) {
         case .none:
-            break
+            return inPool
         case .write(let n):
             ledger.didWrite(pool.add(n))
         case .absorb(let n):
             let taken = pool.take(upTo: min(n, inPool))
             if taken > 0 { ledger.didAbsorb(taken, inPoolBefore: inPool) }
         }
+        return pool.tokensInPool()
     }
 
     private func recoverLostTokens(pool: TokenPool, outstanding: Int) {

@@ -81,7 +81,7 @@ struct Monitor: ParsableCommand {
             } else {
                 text = frame.plainLine + "\n"
             }
-            writeStandardOutput(text)
+            writeAll(1, text)
         }
     }
 
@@ -96,25 +96,10 @@ struct Monitor: ParsableCommand {
             }
             relative = String(path.dropFirst(mount.count))
         }
-        let v2 = layout.unifiedMount.map { join($0, relative) }.flatMap { exists($0) ? $0 : nil }
-        let memory = layout.v1Mounts["memory"].map { join($0, relative) }.flatMap { exists($0) ? $0 : nil }
-        let cpuacct = layout.v1Mounts["cpuacct"].map { join($0, relative) }.flatMap { exists($0) ? $0 : nil }
+        let v2 = layout.unifiedMount.map { joinPath($0, relative) }.flatMap { exists($0) ? $0 : nil }
+        let memory = layout.v1Mounts["memory"].map { joinPath($0, relative) }.flatMap { exists($0) ? $0 : nil }
+        let cpuacct = layout.v1Mounts["cpuacct"].map { joinPath($0, relative) }.flatMap { exists($0) ? $0 : nil }
         guard v2 != nil || memory != nil || cpuacct != nil else { return nil }
         return CgroupPaths(v2: v2, v1Memory: memory, v1CPUAcct: cpuacct)
-    }
-}
-
-private func join(_ base: String, _ relative: String) -> String {
-    let trimmed = relative.hasPrefix("/") ? String(relative.dropFirst()) : relative
-    return trimmed.isEmpty ? base : base + "/" + trimmed
-}
-
-func writeStandardOutput(_ text: String) {
-    var bytes = Array(text.utf8)
-    var offset = 0
-    while offset < bytes.count {
-        let n = bytes.withUnsafeMutableBytes { raw in write(1, raw.baseAddress! + offset, raw.count - offset) }
-        if n <= 0 { return }
-        offset += n
     }
 }

@@ -18,20 +18,29 @@ public struct ProcessTree: Sendable {
         access("\(procRoot)/\(selfPID)/task/\(selfPID)/children", R_OK) == 0
     }
 
-    /// Counts the tasks (threads) of every process below `pid`, not counting `pid` itself. A process whose
-    /// files vanish while being read has exited and is not counted.
+    /// Visits every process below `pid` (not `pid` itself) once, parents before their children, with its
+    /// parent, its task (thread) ids and its children. A process whose files vanish while being read has
+    /// exited and is skipped.
+    private func walk(below pid: Int32, _ visit: (_ pid: Int32, _ parent: Int32, _ tasks: [Int32], _ kids: [Int32]) -> Void) {
+        var queue = children(of: pid).map { ($0, pid) }
+        var seen = Set<Int32>()
+        var next = 0
+        while next < queue.count {
+            let (process, parent) = queue[next]
+            next += 1
+            guard seen.insert(process).inserted else { continue }
+            let tasks = taskIDs(of: process)
+            guard !tasks.isEmpty else { continue }
+            let kids = tasks.flatMap { readChildren("\(procRoot)/\(process)/task/\($0)/children") }
+            visit(process, parent, tasks, kids)
+            queue.append(contentsOf: kids.map { ($0, process) })
+        }
+    }
+
+    /// Counts the tasks (threads) of every process below `pid`, not counting `pid` itself.
     public func descendantTaskCount(of pid: Int32) -> Int {
         var count = 0
-        var queue = children(of: pid)
-        var seen = Set<Int32>()
-        while let next = queue.popLast() {
-            guard seen.insert(next).inserted else { continue }
-            let tasks = taskIDs(of: next)
-            count += tasks.count
-            for tid in tasks {
-                queue.append(contentsOf: readChildren("\(procRoot)/\(next)/task/\(tid)/children"))
-            }
-        }
+        walk(below: pid) { _, _, tasks, _ in count += tasks.count }
         return count
     }
 
@@ -41,16 +50,10 @@ public struct ProcessTree: Sendable {
     /// are most of a build.
     public func snapshot(below pid: Int32, poolPath: String) -> [BuildProcess] {
         var out: [BuildProcess] = []
-        var queue = children(of: pid).map { ($0, pid) }
-        var seen = Set<Int32>()
-        while let (next, parent) = queue.popLast() {
-            guard seen.insert(next).inserted else { continue }
-            let tasks = taskIDs(of: next)
-            guard !tasks.isEmpty else { continue }
-            let kids = tasks.flatMap { readChildren("\(procRoot)/\(next)/task/\($0)/children") }
-            let holds = (kids.isEmpty && tasks.count == 1) ? false : hasOpen(next, path: poolPath)
-            out.append(BuildProcess(pid: next, parent: parent, threads: tasks.count, children: kids.count, holdsPool: holds))
-            queue.append(contentsOf: kids.map { ($0, next) })
+        walk(below: pid) { process, parent, tasks, kids in
+            let holds = (kids.isEmpty && tasks.count == 1) ? false : hasOpen(process, path: poolPath)
+            out.append(BuildProcess(pid: process, parent: parent, threads: tasks.count, children: kids.count,
+                                    holdsPool: holds))
         }
         return out
     }
@@ -72,14 +75,7 @@ public struct ProcessTree: Sendable {
     /// Every process below `pid`, parents before their children.
     public func descendants(of pid: Int32) -> [Int32] {
         var out: [Int32] = []
-        var queue = children(of: pid)
-        var seen = Set<Int32>()
-        while !queue.isEmpty {
-            let next = queue.removeFirst()
-            guard seen.insert(next).inserted else { continue }
-            out.append(next)
-            queue.append(contentsOf: children(of: next))
-        }
+        walk(below: pid) { process, _, _, _ in out.append(process) }
         return out
     }
 
@@ -98,21 +94,34 @@ public struct ProcessTree: Sendable {
     }
 }
 
-/// Reads a small procfs or sysfs file whole; nil when it cannot be opened (the process is gone, say).
-public func readSmallFile(_ path: String, limit: Int = 1 << 20) -> String? {
+/// Why a file could not be read whole.
+public enum FileReadFailure: Error, Equatable, Sendable {
+    case open(errno: Int32)
+    case read(errno: Int32)
+    /// Longer than the limit: an error, not a silently shortened text.
+    case tooLarge(limit: Int)
+}
+
+/// Reads a procfs, sysfs or cgroupfs file whole (these report their size as 0, so it reads until EOF).
+public func readFile(_ path: String, limit: Int = 4 << 20) throws(FileReadFailure) -> String {
     let fd = retryingInterrupts { open(path, O_RDONLY | O_CLOEXEC) }
-    guard fd >= 0 else { return nil }
+    guard fd >= 0 else { throw .open(errno: errno) }
     defer { close(fd) }
     var bytes: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while bytes.count < limit {
-        let n = buffer.withUnsafeMutableBytes { raw in
-            retryingInterrupts { read(fd, raw.baseAddress, raw.count) }
-        }
-        if n <= 0 { break }
-        bytes.append(contentsOf: buffer[0..<n])
+    var chunk = [UInt8](repeating: 0, count: 16 << 10)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { raw in retryingInterrupts { read(fd, raw.baseAddress, raw.count) } }
+        if n < 0 { throw .read(errno: errno) }
+        if n == 0 { break }
+        bytes.append(contentsOf: chunk[0..<n])
+        if bytes.count > limit { throw .tooLarge(limit: limit) }
     }
     return String(decoding: bytes, as: UTF8.self)
+}
+
+/// `readFile` for callers to whom any failure means "not there" (the process is gone, say).
+public func readSmallFile(_ path: String, limit: Int = 1 << 20) -> String? {
+    try? readFile(path, limit: limit)
 }
 
 /// The names in a directory (without `.` and `..`); `directoriesOnly` keeps subdirectories. Empty when the

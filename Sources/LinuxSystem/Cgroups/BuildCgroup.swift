@@ -97,8 +97,8 @@ public final class BuildCgroup {
         var unavailable: [String: String] = [:]
         func top(_ base: String?) -> String? {
             guard let base else { return nil }
-            if let existing { return join(join(baseMount(base, layout: layout), existing), name) }
-            return join(base, name)
+            if let existing { return joinPath(joinPath(baseMount(base, layout: layout), existing), name) }
+            return joinPath(base, name)
         }
         func makeDir(_ path: String) throws(CgroupError) {
             if mkdir(path, 0o755) == 0 {
@@ -183,8 +183,7 @@ public final class BuildCgroup {
                 guard name.hasPrefix("jobgov-"), let pid = Int32(name.dropFirst("jobgov-".count)),
                       pid != getpid(), Glibc.kill(pid, 0) != 0, errno == ESRCH else { continue }
                 let dir = base + "/" + name
-                for child in subdirectories(dir) { rmdir(dir + "/" + child) }
-                if rmdir(dir) == 0 { removed.append(dir) }
+                if removeDirectory(dir) { removed.append(dir) }
             }
         }
         return removed
@@ -278,8 +277,11 @@ public final class BuildCgroup {
         }
     }
 
-    /// Whether the whole build is frozen now (v2 `cgroup.events` "frozen 1", v1 "FROZEN").
-    public var isFrozen: Bool {
+    /// Whether the whole build is frozen now.
+    public var isFrozen: Bool { Self.isFrozen(unifiedDir: unifiedDir, freezerDir: freezerDir) }
+
+    /// v2 `cgroup.events` says "frozen 1" (all tasks stopped, not just asked to), or v1 says "FROZEN".
+    public static func isFrozen(unifiedDir: String?, freezerDir: String?) -> Bool {
         if let dir = unifiedDir, let events = readSmallFile(dir + "/cgroup.events") {
             return events.split(separator: "\n").contains("frozen 1")
         }
@@ -321,12 +323,17 @@ public final class BuildCgroup {
     public func remove() -> Bool {
         var left: [String] = []
         for dir in created {
-            // Children first: per-job leaves made later are not in `created`.
-            for child in Self.subdirectories(dir) { rmdir(dir + "/" + child) }
-            if rmdir(dir) != 0 && errno != ENOENT { left.append(dir) }
+            if !Self.removeDirectory(dir) { left.append(dir) }
         }
         created = left
         return left.isEmpty
+    }
+
+    /// Removes a cgroup directory and its leaves (per-job leaves made after creation are not in `created`).
+    /// False while processes remain; a directory that is already gone counts as removed.
+    public static func removeDirectory(_ dir: String) -> Bool {
+        for child in subdirectories(dir) { rmdir(dir + "/" + child) }
+        return rmdir(dir) == 0 || errno == ENOENT
     }
 
     /// Directories still to be removed (handed to the watchdog when the build left processes behind).
@@ -370,13 +377,7 @@ public struct JobCgroup: Sendable, Equatable {
     public func freeze() throws(CgroupError) { try BuildCgroup.setFrozen(true, unifiedDir: unifiedDir, freezerDir: freezerDir) }
     public func thaw() throws(CgroupError) { try BuildCgroup.setFrozen(false, unifiedDir: unifiedDir, freezerDir: freezerDir) }
 
-    public var isFrozen: Bool {
-        if let dir = unifiedDir, let events = readSmallFile(dir + "/cgroup.events") {
-            return events.split(separator: "\n").contains("frozen 1")
-        }
-        if let dir = freezerDir, let state = readSmallFile(dir + "/freezer.state") { return state.hasPrefix("FROZEN") }
-        return false
-    }
+    public var isFrozen: Bool { BuildCgroup.isFrozen(unifiedDir: unifiedDir, freezerDir: freezerDir) }
 
     /// Removes the leaf; fails while processes remain in it.
     @discardableResult

@@ -36,7 +36,7 @@ public struct CgroupLayout: Equatable, Sendable {
         var v1Mounts: [String: String] = [:]
         for line in mountinfo.split(separator: "\n") {
             // "<id> <parent> <major:minor> <root> <mount point> <options> [optional...] - <fstype> <source> <super options>"
-            let halves = String(line).components(separatedBy: " - ")
+            let halves = line.split(separator: " - ", maxSplits: 1, omittingEmptySubsequences: false)
             guard halves.count == 2 else { continue }
             let left = halves[0].split(separator: " ")
             let right = halves[1].split(separator: " ")
@@ -86,7 +86,7 @@ public struct CgroupLayout: Equatable, Sendable {
     /// The directory of this process's own cgroup in the v2 tree.
     public var ownUnifiedDirectory: String? {
         guard let mount = unifiedMount, let path = unifiedPath else { return nil }
-        return join(mount, path)
+        return joinPath(mount, path)
     }
 
     /// The memory limit that applies to this process's own cgroup, counting its ancestors' limits; nil when none
@@ -115,11 +115,12 @@ public struct CgroupLayout: Equatable, Sendable {
     /// The directory of this process's own cgroup in a v1 controller's hierarchy.
     public func ownV1Directory(_ controller: String) -> String? {
         guard let mount = v1Mounts[controller] else { return nil }
-        return join(mount, v1Paths[controller] ?? "/")
+        return joinPath(mount, v1Paths[controller] ?? "/")
     }
 }
 
-func join(_ base: String, _ relative: String) -> String {
+/// `base/relative`, whether or not `relative` starts with a slash (cgroup paths in /proc do).
+public func joinPath(_ base: String, _ relative: String) -> String {
     let trimmed = relative.hasPrefix("/") ? String(relative.dropFirst()) : relative
     if trimmed.isEmpty { return base }
     return base.hasSuffix("/") ? base + trimmed : base + "/" + trimmed
@@ -142,29 +143,4 @@ func unescapeMountField(_ s: String) -> String {
     }
     chars.removeAll()
     return out
-}
-
-extension String {
-    func components(separatedBy separator: String) -> [String] {
-        var parts: [String] = []
-        var rest = Substring(self)
-        while let range = rest.range(of: separator) {
-            parts.append(String(rest[..<range.lowerBound]))
-            rest = rest[range.upperBound...]
-        }
-        parts.append(String(rest))
-        return parts
-    }
-}
-
-extension Substring {
-    func range(of needle: String) -> Range<Substring.Index>? {
-        guard !needle.isEmpty, needle.count <= count else { return nil }
-        var i = startIndex
-        while i < endIndex {
-            if self[i...].hasPrefix(needle) { return i..<index(i, offsetBy: needle.count) }
-            i = index(after: i)
-        }
-        return nil
-    }
 }

@@ -79,10 +79,7 @@ public enum WatchdogRunner {
         guard !plan.removeWhenEmpty.isEmpty else { return }
         while true {
             var left = false
-            for dir in plan.removeWhenEmpty where access(dir, F_OK) == 0 {
-                for child in BuildCgroup.subdirectories(dir) { rmdir(dir + "/" + child) }
-                if rmdir(dir) != 0 && errno != ENOENT { left = true }
-            }
+            for dir in plan.removeWhenEmpty where !BuildCgroup.removeDirectory(dir) { left = true }
             if !left { return }
             usleep(500_000)
         }

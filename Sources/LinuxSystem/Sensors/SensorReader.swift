@@ -149,23 +149,17 @@ public struct SensorReader: Sendable {
     /// The whole file. Larger than `limit` is an error rather than a silently shortened reading.
     private func read(_ path: String, limit: Int = 4 << 20) throws(SensorError) -> String {
         let full = prefixed(path)
-        let fd = retryingInterrupts { open(full, O_RDONLY | O_CLOEXEC) }
-        guard fd >= 0 else {
-            let code = errno
-            throw code == ENOENT || code == ENOTDIR ? .missing(path: full) : .unreadable(path: full, errno: code)
-        }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 64 << 10)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { raw in
-                retryingInterrupts { Glibc.read(fd, raw.baseAddress, raw.count) }
+        do throws(FileReadFailure) {
+            return try readFile(full, limit: limit)
+        } catch {
+            switch error {
+            case .open(let code):
+                throw code == ENOENT || code == ENOTDIR ? .missing(path: full) : .unreadable(path: full, errno: code)
+            case .read(let code):
+                throw .unreadable(path: full, errno: code)
+            case .tooLarge(let limit):
+                throw .truncated(path: full, expected: "an end within \(limit) bytes")
             }
-            if n < 0 { throw .unreadable(path: full, errno: errno) }
-            if n == 0 { break }
-            bytes.append(contentsOf: chunk[0..<n])
-            if bytes.count > limit { throw .truncated(path: full, expected: "an end within \(limit) bytes") }
         }
-        return String(decoding: bytes, as: UTF8.self)
     }
 }
