@@ -36,7 +36,8 @@ public struct Jobgov: ParsableCommand {
         jobgov's own -j/--jobs, before the command, wins over the tool's.
 
         Exit status: the build's own; 128+N when a signal N ended it; 2 for a mistake on jobgov's command \
-        line; 126 when COMMAND cannot be executed, 127 when it is not found.
+        line; 1 when jobgov cannot set the build up (e.g. a --cgroup parent that does not exist); 126 when \
+        COMMAND cannot be executed, 127 when it is not found.
         """,
         version: "jobgov 0.1.0",
         subcommands: [Run.self, Ctl.self, Monitor.self, WatchdogCommand.self],

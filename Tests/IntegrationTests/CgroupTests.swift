@@ -149,6 +149,30 @@ struct CgroupTests {
         #expect(bad.status == 2 && bad.stderr.contains("--cpu-max"), "\(bad.stderr)")
     }
 
+    /// `--cgroup PATH` names a parent prepared by the user (cgcreate), relative to the cgroup mounts; the build's
+    /// cgroup is made below it and removed, the parent is left alone. A parent that does not exist is one line.
+    @Test("--cgroup puts the build below a parent the user prepared")
+    func userParent() throws {
+        let layout = CgroupLayout.detect()
+        let name = "jobgov-parent-\(getpid())"
+        let parents = ([layout.unifiedMount] + ["memory"].map { layout.v1Mounts[$0] }).compactMap { $0 }.map { "\($0)/\(name)" }
+        for dir in parents { mkdir(dir, 0o755) }
+        defer { for dir in parents { rmdir(dir) } }
+        let s = try Scratch()
+        let r = try jobgov(["--cgroup", name, "--", "/bin/sh", "-c", "cat /proc/self/cgroup > cg"], in: s)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(s.read("cg").split(separator: "\n").contains { $0.hasPrefix("0::/\(name)/jobgov-") && $0.hasSuffix("/build") },
+                "\(s.read("cg"))")
+        for dir in parents {
+            #expect(FileManager.default.fileExists(atPath: dir), "the user's parent stays")
+            #expect(BuildCgroup.subdirectories(dir).isEmpty, "jobgov's cgroup below it is gone")
+        }
+        let missing = try jobgov(["--cgroup", "no-such-parent-\(getpid())", "--", "/bin/true"], in: s)
+        #expect(missing.status == 1)
+        #expect(missing.stderr.split(separator: "\n").count == 1 && missing.stderr.contains("does not exist; create it first"),
+                "\(missing.stderr)")
+    }
+
     @Test("a mistake in --memory-budget gets one line")
     func badBudget() throws {
         let s = try Scratch()
