@@ -42,10 +42,20 @@ let package = Package(
         ),
         .executableTarget(name: "jobgov", dependencies: ["JobgovCLI"]),
 
+        // eBPF observers and in-kernel actuators (exec gate, brake): libbpf from the system (Debian libbpf-dev), the
+        // header shared with bpf/*.bpf.c, and the Swift loader. The plugin compiles bpf/ into the BPFProbes module.
+        .systemLibrary(name: "CLibbpf", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev"])]),
+        .target(name: "CJobgovBPF", dependencies: ["CLibbpf"]),
+        .plugin(name: "BPFObjectPlugin", capability: .buildTool()),
+        .target(name: "BPFProbes", dependencies: ["CLibbpf", "CJobgovBPF"], plugins: ["BPFObjectPlugin"]),
+        .executableTarget(name: "jobgov-probe-bench", dependencies: ["BPFProbes"]),
+
         .testTarget(name: "JobgovCoreTests", dependencies: ["JobgovCore"]),
         .testTarget(name: "JobserverTests", dependencies: ["Jobserver", "LinuxSystem"]),
         .testTarget(
             name: "LinuxSystemTests", dependencies: ["LinuxSystem", "JobgovCore"], resources: [.copy("Fixtures")]),
+        // Root tests of the BPF programs on the running kernel, in cgroups they create and remove.
+        .testTarget(name: "BPFProbesTests", dependencies: ["BPFProbes", "LinuxSystem"]),
         // Drive the built `jobgov` binary with real make 4.3, make 4.4.1, ninja 1.13 and cargo.
         .testTarget(name: "IntegrationTests", dependencies: ["jobgov", "LinuxSystem"], exclude: ["Fixtures"]),
     ]

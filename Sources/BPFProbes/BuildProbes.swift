@@ -1,0 +1,513 @@
+import CJobgovBPF
+import CLibbpf
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Memory and reclaim of one process, from the BPF maps.
+public struct ProcessRecord: Sendable, Equatable {
+    /// Resident bytes now (file + anon + shmem) and the most seen since it executed its program.
+    public var currentRSS: UInt64
+    public var peakRSS: UInt64
+    public var directReclaimNanoseconds: UInt64
+    public var cgroupReclaimNanoseconds: UInt64
+    public var exited: Bool
+}
+
+/// jobgov's BPF observers and in-kernel actuators for one build cgroup: load, attach, read, act, detach.
+///
+/// Not Sendable: one owner (the supervisor loop) polls `pollDescriptor`, calls `drain`, and acts. Everything that
+/// could not be loaded or attached is listed in `unavailable`, one line each; the rest works regardless.
+public final class BuildProbes {
+    /// The epoll descriptor of the ring buffer: readable when events wait (then call `drain`). -1 without BPF.
+    public private(set) var pollDescriptor: Int32 = -1
+    /// What is off and why, one line per observer.
+    public private(set) var unavailable: [(observer: String, reason: String)] = []
+    /// The build's cgroup v2 id (its inode number), as in `oomVictim(cgroupID:)`.
+    public let cgroupID: UInt64
+    /// Reclaim passes at least this long are reported one by one as `.stall` events (all are summed per process).
+    public var minimumStall: UInt64 {
+        get { config.min_stall_ns }
+        set { config.min_stall_ns = newValue; writeConfig() }
+    }
+
+    private var object: OpaquePointer?
+    private var links: [OpaquePointer] = []
+    private var ringBuffer: OpaquePointer?
+    private let sink = Sink()
+    private var cgroupFD: Int32 = -1
+    private var objectBytes: UnsafeMutableRawBufferPointer?
+    private var config = jg_config()
+    private var attached: Set<String> = []
+    private var maps: [String: Int32] = [:]
+    private var closed = false
+
+    /// Whether an observer or actuator works.
+    public func isAvailable(_ observer: ProbeObserver) -> Bool {
+        switch observer {
+        case .brake: observer.programs.contains(where: attached.contains)
+        default: observer.programs.allSatisfy(attached.contains)
+        }
+    }
+
+    /// Loads and attaches every program for the cgroup v2 directory `cgroupV2Path` (descendants included), e.g.
+    /// `/sys/fs/cgroup/unified/jobgov-123` on a hybrid machine, `/sys/fs/cgroup/...` on pure v2.
+    /// Throws only when the path is not a cgroup v2 directory; missing privilege, BTF or kernel features end up in
+    /// `unavailable` instead.
+    public static func open(cgroupV2Path: String, verbose: Bool = false) throws(ProbeError) -> BuildProbes {
+        let (id, level) = try cgroupIdentity(cgroupV2Path)
+        let probes = BuildProbes(cgroupID: id)
+        probes.config.build_cgroup_id = id
+        probes.config.build_level = level
+        probes.config.page_shift = UInt32(Int(sysconf(Int32(_SC_PAGESIZE))).trailingZeroBitCount)
+        probes.config.min_stall_ns = 1_000_000
+        probes.load(cgroupV2Path: cgroupV2Path, verbose: verbose)
+        return probes
+    }
+
+    private init(cgroupID: UInt64) { self.cgroupID = cgroupID }
+
+    deinit { close() }
+
+    // MARK: loading
+
+    private func markAllUnavailable(_ reason: String) {
+        unavailable = ProbeObserver.allCases.map { ($0.rawValue, reason) }
+    }
+
+    private func load(cgroupV2Path: String, verbose: Bool) {
+        jg_capture_libbpf_log(verbose ? 1 : 0, verbose ? 1 : 0)
+        if access("/sys/kernel/btf/vmlinux", R_OK) != 0 {
+            markAllUnavailable("the kernel has no BTF (/sys/kernel/btf/vmlinux; CONFIG_DEBUG_INFO_BTF), which CO-RE needs")
+            return
+        }
+        let bytes = decodeObject()
+        objectBytes = bytes
+
+        // First try everything at once; when that fails for a reason other than privilege, find the programs that
+        // do not load one by one and leave them out.
+        var skip: [String: String] = [:]
+        var obj = openObject(bytes, autoload: nil)
+        guard let first = obj else {
+            markAllUnavailable("cannot open the BPF object: \(lastLogLine() ?? String(cString: strerror(errno)))")
+            return
+        }
+        jg_clear_libbpf_log()
+        if bpf_object__load(first) != 0 {
+            let err = errno
+            let log = lastLogLine()
+            bpf_object__close(first)
+            obj = nil
+            if err == EPERM || err == EACCES {
+                markAllUnavailable("needs root or CAP_BPF+CAP_PERFMON (loading BPF: \(String(cString: strerror(err))))")
+                return
+            }
+            for name in programNames(bytes) {
+                guard let single = openObject(bytes, autoload: [name]) else { continue }
+                jg_clear_libbpf_log()
+                if bpf_object__load(single) != 0 {
+                    skip[name] = "does not load: " + (lastLogLine() ?? log ?? String(cString: strerror(errno)))
+                }
+                bpf_object__close(single)
+            }
+            let keep = Set(programNames(bytes)).subtracting(skip.keys)
+            if keep.isEmpty {
+                markAllUnavailable("no BPF program loads: \(log ?? String(cString: strerror(err)))")
+                return
+            }
+            guard let retry = openObject(bytes, autoload: keep) else { return }
+            if bpf_object__load(retry) != 0 {
+                bpf_object__close(retry)
+                markAllUnavailable("cannot load the BPF programs: \(lastLogLine() ?? String(cString: strerror(errno)))")
+                return
+            }
+            obj = retry
+        }
+        object = obj
+        for name in ["jg_config", "jg_cgroup", "jg_procs", "jg_gated", "jg_braked", "jg_protected", "jg_hist",
+                     "jg_counters", "jg_events"] {
+            if let map = bpf_object__find_map_by_name(obj, name) { maps[name] = bpf_map__fd(map) }
+        }
+        writeConfig()
+        cgroupFD = Glibc.open(cgroupV2Path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        var zero: UInt32 = 0
+        var fd = cgroupFD
+        if cgroupFD < 0 || bpf_map_update_elem(maps["jg_cgroup"] ?? -1, &zero, &fd, UInt64(BPF_ANY)) != 0 {
+            markAllUnavailable("cannot hand the cgroup \(cgroupV2Path) to BPF: \(String(cString: strerror(errno)))")
+            closeObject()
+            return
+        }
+
+        // Attach one by one: one that fails leaves the others working.
+        var program = bpf_object__next_program(obj, nil)
+        while let p = program {
+            let name = String(cString: bpf_program__name(p))
+            if bpf_program__autoload(p) {
+                jg_clear_libbpf_log()
+                if let link = bpf_program__attach(p) {
+                    links.append(link)
+                    attached.insert(name)
+                } else {
+                    skip[name] = "does not attach: " + (lastLogLine() ?? String(cString: strerror(errno)))
+                }
+            }
+            program = bpf_object__next_program(obj, p)
+        }
+
+        if let events = bpf_object__find_map_by_name(obj, "jg_events") {
+            let context = Unmanaged.passUnretained(sink).toOpaque()
+            ringBuffer = ring_buffer__new(bpf_map__fd(events), sinkCallback, context, nil)
+            if let ringBuffer { pollDescriptor = ring_buffer__epoll_fd(ringBuffer) }
+        }
+
+        for observer in ProbeObserver.allCases where !isAvailable(observer) {
+            let failed = observer.programs.filter { !attached.contains($0) }
+            let why = failed.map { "\(ProbeObserver.tracepoint(of: $0)) \(skip[$0] ?? "not loaded")" }
+            unavailable.append((observer.rawValue, why.joined(separator: "; ")))
+        }
+        if ringBuffer == nil {
+            unavailable.append(("events", "no ring buffer: \(String(cString: strerror(errno)))"))
+        }
+    }
+
+    /// Opens the object; with `autoload`, only those programs will load.
+    private func openObject(_ bytes: UnsafeMutableRawBufferPointer, autoload: Set<String>?) -> OpaquePointer? {
+        guard let obj = jg_open_object(bytes.baseAddress, bytes.count, "jobgov") else { return nil }
+        if let autoload {
+            var program = bpf_object__next_program(obj, nil)
+            while let p = program {
+                bpf_program__set_autoload(p, autoload.contains(String(cString: bpf_program__name(p))))
+                program = bpf_object__next_program(obj, p)
+            }
+        }
+        return obj
+    }
+
+    private func programNames(_ bytes: UnsafeMutableRawBufferPointer) -> [String] {
+        guard let obj = openObject(bytes, autoload: nil) else { return [] }
+        defer { bpf_object__close(obj) }
+        var names: [String] = []
+        var program = bpf_object__next_program(obj, nil)
+        while let p = program {
+            names.append(String(cString: bpf_program__name(p)))
+            program = bpf_object__next_program(obj, p)
+        }
+        return names
+    }
+
+    private func lastLogLine() -> String? {
+        let lines = String(cString: jg_libbpf_log()).split(separator: "\n").map { $0.trimmingSpaces }
+            .filter { !$0.isEmpty }
+        // The verifier's last word or libbpf's own error, whichever comes last.
+        return lines.last { $0.contains("libbpf:") && !$0.contains("-- BEGIN") && !$0.contains("-- END") }
+            ?? lines.last
+    }
+
+    private func decodeObject() -> UnsafeMutableRawBufferPointer {
+        let hex = jobgovBPFObjectHex
+        let count = hex.utf8CodeUnitCount / 2
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
+        func nibble(_ c: UInt8) -> UInt8 { c <= 57 ? c - 48 : (c | 0x20) - 87 }
+        let digits = hex.utf8Start
+        for i in 0..<count {
+            buffer[i] = nibble(digits[2 * i]) << 4 | nibble(digits[2 * i + 1])
+        }
+        return buffer
+    }
+
+    // MARK: events
+
+    /// Hands every waiting event to `body`, without blocking.
+    public func drain(_ body: (ProbeEvent) -> Void) {
+        drainTimed { event, _ in body(event) }
+    }
+
+    /// Like `drain`, with each event's kernel time (CLOCK_MONOTONIC nanoseconds).
+    public func drainTimed(_ body: (ProbeEvent, UInt64) -> Void) {
+        guard let ringBuffer else { return }
+        withoutActuallyEscaping(body) { body in
+            sink.handler = { record, size in
+                guard let event = ProbeEvent(record: record, size: size) else { return }
+                body(event, record.load(fromByteOffset: 16, as: UInt64.self))
+            }
+            _ = ring_buffer__consume(ringBuffer)
+            sink.handler = nil
+        }
+    }
+
+    /// Waits up to `milliseconds` for events and hands them to `body` (for tools without their own poll loop).
+    public func poll(milliseconds: Int32, _ body: (ProbeEvent) -> Void) {
+        guard let ringBuffer else { return }
+        withoutActuallyEscaping(body) { body in
+            sink.handler = { record, size in
+                if let event = ProbeEvent(record: record, size: size) { body(event) }
+            }
+            _ = ring_buffer__poll(ringBuffer, milliseconds)
+            sink.handler = nil
+        }
+    }
+
+    // MARK: maps
+
+    /// Memory of a process of the build: resident bytes now and at most. An ended process's entry is removed once
+    /// read (its peak is also in its `.exit` event). nil when BPF saw no memory change of it.
+    public func memory(of pid: Int32) -> (current: UInt64, peak: UInt64)? {
+        record(of: pid).map { ($0.currentRSS, $0.peakRSS) }
+    }
+
+    /// Everything the maps know of a process. An ended process's entry is removed once read.
+    public func record(of pid: Int32) -> ProcessRecord? {
+        guard let fd = maps["jg_procs"] else { return nil }
+        var key = UInt32(bitPattern: pid)
+        var value = jg_proc()
+        guard bpf_map_lookup_elem(fd, &key, &value) == 0 else { return nil }
+        if value.exited != 0 { bpf_map_delete_elem(fd, &key) }
+        return ProcessRecord(value)
+    }
+
+    /// Every process the maps know, without removing any.
+    public func records() -> [Int32: ProcessRecord] {
+        guard let fd = maps["jg_procs"] else { return [:] }
+        var out: [Int32: ProcessRecord] = [:]
+        for key in keys(fd) {
+            var k = key
+            var value = jg_proc()
+            if bpf_map_lookup_elem(fd, &k, &value) == 0 { out[Int32(bitPattern: key)] = ProcessRecord(value) }
+        }
+        return out
+    }
+
+    /// A latency histogram (counts since load; take differences with `LatencyHistogram.subtracting`).
+    public func histogram(_ which: ProbeHistogram) -> LatencyHistogram {
+        guard let fd = maps["jg_hist"] else { return LatencyHistogram(buckets: []) }
+        let slots = UInt32(JG_HIST_SLOTS.rawValue)
+        var buckets: [UInt64] = []
+        for slot in 0..<slots {
+            var key = which.index * slots + slot
+            var value: UInt64 = 0
+            _ = bpf_map_lookup_elem(fd, &key, &value)
+            buckets.append(value)
+        }
+        return LatencyHistogram(buckets: buckets)
+    }
+
+    /// Reclaim stall of the whole build since load, in nanoseconds.
+    public var totalStall: (direct: UInt64, cgroup: UInt64) {
+        (counter(UInt32(JG_CNT_STALL_DIRECT_NS.rawValue)), counter(UInt32(JG_CNT_STALL_MEMCG_NS.rawValue)))
+    }
+
+    /// Records lost because the ring buffer was full.
+    public var droppedEvents: UInt64 { counter(UInt32(JG_CNT_DROPPED.rawValue)) }
+
+    private func counter(_ index: UInt32) -> UInt64 {
+        guard let fd = maps["jg_counters"] else { return 0 }
+        var key = index
+        var value: UInt64 = 0
+        _ = bpf_map_lookup_elem(fd, &key, &value)
+        return value
+    }
+
+    private func keys(_ fd: Int32) -> [UInt32] {
+        var out: [UInt32] = []
+        var next: UInt32 = 0
+        var ok = bpf_map_get_next_key(fd, nil, &next) == 0
+        while ok {
+            out.append(next)
+            var current = next
+            ok = bpf_map_get_next_key(fd, &current, &next) == 0
+        }
+        return out
+    }
+
+    // MARK: the exec gate
+
+    /// Closed: a process that executes a program inside the build stops itself (SIGSTOP) before its first
+    /// instruction, and is reported as `.gateStopped`.
+    public func closeGate() { config.gate_closed = 1; writeConfig() }
+
+    /// Opened: new programs run. Processes already stopped stay stopped until admitted.
+    public func openGate() { config.gate_closed = 0; writeConfig() }
+
+    public var isGateClosed: Bool { config.gate_closed != 0 }
+
+    /// Processes the gate stopped that were not admitted yet.
+    public var gatedPIDs: [Int32] { maps["jg_gated"].map { keys($0).map { Int32(bitPattern: $0) } } ?? [] }
+
+    /// Lets one stopped process go on (SIGCONT). False if the gate did not stop it (or it ended).
+    @discardableResult
+    public func admit(pid: Int32) -> Bool { resume(pid, map: "jg_gated") }
+
+    /// Lets every process the gate stopped go on; returns their pids.
+    @discardableResult
+    public func admitAll() -> [Int32] { gatedPIDs.filter { admit(pid: $0) } }
+
+    // MARK: the brake
+
+    /// Armed: a build task that enters reclaim (direct, or at a cgroup limit) stops itself at once (SIGSTOP), unless
+    /// its pid or tgid is in `pids`; reported as `.brakeStopped`.
+    public func armBrake(protecting pids: [Int32]) {
+        setProtected(pids)
+        config.brake_armed = 1
+        writeConfig()
+    }
+
+    /// Replaces the protected set (e.g. when the oldest job changes) without arming or disarming.
+    public func setProtected(_ pids: [Int32]) {
+        guard let fd = maps["jg_protected"] else { return }
+        let wanted = Set(pids.map { UInt32(bitPattern: $0) })
+        for key in keys(fd) where !wanted.contains(key) {
+            var k = key
+            bpf_map_delete_elem(fd, &k)
+        }
+        for pid in wanted {
+            var k = pid
+            var one: UInt8 = 1
+            bpf_map_update_elem(fd, &k, &one, UInt64(BPF_ANY))
+        }
+    }
+
+    /// Disarmed: nothing new is stopped. Processes already stopped stay stopped until resumed.
+    public func disarmBrake() { config.brake_armed = 0; writeConfig() }
+
+    public var isBrakeArmed: Bool { config.brake_armed != 0 }
+
+    /// Processes the brake stopped that were not resumed yet.
+    public var brakedPIDs: [Int32] { maps["jg_braked"].map { keys($0).map { Int32(bitPattern: $0) } } ?? [] }
+
+    @discardableResult
+    public func resumeBraked(pid: Int32) -> Bool { resume(pid, map: "jg_braked") }
+
+    @discardableResult
+    public func resumeAllBraked() -> [Int32] { brakedPIDs.filter { resumeBraked(pid: $0) } }
+
+    private func resume(_ pid: Int32, map: String) -> Bool {
+        guard let fd = maps[map] else { return false }
+        var key = UInt32(bitPattern: pid)
+        // Only a pid still in the map: BPF removes it when the process ends, so a reused pid is never signalled.
+        guard bpf_map_delete_elem(fd, &key) == 0 else { return false }
+        return kill(pid, SIGCONT) == 0
+    }
+
+    private func writeConfig() {
+        guard let fd = maps["jg_config"] else { return }
+        var zero: UInt32 = 0
+        var value = config
+        bpf_map_update_elem(fd, &zero, &value, UInt64(BPF_ANY))
+    }
+
+    // MARK: closing
+
+    /// Detaches every program and frees every map. Processes the gate or the brake stopped are resumed first:
+    /// after this nothing would. Idempotent; deinit calls it.
+    public func close() {
+        if closed { return }
+        closed = true
+        if object != nil {
+            config.gate_closed = 0
+            config.brake_armed = 0
+            writeConfig()
+            admitAll()
+            resumeAllBraked()
+        }
+        for link in links { bpf_link__destroy(link) }
+        links.removeAll()
+        if let ringBuffer { ring_buffer__free(ringBuffer) }
+        ringBuffer = nil
+        pollDescriptor = -1
+        closeObject()
+        if let objectBytes { objectBytes.deallocate() }
+        objectBytes = nil
+    }
+
+    private func closeObject() {
+        if let object { bpf_object__close(object) }
+        object = nil
+        maps.removeAll()
+        attached.removeAll()
+        if cgroupFD >= 0 { Glibc.close(cgroupFD) }
+        cgroupFD = -1
+    }
+
+    /// Ids of the BPF programs and maps this instance holds (for checking that they are gone after `close`).
+    public var kernelObjectIDs: (programs: [UInt32], maps: [UInt32]) {
+        guard let object else { return ([], []) }
+        var programs: [UInt32] = []
+        var program = bpf_object__next_program(object, nil)
+        while let p = program {
+            let fd = bpf_program__fd(p)
+            if fd >= 0, let id = objectID(fd) { programs.append(id) }
+            program = bpf_object__next_program(object, p)
+        }
+        var mapIDs: [UInt32] = []
+        var map = bpf_object__next_map(object, nil)
+        while let m = map {
+            let fd = bpf_map__fd(m)
+            if fd >= 0, let id = objectID(fd) { mapIDs.append(id) }
+            map = bpf_object__next_map(object, m)
+        }
+        return (programs, mapIDs)
+    }
+}
+
+/// The id of a BPF program or map behind `fd` (bpf_prog_info and bpf_map_info both start with type, id).
+private func objectID(_ fd: Int32) -> UInt32? {
+    var info = bpf_prog_info()
+    var length = UInt32(MemoryLayout<bpf_prog_info>.size)
+    guard bpf_obj_get_info_by_fd(fd, &info, &length) == 0 else { return nil }
+    return info.id
+}
+
+/// The ring buffer callback's target: the closure of the `drain` in progress.
+private final class Sink {
+    var handler: ((UnsafeRawPointer, Int) -> Void)?
+}
+
+private let sinkCallback: ring_buffer_sample_fn = { context, data, size in
+    guard let context, let data else { return 0 }
+    Unmanaged<Sink>.fromOpaque(context).takeUnretainedValue().handler?(UnsafeRawPointer(data), Int(size))
+    return 0
+}
+
+extension ProcessRecord {
+    init(_ p: jg_proc) {
+        currentRSS = p.rss_file + p.rss_anon + p.rss_shmem
+        peakRSS = p.rss_peak
+        directReclaimNanoseconds = p.stall_ns.0
+        cgroupReclaimNanoseconds = p.stall_ns.1
+        exited = p.exited != 0
+    }
+}
+
+extension Substring {
+    fileprivate var trimmingSpaces: String {
+        String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
+    }
+}
+
+/// The cgroup v2 id (inode number) of `path` and its depth below the v2 root.
+func cgroupIdentity(_ path: String) throws(ProbeError) -> (id: UInt64, level: UInt32) {
+    let cgroup2Magic: Int = 0x6367_7270
+    var fs = statfs()
+    guard statfs(path, &fs) == 0 else { throw ProbeError("cannot open the cgroup \(path)", errno: errno) }
+    guard Int(fs.f_type) == cgroup2Magic else {
+        throw ProbeError("\(path) is not a cgroup v2 directory (on a hybrid machine use the one below /sys/fs/cgroup/unified)")
+    }
+    var st = stat()
+    guard stat(path, &st) == 0 else { throw ProbeError("cannot open the cgroup \(path)", errno: errno) }
+    // Depth: how many parents are still cgroup2 (the mount root is level 0). Walk a resolved path.
+    guard let resolved = realpath(path, nil) else { throw ProbeError("cannot resolve \(path)", errno: errno) }
+    var dir = String(cString: resolved)
+    free(resolved)
+    var level: UInt32 = 0
+    while dir != "/" {
+        let parent = dir.split(separator: "/").dropLast().joined(separator: "/")
+        let parentPath = "/" + parent
+        var pfs = statfs()
+        var pst = stat()
+        guard statfs(parentPath, &pfs) == 0, Int(pfs.f_type) == cgroup2Magic, stat(parentPath, &pst) == 0,
+              pst.st_dev == st.st_dev else { break }
+        level += 1
+        dir = parentPath
+    }
+    return (UInt64(st.st_ino), level)
+}

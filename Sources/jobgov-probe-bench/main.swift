@@ -1,0 +1,55 @@
+// Attaches jobgov's BPF observers to a cgroup from the command line, for scripts/bench/bpf-overhead and by hand.
+//   jobgov-probe-bench CGROUP_V2_DIR [--print] [--verbose]
+// Prints "ready" (and what is unavailable) once attached, consumes events until SIGINT or SIGTERM, then prints one
+// summary line: events by kind, drops, reclaim stall, histogram counts.
+import BPFProbes
+#if canImport(Glibc)
+import Glibc
+#endif
+
+nonisolated(unsafe) var stopRequested: sig_atomic_t = 0
+
+func say(_ text: String, fd: Int32 = 1) {
+    let line = text + "\n"
+    _ = line.withCString { write(fd, $0, strlen($0)) }
+}
+
+func run() -> Int32 {
+    let args = Array(CommandLine.arguments.dropFirst())
+    guard let dir = args.first(where: { !$0.hasPrefix("-") }) else {
+        say("usage: jobgov-probe-bench CGROUP_V2_DIR [--print] [--verbose]", fd: 2)
+        return 2
+    }
+    let printEvents = args.contains("--print")
+    let probes: BuildProbes
+    do {
+        probes = try BuildProbes.open(cgroupV2Path: dir, verbose: args.contains("--verbose"))
+    } catch {
+        say("jobgov-probe-bench: \(error)", fd: 2)
+        return 1
+    }
+    for (observer, reason) in probes.unavailable { say("unavailable: \(observer): \(reason)") }
+    for sig in [SIGINT, SIGTERM] {
+        signal(sig) { _ in stopRequested = 1 }
+    }
+    say("ready")
+
+    var counts: [String: Int] = [:]
+    func consume(_ event: ProbeEvent) {
+        let kind = "\(event)".prefix { $0 != "(" }
+        counts[String(kind), default: 0] += 1
+        if printEvents { say("\(event)") }
+    }
+    while stopRequested == 0 {
+        probes.poll(milliseconds: 100, consume)
+    }
+    probes.drain(consume)
+    let stall = probes.totalStall
+    say("events " + counts.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
+        + " dropped=\(probes.droppedEvents) stall_direct_ns=\(stall.direct) stall_cgroup_ns=\(stall.cgroup)"
+        + " blockio=\(probes.histogram(.blockIO).count) runq=\(probes.histogram(.runQueue).count)")
+    probes.close()
+    return 0
+}
+
+exit(run())

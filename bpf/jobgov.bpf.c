@@ -1,0 +1,478 @@
+// SPDX-License-Identifier: GPL-2.0
+/* jobgov's observers and in-kernel actuators. Every program is a raw tracepoint (no tracefs needed, cheapest
+ * attachment; fentry/kprobes do not load on the project's machines). Work is filtered to the build's cgroup v2
+ * subtree first thing, so other processes pay one helper call. Layouts and constants: jobgov_probes.h. */
+#include "kernel_types.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "jobgov_probes.h"
+
+#define SIGSTOP 19
+/* TASK_RUNNING: a task switched out while still runnable was preempted and waits on the run queue. */
+#define TASK_RUNNING 0
+
+char LICENSE[] SEC("license") = "GPL";
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, JG_RINGBUF_BYTES);
+} jg_events SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct jg_config);
+} jg_config SEC(".maps");
+
+/* Index 0: the build's cgroup v2 directory, for bpf_current_task_under_cgroup. */
+struct {
+    __uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u32);
+} jg_cgroup SEC(".maps");
+
+/* tgid → memory and stall; LRU so that ended processes nobody asked about cannot fill it. */
+struct {
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
+    __uint(max_entries, JG_MAX_PROCS);
+    __type(key, __u32);
+    __type(value, struct jg_proc);
+} jg_procs SEC(".maps");
+
+/* thread id → reclaim start (ns) | kind in the low bit. */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u32);
+    __type(value, __u64);
+} jg_reclaim SEC(".maps");
+
+/* tgid → time stopped, for processes the gate or the brake stopped and user space has not resumed. */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u32);
+    __type(value, __u64);
+} jg_gated SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 4096);
+    __type(key, __u32);
+    __type(value, __u64);
+} jg_braked SEC(".maps");
+
+/* pids and tgids the brake never stops (the oldest job's processes). */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 1024);
+    __type(key, __u32);
+    __type(value, __u8);
+} jg_protected SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, NR_JG_HIST * JG_HIST_SLOTS);
+    __type(key, __u32);
+    __type(value, __u64);
+} jg_hist SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, NR_JG_CNT);
+    __type(key, __u32);
+    __type(value, __u64);
+} jg_counters SEC(".maps");
+
+/* struct request * → issue time */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 8192);
+    __type(key, __u64);
+    __type(value, __u64);
+} jg_rq_start SEC(".maps");
+
+/* thread id → time it became runnable (build tasks only) */
+struct {
+    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(max_entries, 16384);
+    __type(key, __u32);
+    __type(value, __u64);
+} jg_runnable SEC(".maps");
+
+static __always_inline struct jg_config *config(void)
+{
+    __u32 zero = 0;
+    return bpf_map_lookup_elem(&jg_config, &zero);
+}
+
+/* The current task is in the build's cgroup or below it. */
+static __always_inline bool current_in_build(void)
+{
+    return bpf_current_task_under_cgroup(&jg_cgroup, 0) == 1;
+}
+
+/* Any task is in the build's cgroup or below: its v2 cgroup's ancestor at the build's level is the build. */
+static __always_inline bool task_in_build(struct task_struct *t, struct jg_config *c)
+{
+    struct cgroup *cg = BPF_CORE_READ(t, cgroups, dfl_cgrp);
+    if (!cg)
+        return false;
+    int level = BPF_CORE_READ(cg, level);
+    __u32 want = c->build_level;
+    if (level < 0 || (__u32)level < want || want > 255)
+        return false;
+    struct cgroup *ancestor = NULL;
+    bpf_core_read(&ancestor, sizeof(ancestor), &cg->ancestors[want]);
+    if (!ancestor)
+        return false;
+    return BPF_CORE_READ(ancestor, kn, id) == c->build_cgroup_id;
+}
+
+static __always_inline void count(__u32 index, __u64 delta)
+{
+    __u64 *v = bpf_map_lookup_elem(&jg_counters, &index);
+    if (v)
+        __sync_fetch_and_add(v, delta);
+}
+
+static __always_inline void hist_add(__u32 hist, __u64 value)
+{
+    __u32 slot = 0;
+    /* floor(log2(value)), unrolled: the verifier sees a bounded slot. */
+#pragma unroll
+    for (int i = JG_HIST_SLOTS - 1; i > 0; i--) {
+        if (value >> i) {
+            slot = i;
+            break;
+        }
+    }
+    __u32 index = hist * JG_HIST_SLOTS + slot;
+    __u64 *v = bpf_map_lookup_elem(&jg_hist, &index);
+    if (v)
+        __sync_fetch_and_add(v, 1);
+}
+
+static __always_inline struct jg_event *reserve(__u32 kind, __u64 size)
+{
+    struct jg_event *e = bpf_ringbuf_reserve(&jg_events, size, 0);
+    if (!e) {
+        count(JG_CNT_DROPPED, 1);
+        return NULL;
+    }
+    e->kind = kind;
+    e->pid = 0;
+    e->ppid = 0;
+    e->aux = 0;
+    e->time_ns = bpf_ktime_get_ns();
+    e->value = 0;
+    e->args_len = 0;
+    e->reserved = 0;
+    return e;
+}
+
+static __always_inline void emit_short(__u32 kind, __u32 pid, __u32 aux, __u64 value)
+{
+    struct jg_event *e = reserve(kind, JG_EVENT_SHORT);
+    if (!e)
+        return;
+    e->pid = pid;
+    e->aux = aux;
+    e->value = value;
+    bpf_get_current_comm(e->comm, sizeof(e->comm));
+    bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline struct jg_proc *proc_entry(__u32 tgid)
+{
+    struct jg_proc *p = bpf_map_lookup_elem(&jg_procs, &tgid);
+    if (p)
+        return p;
+    struct jg_proc fresh = {};
+    bpf_map_update_elem(&jg_procs, &tgid, &fresh, BPF_NOEXIST);
+    return bpf_map_lookup_elem(&jg_procs, &tgid);
+}
+
+/* ---- process lifecycle ---- */
+
+SEC("raw_tp/sched_process_fork")
+int BPF_PROG(jg_fork, struct task_struct *parent, struct task_struct *child)
+{
+    if (!current_in_build())
+        return 0;
+    int pid = BPF_CORE_READ(child, pid);
+    if (pid != BPF_CORE_READ(child, tgid))
+        return 0; /* a thread, not a process */
+    emit_short(JG_EV_FORK, BPF_CORE_READ(parent, tgid), pid, 0);
+    return 0;
+}
+
+SEC("raw_tp/sched_process_exec")
+int BPF_PROG(jg_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
+{
+    if (!current_in_build())
+        return 0;
+    struct jg_config *c = config();
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    bool gate = c && c->gate_closed;
+    if (gate) {
+        /* Stop before the new program runs a single instruction: the signal is taken on the way to user space. */
+        __u64 now = bpf_ktime_get_ns();
+        bpf_map_update_elem(&jg_gated, &tgid, &now, BPF_ANY);
+        bpf_send_signal(SIGSTOP);
+        count(JG_CNT_GATE_STOPS, 1);
+    }
+    /* A new program: its memory starts from scratch. */
+    struct jg_proc fresh = {};
+    bpf_map_update_elem(&jg_procs, &tgid, &fresh, BPF_ANY);
+
+    struct jg_event *e = reserve(JG_EV_EXEC, sizeof(struct jg_event));
+    if (e) {
+        e->pid = tgid;
+        e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+        bpf_get_current_comm(e->comm, sizeof(e->comm));
+        unsigned long start = BPF_CORE_READ(task, mm, arg_start);
+        unsigned long end = BPF_CORE_READ(task, mm, arg_end);
+        __u64 len = end > start ? end - start : 0;
+        if (len > JG_ARGS_LEN)
+            len = JG_ARGS_LEN;
+        if (len > 0 && bpf_probe_read_user(e->args, len, (void *)start) == 0)
+            e->args_len = len;
+        bpf_ringbuf_submit(e, 0);
+    }
+    if (gate)
+        emit_short(JG_EV_GATE, tgid, 0, 0);
+    return 0;
+}
+
+SEC("raw_tp/sched_process_exit")
+int BPF_PROG(jg_exit, struct task_struct *task)
+{
+    if (!current_in_build())
+        return 0;
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tgid = id >> 32;
+    if ((__u32)id != tgid)
+        return 0; /* a thread */
+    __u64 peak = 0;
+    struct jg_proc *p = bpf_map_lookup_elem(&jg_procs, &tgid);
+    if (p) {
+        peak = p->rss_peak;
+        p->exited = 1;
+    }
+    int code = BPF_CORE_READ(task, exit_code);
+    emit_short(JG_EV_EXIT, tgid, (__u32)code, peak);
+    bpf_map_delete_elem(&jg_gated, &tgid);
+    bpf_map_delete_elem(&jg_braked, &tgid);
+    return 0;
+}
+
+/* ---- memory: kmem:rss_stat ---- */
+
+static __always_inline __s64 rss_count(struct mm_struct *mm, int member)
+{
+    /* 6.2+: the tracepoint reports percpu_counter_read_positive(&mm->rss_stat[member]), i.e. its count. */
+    __s64 v = 0;
+    switch (member) {
+    case 0: v = BPF_CORE_READ(mm, rss_stat[0].count); break;
+    case 1: v = BPF_CORE_READ(mm, rss_stat[1].count); break;
+    case 3: v = BPF_CORE_READ(mm, rss_stat[3].count); break;
+    default: break;
+    }
+    return v < 0 ? 0 : v;
+}
+
+SEC("raw_tp/rss_stat")
+int BPF_PROG(jg_rss, struct mm_struct *mm, int member)
+{
+    /* Members: 0 file, 1 anon, 2 swap entries (not resident), 3 shmem. */
+    if (member == 2 || member < 0 || member > 3)
+        return 0;
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    if (BPF_CORE_READ(task, mm) != mm)
+        return 0; /* another process's mm (reclaim, exit teardown): attribute only the caller's own */
+    if (!current_in_build())
+        return 0;
+    struct jg_config *c = config();
+    if (!c)
+        return 0;
+    __s64 pages;
+    if (bpf_core_type_exists(struct mm_rss_stat))
+        pages = (long)ctx[2]; /* up to 6.1: (mm, member, count) */
+    else
+        pages = rss_count(mm, member);
+    __u64 bytes = (__u64)(pages < 0 ? 0 : pages) << (c->page_shift & 31);
+    struct jg_proc *p = proc_entry(bpf_get_current_pid_tgid() >> 32);
+    if (!p)
+        return 0;
+    if (member == 0)
+        p->rss_file = bytes;
+    else if (member == 1)
+        p->rss_anon = bytes;
+    else
+        p->rss_shmem = bytes;
+    __u64 now = p->rss_file + p->rss_anon + p->rss_shmem;
+    if (now > p->rss_peak)
+        p->rss_peak = now;
+    return 0;
+}
+
+/* ---- reclaim stalls and the brake ---- */
+
+static __always_inline int reclaim_begin(__u32 kind)
+{
+    if (!current_in_build())
+        return 0;
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tid = (__u32)id, tgid = id >> 32;
+    __u64 start = (bpf_ktime_get_ns() & ~1ULL) | kind;
+    bpf_map_update_elem(&jg_reclaim, &tid, &start, BPF_ANY);
+
+    struct jg_config *c = config();
+    if (!c || !c->brake_armed)
+        return 0;
+    if (bpf_map_lookup_elem(&jg_protected, &tgid) || bpf_map_lookup_elem(&jg_protected, &tid))
+        return 0;
+    if (bpf_map_lookup_elem(&jg_braked, &tgid))
+        return 0; /* already stopping */
+    __u64 now = bpf_ktime_get_ns();
+    bpf_map_update_elem(&jg_braked, &tgid, &now, BPF_ANY);
+    bpf_send_signal(SIGSTOP);
+    count(JG_CNT_BRAKE_STOPS, 1);
+    emit_short(JG_EV_BRAKE, tgid, kind, 0);
+    return 0;
+}
+
+static __always_inline int reclaim_end(void)
+{
+    __u64 id = bpf_get_current_pid_tgid();
+    __u32 tid = (__u32)id, tgid = id >> 32;
+    __u64 *start = bpf_map_lookup_elem(&jg_reclaim, &tid);
+    if (!start)
+        return 0; /* not a build task (only those have a start) */
+    __u32 kind = *start & 1;
+    __u64 ns = bpf_ktime_get_ns() - (*start & ~1ULL);
+    bpf_map_delete_elem(&jg_reclaim, &tid);
+    count(kind == JG_STALL_DIRECT ? JG_CNT_STALL_DIRECT_NS : JG_CNT_STALL_MEMCG_NS, ns);
+    struct jg_proc *p = proc_entry(tgid);
+    if (p) {
+        if (kind == JG_STALL_DIRECT)
+            __sync_fetch_and_add(&p->stall_ns[JG_STALL_DIRECT], ns);
+        else
+            __sync_fetch_and_add(&p->stall_ns[JG_STALL_MEMCG], ns);
+    }
+    struct jg_config *c = config();
+    if (c && ns >= c->min_stall_ns)
+        emit_short(JG_EV_STALL, tgid, kind, ns);
+    return 0;
+}
+
+SEC("raw_tp/mm_vmscan_direct_reclaim_begin")
+int BPF_PROG(jg_dreclaim_beg) { return reclaim_begin(JG_STALL_DIRECT); }
+
+SEC("raw_tp/mm_vmscan_direct_reclaim_end")
+int BPF_PROG(jg_dreclaim_end) { return reclaim_end(); }
+
+SEC("raw_tp/mm_vmscan_memcg_reclaim_begin")
+int BPF_PROG(jg_mreclaim_beg) { return reclaim_begin(JG_STALL_MEMCG); }
+
+SEC("raw_tp/mm_vmscan_memcg_reclaim_end")
+int BPF_PROG(jg_mreclaim_end) { return reclaim_end(); }
+
+/* ---- OOM victims (any cgroup; OOM kills are rare) ---- */
+
+SEC("raw_tp/mark_victim")
+int BPF_PROG(jg_oom)
+{
+    struct jg_config *c = config();
+    struct jg_event *e = reserve(JG_EV_OOM, JG_EVENT_SHORT);
+    if (!e)
+        return 0;
+    if (bpf_core_field_exists(struct trace_event_raw_mark_victim, __data_loc_comm)) {
+        /* 6.8+: mark_victim(struct task_struct *task, uid_t uid) */
+        struct task_struct *t = (struct task_struct *)ctx[0];
+        e->pid = BPF_CORE_READ(t, tgid);
+        BPF_CORE_READ_STR_INTO(&e->comm, t, comm);
+        e->value = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+        e->aux = c && task_in_build(t, c);
+    } else {
+        /* up to 6.7: mark_victim(int pid); the caller is the victim in most memcg OOMs */
+        struct task_struct *cur = (struct task_struct *)bpf_get_current_task();
+        e->pid = (__u32)ctx[0];
+        if ((__u32)BPF_CORE_READ(cur, pid) == e->pid) {
+            bpf_get_current_comm(e->comm, sizeof(e->comm));
+            e->value = bpf_get_current_cgroup_id();
+            e->aux = current_in_build();
+        } else {
+            e->comm[0] = 0;
+            __u32 pid = e->pid;
+            e->aux = bpf_map_lookup_elem(&jg_procs, &pid) != NULL;
+        }
+    }
+    bpf_ringbuf_submit(e, 0);
+    return 0;
+}
+
+/* ---- block I/O latency (whole machine: a device's latency is everyone's) ---- */
+
+SEC("raw_tp/block_rq_issue")
+int BPF_PROG(jg_rq_issue, struct request *rq)
+{
+    __u64 key = (__u64)rq, now = bpf_ktime_get_ns();
+    bpf_map_update_elem(&jg_rq_start, &key, &now, BPF_ANY);
+    return 0;
+}
+
+SEC("raw_tp/block_rq_complete")
+int BPF_PROG(jg_rq_done, struct request *rq)
+{
+    __u64 key = (__u64)rq;
+    __u64 *start = bpf_map_lookup_elem(&jg_rq_start, &key);
+    if (!start)
+        return 0;
+    __u64 us = (bpf_ktime_get_ns() - *start) / 1000;
+    bpf_map_delete_elem(&jg_rq_start, &key);
+    hist_add(JG_HIST_BLOCK_IO, us);
+    return 0;
+}
+
+/* ---- run-queue latency of the build's tasks ---- */
+
+static __always_inline int runnable(struct task_struct *t)
+{
+    struct jg_config *c = config();
+    if (!c || !task_in_build(t, c))
+        return 0;
+    __u32 tid = BPF_CORE_READ(t, pid);
+    __u64 now = bpf_ktime_get_ns();
+    bpf_map_update_elem(&jg_runnable, &tid, &now, BPF_ANY);
+    return 0;
+}
+
+SEC("raw_tp/sched_wakeup")
+int BPF_PROG(jg_wakeup, struct task_struct *t) { return runnable(t); }
+
+SEC("raw_tp/sched_wakeup_new")
+int BPF_PROG(jg_wakeup_new, struct task_struct *t) { return runnable(t); }
+
+SEC("raw_tp/sched_switch")
+int BPF_PROG(jg_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
+{
+    /* prev is current here: a preempted build task goes back on the run queue. */
+    if (BPF_CORE_READ(prev, __state) == TASK_RUNNING && current_in_build()) {
+        __u32 tid = BPF_CORE_READ(prev, pid);
+        __u64 now = bpf_ktime_get_ns();
+        bpf_map_update_elem(&jg_runnable, &tid, &now, BPF_ANY);
+    }
+    __u32 tid = BPF_CORE_READ(next, pid);
+    __u64 *since = bpf_map_lookup_elem(&jg_runnable, &tid);
+    if (!since)
+        return 0;
+    __u64 us = (bpf_ktime_get_ns() - *since) / 1000;
+    bpf_map_delete_elem(&jg_runnable, &tid);
+    hist_add(JG_HIST_RUNQ, us);
+    return 0;
+}

@@ -1,0 +1,91 @@
+/* The one interface between jobgov's BPF programs (bpf/jobgov.bpf.c) and Swift (module CJobgovBPF → BPFProbes).
+ * Event records, map value layouts, enums and constants live here only, so the two sides cannot drift.
+ * Compiled twice: by clang -target bpf (where __bpf__ is defined and kernel_types.h provides __u32 & co.) and by
+ * Swift's C importer (where <linux/types.h> does). Kernel-only parts sit under #ifdef __bpf__. */
+#ifndef JOBGOV_PROBES_H
+#define JOBGOV_PROBES_H
+
+#ifndef __bpf__
+#include <linux/types.h>
+#endif
+
+enum jg_limits {
+    JG_COMM_LEN = 16,
+    /* The command line captured at exec: argv, NUL-separated, truncated to this many bytes. */
+    JG_ARGS_LEN = 256,
+    /* log2 histogram slots: slot i counts values in [2^i, 2^(i+1)) of the histogram's unit; slot 0 also holds 0. */
+    JG_HIST_SLOTS = 32,
+    JG_RINGBUF_BYTES = 1 << 20,
+    JG_MAX_PROCS = 16384,
+};
+
+/* What a ring buffer record is; the first field of every record. */
+enum jg_event_kind {
+    JG_EV_FORK = 1,     /* pid = parent tgid, aux = child pid */
+    JG_EV_EXEC = 2,     /* pid, ppid, comm, args[args_len] */
+    JG_EV_EXIT = 3,     /* pid, aux = exit_code (wait status: code << 8 | signal), value = peak RSS bytes */
+    JG_EV_OOM = 4,      /* pid = victim, comm, value = victim's cgroup v2 id (0 if unknown), aux = 1 if in build */
+    JG_EV_STALL = 5,    /* pid, aux = enum jg_stall_kind, value = nanoseconds */
+    JG_EV_GATE = 6,     /* pid stopped by the exec gate, comm */
+    JG_EV_BRAKE = 7,    /* pid stopped by the brake, comm, aux = enum jg_stall_kind that triggered it */
+    NR_JG_EV
+};
+
+enum jg_stall_kind {
+    JG_STALL_DIRECT = 0, /* vmscan:mm_vmscan_direct_reclaim_begin/end: the machine is short of memory */
+    JG_STALL_MEMCG = 1,  /* vmscan:mm_vmscan_memcg_reclaim_begin/end: a cgroup at its limit (or memory.high) */
+    NR_JG_STALL
+};
+
+enum jg_histogram {
+    JG_HIST_BLOCK_IO = 0, /* block_rq_issue → block_rq_complete, microseconds, whole machine */
+    JG_HIST_RUNQ = 1,     /* sched_wakeup → sched_switch (and preempted → switched in), microseconds, build only */
+    NR_JG_HIST
+};
+
+enum jg_counter {
+    JG_CNT_DROPPED = 0,  /* ring buffer full: records lost */
+    JG_CNT_STALL_DIRECT_NS = 1,
+    JG_CNT_STALL_MEMCG_NS = 2,
+    JG_CNT_GATE_STOPS = 3,
+    JG_CNT_BRAKE_STOPS = 4,
+    NR_JG_CNT
+};
+
+/* One ring buffer record. Records other than JG_EV_EXEC end at `args` (JG_EVENT_SHORT bytes). */
+struct jg_event {
+    __u32 kind;
+    __u32 pid;
+    __u32 ppid;
+    __u32 aux;
+    __u64 time_ns; /* CLOCK_MONOTONIC (bpf_ktime_get_ns) */
+    __u64 value;
+    char comm[JG_COMM_LEN];
+    __u32 args_len;
+    __u32 reserved;
+    char args[JG_ARGS_LEN];
+};
+#define JG_EVENT_SHORT (__builtin_offsetof(struct jg_event, args))
+
+/* The single entry of map jg_config; Swift writes it whole. */
+struct jg_config {
+    __u64 build_cgroup_id; /* cgroup v2 id (inode number) of the build's cgroup */
+    __u32 build_level;     /* its depth below the v2 root (root = 0) */
+    __u32 gate_closed;     /* 1: a process that execs in the build stops itself (SIGSTOP) */
+    __u32 brake_armed;     /* 1: a build task that enters reclaim stops itself, unless protected */
+    __u32 page_shift;      /* log2 of the page size (rss counters are in pages) */
+    __u64 min_stall_ns;    /* reclaim stalls shorter than this are only summed, not reported one by one */
+};
+
+/* Per process (tgid) in map jg_procs: memory and reclaim stall. Bytes and nanoseconds. */
+struct jg_proc {
+    __u64 rss_file;
+    __u64 rss_anon;
+    __u64 rss_shmem;
+    __u64 rss_peak;
+    __u64 stall_ns[NR_JG_STALL];
+    __u32 exited; /* the process ended; the entry stays until user space reads it */
+    __u32 reserved;
+};
+
+#endif
