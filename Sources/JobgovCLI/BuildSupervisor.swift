@@ -28,6 +28,18 @@ final class BuildSupervisor {
         var tickMilliseconds: Int32 = 100
         /// How often the process tree is walked to look for lost tokens.
         var lostTokenCheckSeconds: Double = 0.5
+        /// The governor's thresholds and outputs; nil keeps the job count fixed (`--fixed-jobs`).
+        var governor: GovernorChoices? = GovernorChoices()
+    }
+
+    /// What the user chose for the governor (the budget and ceiling come from elsewhere).
+    struct GovernorChoices {
+        var memoryThreshold = 0.85
+        var freezeThreshold = 0.95
+        var cpuThreshold = 0.90
+        var ioLatencySeconds = 0.100
+        var traceFile: String?
+        var history = true
     }
 
     enum CgroupChoice: Equatable {
@@ -41,6 +53,8 @@ final class BuildSupervisor {
         var elapsed: Double
         var ledger: TokenLedger
         var tokensInPoolAtEnd: Int
+        var statistics: RunStatistics?
+        var budget: MemoryBudget?
     }
 
     private let options: Options
@@ -70,6 +84,7 @@ final class BuildSupervisor {
     /// PSI trigger events on the build's memory pressure (woken through poll, not by the tick).
     private var pressureEvents = 0
     private var watchdog: WatchdogHandle?
+    private var governing: GovernorLoop?
 
     /// This executable, for starting the watchdog.
     static func ownExecutable() -> String {
@@ -125,17 +140,23 @@ final class BuildSupervisor {
         budget = options.memoryBudget.map { MemoryBudget(bytes: $0, source: "--memory-budget") }
             ?? MemoryBudget.derive(totalMemory: physicalMemory(), cgroupLimit: layout.effectiveMemoryLimit())
         if let cgroup {
-            if let budget = options.memoryBudget {
+            // The hard limit sits a reserve above the budget. With the governor, the kernel's OOM killer is held
+            // off (v1) while jobgov acts; on v2 memory.high (moved by the governor) is the brake below memory.max.
+            if let budget = options.governor != nil ? budget?.bytes : options.memoryBudget {
                 let hard = budget + MemorySize.reserve(forBudget: budget)
                 var limits = CgroupLimits(memoryMax: hard)
-                if cgroup.backend == .unified { limits.memoryHigh = budget }
+                if cgroup.backend == .unified { limits.memoryHigh = options.governor != nil ? hard : budget }
+                if cgroup.backend != .unified && options.governor != nil { limits.oomKillDisabled = true }
                 try cgroup.apply(limits)
             }
             if let quota = options.cpuQuotaMicroseconds {
                 try cgroup.apply(CgroupLimits(cpuQuotaMicroseconds: quota))
             }
             cgroupNote = "in cgroup \(cgroup.topDirectories.first ?? "?") (\(cgroup.backend.rawValue))"
-            if let budget = options.memoryBudget { cgroupNote += ", memory budget \(MemorySize.format(budget))" }
+            if let budget, options.memoryBudget != nil || options.governor != nil {
+                cgroupNote += ", memory budget \(MemorySize.format(budget.bytes))"
+                if options.memoryBudget == nil { cgroupNote += " (\(budget.source))" }
+            }
         } else if options.memoryBudget != nil || options.cpuQuotaMicroseconds != nil {
             let flag = options.memoryBudget != nil ? "--memory-budget" : "--cpu-max"
             throw CgroupError("\(flag) needs a cgroup for the build: \(cgroupNote)")
@@ -156,6 +177,20 @@ final class BuildSupervisor {
         case .pipe:
             let ends = try pool.openClientPipeEnds()
             auth = "\(ends.read),\(ends.write)"
+        }
+        if let choices = options.governor, let budget {
+            var settings = GovernorSettings(maxJobs: options.plan.ceiling, budget: budget.bytes, cpus: onlineCPUs())
+            settings.memoryThreshold = choices.memoryThreshold
+            settings.freezeThreshold = choices.freezeThreshold
+            settings.cpuThreshold = choices.cpuThreshold
+            settings.ioLatencyThreshold = choices.ioLatencySeconds
+            let history = choices.history ? historyFile(env: env) : nil
+            let loop = GovernorLoop(options: .init(settings: settings, historyFile: history, traceFile: choices.traceFile,
+                                                   quiet: options.quiet),
+                                    cgroup: cgroup, startTime: startTime)
+            if loop.traceFailed { throw SystemError("cannot write the trace file \(choices.traceFile ?? "")") }
+            governing = loop
+            ledger.setJobs(loop.initialTarget)
         }
         refill(pool)
 
@@ -182,6 +217,7 @@ final class BuildSupervisor {
         }
         pool.closeClientPipeEndsInParent()
         launchedPID = child
+        governing?.launchedPID = child
         if let cgroup {
             // Started after the build so that it does not delay it; nothing is frozen or limited by jobgov
             // before the loop below runs.
@@ -196,10 +232,12 @@ final class BuildSupervisor {
             let what = options.plan.argv.first.map { $0.split(separator: "/").last.map(String.init) ?? $0 } ?? "build"
             note("\(what) runs with \(options.plan.ceiling) jobs (\(options.plan.style.rawValue) jobserver) \(cgroupNote); "
                  + "change it live with `jobgov ctl jobs N`")
+            note(privilegeTier(cgroup: cgroup, governed: governing != nil))
         }
 
         var exit: BuildExit?
         var lastCheck = monotonicSeconds()
+        var lastGovern = 0.0
         while exit == nil {
             var fds: [pollfd] = [pollfd(fd: signals.fd, events: Int16(POLLIN), revents: 0)]
             fds += control.pollDescriptors.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
@@ -255,6 +293,15 @@ final class BuildSupervisor {
                                                windowMicroseconds: window)
             }
 
+            if let governing, now - lastGovern >= Double(options.tickMilliseconds) / 1000 * 0.9 {
+                lastGovern = now
+                let target = governing.tick(now: now)
+                if target != ledger.targetJobs {
+                    ledger.setJobs(target)
+                    refill(pool)
+                }
+            }
+
             let outstanding = ledger.outstanding(inPool: inPool)
             ledger.noteOutstanding(outstanding)
             if now - lastCheck >= options.lostTokenCheckSeconds {
@@ -263,8 +310,10 @@ final class BuildSupervisor {
             }
         }
         if realtime { setRealtimePriority(false) }
+        governing?.finish()
         let atEnd = pool.tokensInPool()
-        return Outcome(exit: exit!, elapsed: monotonicSeconds() - startTime, ledger: ledger, tokensInPoolAtEnd: atEnd)
+        return Outcome(exit: exit!, elapsed: monotonicSeconds() - startTime, ledger: ledger, tokensInPoolAtEnd: atEnd,
+                       statistics: governing?.stats, budget: budget)
     }
 
     /// Writes or absorbs tokens until the pool matches the target (absorbing only what is there to take), and
@@ -309,7 +358,13 @@ final class BuildSupervisor {
             return "error \(error.message)"
         case .success(.setJobs(let n)):
             let old = ledger.targetJobs
-            ledger.setJobs(n)
+            if let governing {
+                // The user's number becomes the ceiling; the governor may still run fewer.
+                governing.setCeiling(n)
+                ledger.setJobs(min(n, governing.governor.target))
+            } else {
+                ledger.setJobs(n)
+            }
             refill(pool)
             return "ok jobs=\(n) was=\(old)"
         case .success(.freeze), .success(.thaw), .success(.kill):
@@ -354,4 +409,36 @@ final class BuildSupervisor {
 func note(_ message: String) {
     let line = "jobgov: \(message)\n"
     writeStandardError(line)
+}
+
+extension BuildSupervisor {
+    /// Where this build's memory history is kept: $XDG_STATE_HOME/jobgov/history (else ~/.local/state), one file
+    /// per directory and command.
+    func historyFile(env: [String: String]) -> String? {
+        let base: String
+        if let state = env["XDG_STATE_HOME"], state.hasPrefix("/") {
+            base = state
+        } else if let home = env["HOME"], home.hasPrefix("/") {
+            base = home + "/.local/state"
+        } else {
+            return nil
+        }
+        var cwd = [CChar](repeating: 0, count: 4096)
+        guard getcwd(&cwd, cwd.count) != nil else { return nil }
+        let directory = String(decoding: cwd.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        let command = options.plan.argv.filter { !$0.hasPrefix("-j") }
+        return base + "/jobgov/history/" + MemoryHistoryFormat.fileName(directory: directory, command: command)
+    }
+
+    /// The line that says at start what jobgov can do here.
+    func privilegeTier(cgroup: BuildCgroup?, governed: Bool) -> String {
+        guard governed else { return "fixed job count (--fixed-jobs): the governor is off" }
+        guard let cgroup else {
+            return "tier: jobserver only (no cgroup for the build): parallelism from memory, CPU and I/O; no freezing, no limits"
+        }
+        var can = ["parallelism from memory, CPU and I/O", "a memory limit"]
+        can.append(cgroup.unifiedDir != nil || cgroup.freezerDir != nil ? "freezing single jobs" : "no freezing")
+        can.append(cgroup.backend == .unified ? "memory.high as the brake" : "the OOM killer held off")
+        return "tier: \(geteuid() == 0 ? "root" : "delegated cgroup") (\(cgroup.backend.rawValue) cgroups): " + can.joined(separator: ", ")
+    }
 }

@@ -92,6 +92,41 @@ struct Run: ParsableCommand {
         """, valueName: "size"))
     var memoryBudget: String?
 
+    @Flag(help: "Keep the job count at -j (and `jobgov ctl jobs`): no governor, nothing withheld or frozen for memory.")
+    var fixedJobs = false
+
+    @Option(help: ArgumentHelp("""
+        Withhold tokens when the running jobs and the next one are predicted to pass this share of the memory \
+        budget (default 85%).
+        """, valueName: "percent"))
+    var memoryThreshold: String?
+
+    @Option(help: ArgumentHelp("Freeze the newest job when memory in use passes this share of the budget (default 95%).",
+                               valueName: "percent"))
+    var freezeThreshold: String?
+
+    @Option(help: ArgumentHelp("Start no more jobs while the CPUs are busier than this (default 90%).", valueName: "percent"))
+    var cpuThreshold: String?
+
+    @Option(help: ArgumentHelp("Start no more jobs while block I/O takes longer than this per request (default 100).",
+                               valueName: "ms"))
+    var ioLatency: String?
+
+    @Option(help: ArgumentHelp("Write the governor's view every tick as JSON lines to this file.", valueName: "file"))
+    var trace: String?
+
+    @Option(help: ArgumentHelp("Write the end-of-run summary as JSON to this file.", valueName: "file"))
+    var summaryJson: String?
+
+    @Flag(help: "Neither read nor write the memory history of this build (kept in ~/.local/state/jobgov).")
+    var noHistory = false
+
+    @Option(help: ArgumentHelp("""
+        Read defaults from this file instead of $XDG_CONFIG_HOME/jobgov/config (~/.config/jobgov/config): \
+        `key = value` lines whose keys are these long options, e.g. `memory-threshold = 80`.
+        """, valueName: "file"))
+    var config: String?
+
     @Argument(parsing: .captureForPassthrough, help: ArgumentHelp(
         "The build command and its arguments.", valueName: "command"))
     var command: [String] = []
@@ -141,9 +176,20 @@ struct Run: ParsableCommand {
             options.cgroup = noCgroup ? .off : (cgroup.map { .below($0) } ?? .automatic)
             options.memoryBudget = budget
             options.cpuQuotaMicroseconds = cpuQuota
+            options.governor = try governorChoices(env: env)
             let supervisor = BuildSupervisor(options: options)
             let outcome = try supervisor.run()
-            if !quiet { summarize(outcome, plan: plan) }
+            let summary = RunSummary(outcome: outcome, plan: plan)
+            if !quiet { for line in summary.lines { note(line) } }
+            if let summaryJson {
+                let fd = open(summaryJson, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+                if fd < 0 {
+                    fail("cannot write the summary to \(summaryJson): \(String(cString: strerror(errno)))")
+                } else {
+                    writeAll(fd, summary.json + "\n")
+                    close(fd)
+                }
+            }
             return outcome.exit.shellStatus
         } catch let error as CommandLineError {
             fail(error.description)
@@ -152,6 +198,39 @@ struct Run: ParsableCommand {
             fail(String(describing: error))
             return 1
         }
+    }
+
+    /// Flags over the config file over the defaults.
+    private func governorChoices(env: [String: String]) throws -> BuildSupervisor.GovernorChoices? {
+        var file: [String: String] = [:]
+        let path = config ?? (env["XDG_CONFIG_HOME"].map { $0 + "/jobgov/config" } ?? env["HOME"].map { $0 + "/.config/jobgov/config" })
+        if let path {
+            do {
+                file = try ConfigFile.parse(try readFile(path, limit: 1 << 20), path: path)
+            } catch let error as CommandLineError {
+                throw error
+            } catch FileReadFailure.open(errno: ENOENT) where config == nil {
+                // No config file: the defaults.
+            } catch {
+                throw CommandLineError.conflict("cannot read the config file \(path) (\(error))")
+            }
+        }
+        func value(_ flag: String?, _ key: String) -> (String, String)? {
+            if let flag { return (flag, "--\(key)") }
+            return file[key].map { ($0, "\(key) in \(path ?? "the config file")") }
+        }
+        if fixedJobs || file["fixed-jobs"] == "true" { return nil }
+        var c = BuildSupervisor.GovernorChoices()
+        if let (v, w) = value(memoryThreshold, "memory-threshold") { c.memoryThreshold = try ConfigFile.percent(v, option: w) }
+        if let (v, w) = value(freezeThreshold, "freeze-threshold") { c.freezeThreshold = try ConfigFile.percent(v, option: w) }
+        if let (v, w) = value(cpuThreshold, "cpu-threshold") { c.cpuThreshold = try ConfigFile.percent(v, option: w) }
+        if let (v, w) = value(ioLatency, "io-latency") { c.ioLatencySeconds = try ConfigFile.milliseconds(v, option: w) / 1000 }
+        if c.freezeThreshold < c.memoryThreshold {
+            throw CommandLineError.conflict("the freeze threshold (\(Int(c.freezeThreshold * 100))%) must not be below the memory threshold (\(Int(c.memoryThreshold * 100))%)")
+        }
+        c.traceFile = trace
+        c.history = !(noHistory || file["no-history"] == "true")
+        return c
     }
 
     private func gatherFacts(command: [String], executable: String, env: [String: String]) -> RunPlan.ToolFacts {
@@ -175,22 +254,6 @@ struct Run: ParsableCommand {
             break
         }
         return facts
-    }
-
-    private func summarize(_ outcome: BuildSupervisor.Outcome, plan: RunPlan) {
-        let l = outcome.ledger
-        let status: String = switch outcome.exit {
-        case .exited(0): "finished"
-        case .exited(let code): "failed with status \(code)"
-        case .signaled(let sig): "was ended by signal \(sig) (\(signalName(sig)))"
-        }
-        var line = "build \(status) after \(formatSeconds(outcome.elapsed)); \(l.targetJobs) jobs"
-        if l.targetJobs != plan.ceiling { line += " (ceiling \(plan.ceiling))" }
-        line += ", up to \(l.peakOutstanding + 1) at once seen"
-        if l.recreated > 0 { line += ", \(l.recreated) lost token\(l.recreated == 1 ? "" : "s") re-created" }
-        let missing = l.created - outcome.tokensInPoolAtEnd
-        if missing > 0 { line += "; \(missing) token\(missing == 1 ? " was" : "s were") still out at exit" }
-        note(line)
     }
 }
 

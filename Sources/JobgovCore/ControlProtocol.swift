@@ -195,6 +195,14 @@ public struct JSONObjectWriter: Sendable {
         parts.append("\(Self.quote(key)):\(value)")
     }
 
+    /// An array of objects written by other writers.
+    public mutating func add(_ key: String, objects: [JSONObjectWriter]) {
+        parts.append("\(Self.quote(key)):[" + objects.map(\.text).joined(separator: ",") + "]")
+    }
+    public mutating func add(_ key: String, strings: [String]) {
+        parts.append("\(Self.quote(key)):[" + strings.map(Self.quote).joined(separator: ",") + "]")
+    }
+
     public var text: String { "{" + parts.joined(separator: ",") + "}" }
 
     public static func quote(_ s: String) -> String {

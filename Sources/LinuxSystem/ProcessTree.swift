@@ -139,3 +139,49 @@ public func directoryEntries(_ path: String, directoriesOnly: Bool = false) -> [
     }
     return names
 }
+
+extension ProcessTree {
+    /// Every process below `pid` with its parent, name, start time and memory, for the job table. Reads
+    /// `/proc/PID/stat` for each, and `/proc/PID/status` (for the high-water mark) only for processes above
+    /// `peakReadThreshold` resident bytes: small processes cannot matter to memory, and they are most of a build.
+    public func observe(below pid: Int32, peakReadThreshold: UInt64 = 8 << 20) -> [ProcessObservation] {
+        var out: [ProcessObservation] = []
+        walk(below: pid) { process, parent, _, _ in
+            guard let stat = readSmallFile("\(procRoot)/\(process)/stat"),
+                  var o = Self.parseStat(stat, pid: process, parent: parent) else { return }
+            if o.rssBytes >= peakReadThreshold, let status = readSmallFile("\(procRoot)/\(process)/status"),
+               let hwm = Self.statusKilobytes(status, field: "VmHWM:") {
+                o.peakRSSBytes = max(o.rssBytes, hwm * 1024)
+            }
+            out.append(o)
+        }
+        return out
+    }
+
+    /// The argument vector of `pid` (`/proc/PID/cmdline`), nil once it has exited or for a kernel thread.
+    public func arguments(of pid: Int32) -> [String]? {
+        guard let text = readSmallFile("\(procRoot)/\(pid)/cmdline", limit: 64 << 10), !text.isEmpty else { return nil }
+        return text.split(separator: "\u{0}", omittingEmptySubsequences: false).dropLast(text.hasSuffix("\u{0}") ? 1 : 0)
+            .map(String.init)
+    }
+
+    static let pageSize = UInt64(sysconf(Int32(_SC_PAGESIZE)))
+
+    /// `/proc/PID/stat`: the name sits in parentheses and may itself hold spaces and parentheses, so fields are
+    /// counted from the last `)`. Field 22 is the start time, 24 the resident pages.
+    static func parseStat(_ text: String, pid: Int32, parent: Int32) -> ProcessObservation? {
+        guard let open = text.firstIndex(of: "("), let close = text.lastIndex(of: ")") else { return nil }
+        let name = String(text[text.index(after: open)..<close])
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        // fields[0] is the state (field 3), so field N is fields[N - 3].
+        guard fields.count > 21, let start = UInt64(fields[19]), let rss = UInt64(fields[21]) else { return nil }
+        return ProcessObservation(pid: pid, parent: parent, name: name, startTicks: start, rssBytes: rss * pageSize)
+    }
+
+    static func statusKilobytes(_ text: String, field: String) -> UInt64? {
+        for line in text.split(separator: "\n") where line.hasPrefix(field) {
+            return UInt64(line.dropFirst(field.count).split(separator: " ").first ?? "")
+        }
+        return nil
+    }
+}

@@ -262,6 +262,20 @@ public final class BuildCgroup {
                          freezerDir: freezerDir.map { $0 + "/" + leafName }, directories: made)
     }
 
+    /// A leaf beside `build` in the freezing hierarchy only (v2, or the v1 freezer), for freezing one running job:
+    /// its processes are moved there while their memory stays charged where it was.
+    public func makeFreezeLeaf(_ name: String) throws(CgroupError) -> JobCgroup {
+        guard let top = unifiedDir ?? freezerDir else {
+            throw CgroupError("freezing one job needs cgroup v2 or the v1 freezer controller")
+        }
+        let dir = top + "/job-" + name
+        guard mkdir(dir, 0o755) == 0 || errno == EEXIST else {
+            throw CgroupError("cannot create the job cgroup \(dir)", errno: errno)
+        }
+        return JobCgroup(unifiedDir: unifiedDir == nil ? nil : dir, freezerDir: unifiedDir == nil ? dir : nil,
+                         directories: [dir])
+    }
+
     // MARK: freeze, thaw, kill
 
     public func freeze() throws(CgroupError) { try Self.setFrozen(true, unifiedDir: unifiedDir, freezerDir: freezerDir) }

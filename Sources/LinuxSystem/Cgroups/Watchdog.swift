@@ -67,6 +67,14 @@ public enum WatchdogRunner {
     /// Makes sure nothing of jobgov's binds the build any more.
     public static func recover(_ plan: WatchdogPlan) {
         try? BuildCgroup.setFrozen(false, unifiedDir: plan.unifiedDir, freezerDir: plan.freezerDir)
+        // Jobs frozen one by one sit in leaves with their own freeze state, which thawing the parent leaves alone.
+        for top in [plan.unifiedDir, plan.freezerDir].compactMap({ $0 }) {
+            for leaf in BuildCgroup.subdirectories(top) {
+                let dir = top + "/" + leaf
+                try? BuildCgroup.setFrozen(false, unifiedDir: plan.unifiedDir == nil ? nil : dir,
+                                           freezerDir: plan.unifiedDir == nil ? dir : nil)
+            }
+        }
         BuildCgroup.liftLimits(unifiedDir: plan.unifiedDir, memoryDir: plan.memoryDir, cpuDir: plan.cpuDir)
         // Processes stopped by jobgov (SIGSTOP, the exec gate) are resumed; SIGCONT is harmless to the others.
         for dir in [plan.unifiedDir, plan.memoryDir].compactMap({ $0 }) {

@@ -1,0 +1,308 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import JobgovCore
+import LinuxSystem
+
+/// The governor at work inside `jobgov run`: each tick it reads the sensors and the build's processes, asks the pure
+/// `Governor` for a decision, and carries it out (token target, freezing single jobs or the build, memory.high). It
+/// also keeps what the summary, the trace and the history need.
+final class GovernorLoop {
+    struct Options {
+        var settings: GovernorSettings
+        /// Where the memory history of this build lives (nil: no history).
+        var historyFile: String?
+        /// JSON lines, one per tick.
+        var traceFile: String?
+        var quiet: Bool
+    }
+
+    private(set) var governor: Governor
+    private var table = JobTable()
+    private var model: MemoryModel
+    private let tree = ProcessTree()
+    private let sensors: SensorReader
+    private let cgroup: BuildCgroup?
+    private let options: Options
+    /// The process jobgov started: a jobserver client whatever its name.
+    var launchedPID: Int32 = 0
+    private let startTime: Double
+    private var previous: Sample?
+    private var leaves: [JobID: JobCgroup] = [:]
+    private var trace: Int32 = -1
+    private var oomKillsAtStart: UInt64?
+    private var underOOMSince: Double?
+    private var brakeReleased = false
+    /// The cgroup's memory.high now (true: at the budget).
+    private var throttled = false
+    private var buildFrozen = false
+    private(set) var lastDecision: GovernorDecision?
+
+    // What the summary reports.
+    private(set) var stats = RunStatistics()
+
+    init(options: Options, cgroup: BuildCgroup?, startTime: Double) {
+        self.options = options
+        self.cgroup = cgroup
+        self.startTime = startTime
+        self.governor = Governor(settings: options.settings,
+                                 initialTarget: nil)
+        let history = options.historyFile.flatMap { readSmallFile($0, limit: 8 << 20) }.map(MemoryHistoryFormat.decode) ?? [:]
+        self.model = MemoryModel(prior: MemoryModel.defaultPrior(budget: options.settings.budget, cpus: options.settings.cpus),
+                                 history: history)
+        self.sensors = SensorReader(cgroup: CgroupPaths(v2: cgroup?.unifiedDir, v1Memory: cgroup?.memoryDir))
+        if let path = options.traceFile {
+            trace = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        }
+        stats.targetMin = options.settings.maxJobs
+        stats.targetMax = 0
+        // Before the first job has started, admit what the prior allows: a burst of `-j16` at t=0 is what OOM-kills.
+        let first = governor.decide(GovernorInput(now: 0, memoryUsedBytes: 0, jobs: [],
+                                                  nextJobPeakBytes: model.nextJobPeak))
+        lastDecision = first
+    }
+
+    var traceFailed: Bool { options.traceFile != nil && trace < 0 }
+
+    /// The target to start with.
+    var initialTarget: Int { lastDecision?.targetJobs ?? options.settings.maxJobs }
+
+    func setCeiling(_ jobs: Int) { governor.setCeiling(jobs) }
+
+    /// One tick: returns the number of jobs the pool should allow.
+    func tick(now: Double) -> Int {
+        let t = now - startTime
+        let sample = sensors.sample()
+        let processes = tree.observe(below: getpid())
+        let finished = table.update(processes, launched: launchedPID, now: t) { self.tree.arguments(of: $0) }
+        for job in finished {
+            model.record(job)
+            stats.record(job)
+        }
+        for (id, leaf) in leaves where table.jobs[id] == nil {
+            leaf.remove()
+            leaves[id] = nil
+        }
+        let memory = sample.cgroupMemory
+        let usage = memory?.usageBytes ?? 0
+        let inactiveFile = memory?.stat["total_inactive_file"] ?? memory?.stat["inactive_file"] ?? 0
+        let used = usage > inactiveFile ? usage - inactiveFile : usage
+        if oomKillsAtStart == nil { oomKillsAtStart = memory?.oomKills }
+        stats.peakMemory = max(stats.peakMemory, memory?.peakBytes ?? usage, usage)
+        if let kills = memory?.oomKills, let start = oomKillsAtStart { stats.oomKills = Int(kills - min(kills, start)) }
+
+        var running: [GovernorInput.RunningJob] = []
+        for job in table.running {
+            model.noteStarted(job.command)
+            running.append(GovernorInput.RunningJob(
+                id: job.id, startedAt: job.startedAt, rssBytes: job.rssBytes, peakBytes: job.peakBytes,
+                predictedPeakBytes: model.predictedPeak(of: job.command), frozen: job.frozen,
+                growing: t - job.lastGrowthAt < options.settings.growingSeconds))
+        }
+        let input = GovernorInput(
+            now: t, memoryUsedBytes: used, jobs: running, nextJobPeakBytes: model.nextJobPeak,
+            systemAvailableBytes: sample.memory?.available, systemTotalBytes: sample.memory?.total,
+            cpuBusy: previous.flatMap { cpuBusy(from: $0, to: sample) },
+            ioLatencySeconds: previous.flatMap { ioLatency(from: $0, to: sample) })
+        previous = sample
+        let decision = governor.decide(input)
+        lastDecision = decision
+        apply(decision, now: t)
+        handleOOMWait(underOOM: memory?.underOOM == true, now: t)
+        stats.noteTarget(decision.targetJobs, rung: decision.rung, at: t)
+        writeTrace(t: t, decision: decision, used: used, limit: memory?.limitBytes, sample: sample)
+        return decision.targetJobs
+    }
+
+    private func apply(_ decision: GovernorDecision, now: Double) {
+        guard let cgroup else { return }
+        if decision.buildFrozen != buildFrozen {
+            do {
+                if decision.buildFrozen { try cgroup.freeze() } else { try cgroup.thaw() }
+                buildFrozen = decision.buildFrozen
+                if buildFrozen { stats.buildFreezes += 1 }
+                say(buildFrozen ? "machine nearly out of memory: build frozen until it recovers" : "build thawed")
+            } catch {
+                say("cannot \(decision.buildFrozen ? "freeze" : "thaw") the build: \(error.description)")
+            }
+        }
+        for id in decision.freeze {
+            guard let job = table.jobs[id], !job.frozen else { continue }
+            do throws(CgroupError) {
+                let leaf: JobCgroup
+                if let existing = leaves[id] { leaf = existing } else { leaf = try cgroup.makeFreezeLeaf("\(id.pid)") }
+                leaves[id] = leaf
+                for pid in job.pids { try? leaf.adopt(pid) }
+                try leaf.freeze()
+                table.setFrozen(id, true, now: now)
+                stats.jobFreezes += 1
+                say("froze job \(id.pid) (\(MemorySize.format(job.rssBytes)), \(short(job.command))) to let older jobs finish")
+            } catch {
+                say("cannot freeze job \(id.pid): \(error.description)")
+            }
+        }
+        // Processes a frozen job forked while it was being moved are moved after it.
+        for (id, leaf) in leaves {
+            guard let job = table.jobs[id], job.frozen else { continue }
+            for pid in job.pids { try? leaf.adopt(pid) }
+        }
+        for id in decision.thaw {
+            guard let leaf = leaves[id] else { continue }
+            do {
+                try leaf.thaw()
+                table.setFrozen(id, false, now: now)
+                say("thawed job \(id.pid)")
+            } catch {
+                say("cannot thaw job \(id.pid): \(error.description)")
+            }
+        }
+        if cgroup.backend == .unified, decision.throttle != throttled {
+            // memory.high at the budget makes the kernel reclaim and slow the build down as it passes it; otherwise it
+            // sits at the hard limit and costs nothing.
+            let budget = options.settings.budget
+            let value = decision.throttle ? budget : budget + MemorySize.reserve(forBudget: budget)
+            if (try? cgroup.apply(CgroupLimits(memoryHigh: value))) != nil { throttled = decision.throttle }
+        }
+    }
+
+    /// With the OOM killer disabled (v1), a build at its hard limit waits; while jobgov can still free memory by
+    /// letting older jobs finish, that is what it wants. When nothing is left to freeze and the build has waited
+    /// for 5 s, the kernel's OOM killer is let loose, once, so the build ends with a named job rather than hanging.
+    private func handleOOMWait(underOOM: Bool, now: Double) {
+        guard let cgroup, cgroup.memoryDir != nil else { return }
+        if !underOOM {
+            underOOMSince = nil
+            if brakeReleased {
+                _ = try? cgroup.apply(CgroupLimits(oomKillDisabled: true))
+                brakeReleased = false
+            }
+            return
+        }
+        let since = underOOMSince ?? now
+        underOOMSince = since
+        if !brakeReleased && now - since >= 5 {
+            brakeReleased = (try? cgroup.apply(CgroupLimits(oomKillDisabled: false))) != nil
+            let biggest = table.running.max { $0.rssBytes < $1.rssBytes }
+            say("the build has waited at its hard limit for 5 s with nothing left to freeze; letting the kernel's OOM killer "
+                + "end a job" + (biggest.map { " (largest: \(short($0.command)), \(MemorySize.format($0.rssBytes)))" } ?? ""))
+        }
+    }
+
+    /// Thaws every job jobgov froze and removes their leaves (the processes stay in them until they end).
+    func finish() {
+        for (id, leaf) in leaves {
+            try? leaf.thaw()
+            table.setFrozen(id, false, now: monotonicSeconds() - startTime)
+        }
+        if buildFrozen { try? cgroup?.thaw() }
+        for job in table.running { stats.frozenSeconds += job.frozenSeconds }
+        if let path = options.historyFile {
+            let text = MemoryHistoryFormat.encode(model.updatedHistory)
+            let directory = String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])
+            makeDirectories(directory)
+            let tmp = path + ".tmp.\(getpid())"
+            let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            if fd >= 0 {
+                writeAll(fd, text)
+                close(fd)
+                rename(tmp, path)
+            }
+        }
+        if trace >= 0 { close(trace) }
+        trace = -1
+    }
+
+    private func writeTrace(t: Double, decision: GovernorDecision, used: UInt64, limit: UInt64?, sample: Sample) {
+        guard trace >= 0 else { return }
+        var w = JSONObjectWriter()
+        w.add("t", (t * 1000).rounded() / 1000)
+        w.add("target", decision.targetJobs)
+        w.add("running_jobs", table.jobs.values.filter { !$0.frozen }.count)
+        w.add("frozen_jobs", table.jobs.values.filter(\.frozen).count)
+        w.add("build_frozen", buildFrozen)
+        w.add("memory_bytes", Int(used))
+        w.add("budget_bytes", Int(options.settings.budget))
+        w.add("limit_bytes", Int(min(limit ?? 0, UInt64(Int.max))))
+        w.add("next_job_peak_bytes", Int(model.nextJobPeak))
+        w.add("psi_memory_some_avg10", sample.cgroupPressure[.memory]?.some.avg10 ?? sample.systemPressure[.memory]?.some.avg10 ?? 0)
+        w.add("psi_cpu_some_avg10", sample.systemPressure[.cpu]?.some.avg10 ?? 0)
+        w.add("rung", decision.rung.description)
+        w.add("reason", decision.reason)
+        writeAll(trace, w.text + "\n")
+    }
+
+    private func say(_ message: String) {
+        stats.events.append(message)
+        if !options.quiet { note(message) }
+    }
+}
+
+/// What the end-of-run summary reports.
+struct RunStatistics {
+    var targetMin = Int.max
+    var targetMax = 0
+    var targetChanges = 0
+    private var lastTarget: Int?
+    private var lastAt: Double = 0
+    /// Target × seconds, for the time-weighted average.
+    private var targetSeconds: Double = 0
+    var highestRung: Rung = .run
+    var peakMemory: UInt64 = 0
+    var oomKills = 0
+    var jobFreezes = 0
+    var buildFreezes = 0
+    var frozenSeconds: Double = 0
+    var jobsFinished = 0
+    var largest: [FinishedJob] = []
+    var events: [String] = []
+
+    mutating func noteTarget(_ target: Int, rung: Rung, at t: Double) {
+        if let last = lastTarget {
+            targetSeconds += Double(last) * (t - lastAt)
+            if last != target { targetChanges += 1 }
+        }
+        lastTarget = target
+        lastAt = t
+        targetMin = min(targetMin, target)
+        targetMax = max(targetMax, target)
+        highestRung = max(highestRung, rung)
+    }
+
+    var averageTarget: Double? { lastAt > 0 ? targetSeconds / lastAt : nil }
+
+    mutating func record(_ job: FinishedJob) {
+        jobsFinished += 1
+        frozenSeconds += job.frozenSeconds
+        largest.append(job)
+        largest.sort { $0.peakBytes > $1.peakBytes }
+        if largest.count > 5 { largest.removeLast() }
+    }
+}
+
+private func short(_ command: String) -> String {
+    command.count > 60 ? String(command.prefix(57)) + "..." : command
+}
+
+/// Share of CPU time that was not idle between two samples.
+func cpuBusy(from a: Sample, to b: Sample) -> Double? {
+    guard let x = a.cpu, let y = b.cpu else { return nil }
+    return CPUTimes.utilization(previous: x, current: y)
+}
+
+/// The slowest disk's average time per completed request between two samples, in seconds.
+func ioLatency(from a: Sample, to b: Sample) -> Double? {
+    var worst: Double?
+    for (name, y) in b.disks where !name.hasPrefix("loop") && !name.hasPrefix("ram") {
+        guard let x = a.disks[name], let ms = DiskStat.averageLatencyMilliseconds(previous: x, current: y) else { continue }
+        worst = max(worst ?? 0, ms / 1000)
+    }
+    return worst
+}
+
+func makeDirectories(_ path: String) {
+    var prefix = ""
+    for part in path.split(separator: "/") {
+        prefix += "/" + part
+        mkdir(prefix, 0o755)
+    }
+}

@@ -1,0 +1,281 @@
+/// Thresholds and pacing of the governor. Every field is a flag (and a config-file key) of `jobgov run`.
+public struct GovernorSettings: Sendable, Equatable {
+    /// The most jobs: the user's `-jN`.
+    public var maxJobs: Int
+    /// The memory jobgov plans for; the hard limit sits a reserve above it.
+    public var budget: UInt64
+    /// Withhold tokens when the predicted memory of the running and next jobs would pass this share of the budget.
+    public var memoryThreshold: Double = 0.85
+    /// Freeze the newest job when memory in use passes this share of the budget.
+    public var freezeThreshold: Double = 0.95
+    /// Do not start more jobs than running ones while the CPUs are busier than this share.
+    public var cpuThreshold: Double = 0.90
+    /// Do not start more jobs while block I/O takes longer than this per request, in seconds.
+    public var ioLatencyThreshold: Double = 0.100
+    /// Freeze the whole build when the machine's available memory falls below this share of its total.
+    public var systemFreezeThreshold: Double = 0.03
+    /// Thaw it when available memory is back above this share.
+    public var systemThawThreshold: Double = 0.08
+    public var cpus: Int
+    /// Hysteresis: after lowering the target, wait this long before raising it again.
+    public var raiseHoldSeconds: Double = 1.0
+    /// Raising needs this much room beyond the job it would admit (a share of the budget), so that the target does not
+    /// flip between two values as memory wobbles.
+    public var raiseMargin: Double = 0.03
+    /// At most one job frozen per this interval, at most one thawed per the other.
+    public var freezeIntervalSeconds: Double = 1.0
+    public var thawIntervalSeconds: Double = 1.0
+    /// A job whose memory grew within this many seconds is taken to be still growing.
+    public var growingSeconds: Double = 1.0
+
+    public init(maxJobs: Int, budget: UInt64, cpus: Int) {
+        self.maxJobs = max(1, maxJobs)
+        self.budget = budget
+        self.cpus = max(1, cpus)
+    }
+}
+
+/// What the governor sees at one tick. Built from a `Sample`, the job table and the memory model.
+public struct GovernorInput: Sendable, Equatable {
+    public struct RunningJob: Sendable, Equatable {
+        public var id: JobID
+        public var startedAt: Double
+        public var rssBytes: UInt64
+        public var peakBytes: UInt64
+        /// The memory model's prediction of its peak.
+        public var predictedPeakBytes: UInt64
+        public var frozen: Bool
+        /// Its memory grew recently.
+        public var growing: Bool
+
+        public init(id: JobID, startedAt: Double, rssBytes: UInt64, peakBytes: UInt64, predictedPeakBytes: UInt64,
+                    frozen: Bool = false, growing: Bool = false) {
+            self.id = id
+            self.startedAt = startedAt
+            self.rssBytes = rssBytes
+            self.peakBytes = peakBytes
+            self.predictedPeakBytes = predictedPeakBytes
+            self.frozen = frozen
+            self.growing = growing
+        }
+    }
+
+    public var now: Double
+    /// The build's memory that cannot simply be dropped: usage less inactive page cache.
+    public var memoryUsedBytes: UInt64
+    public var jobs: [RunningJob]
+    /// The memory model's guess for the next job to start.
+    public var nextJobPeakBytes: UInt64
+    /// The machine's available and total memory (MemAvailable, MemTotal), when known.
+    public var systemAvailableBytes: UInt64?
+    public var systemTotalBytes: UInt64?
+    /// Share of all CPUs busy since the last tick (0...1).
+    public var cpuBusy: Double?
+    /// Milliseconds-per-request average of block I/O since the last tick, in seconds.
+    public var ioLatencySeconds: Double?
+
+    public init(now: Double, memoryUsedBytes: UInt64, jobs: [RunningJob], nextJobPeakBytes: UInt64,
+                systemAvailableBytes: UInt64? = nil, systemTotalBytes: UInt64? = nil, cpuBusy: Double? = nil,
+                ioLatencySeconds: Double? = nil) {
+        self.now = now
+        self.memoryUsedBytes = memoryUsedBytes
+        self.jobs = jobs
+        self.nextJobPeakBytes = nextJobPeakBytes
+        self.systemAvailableBytes = systemAvailableBytes
+        self.systemTotalBytes = systemTotalBytes
+        self.cpuBusy = cpuBusy
+        self.ioLatencySeconds = ioLatencySeconds
+    }
+}
+
+/// The rungs of the escalation ladder, lowest first.
+public enum Rung: Int, Sendable, Comparable, CustomStringConvertible {
+    /// All the jobs asked for may run.
+    case run
+    /// Fewer tokens than asked for.
+    case withhold
+    /// The cgroup's memory.high is pulled down to the budget, so the kernel slows the build's growth.
+    case throttle
+    /// Jobs are frozen, newest first, never the oldest.
+    case freezeJobs
+    /// The whole build is frozen while the machine as a whole runs out of memory.
+    case freezeBuild
+
+    public static func < (a: Rung, b: Rung) -> Bool { a.rawValue < b.rawValue }
+    public var description: String {
+        switch self {
+        case .run: "run"
+        case .withhold: "withhold"
+        case .throttle: "throttle"
+        case .freezeJobs: "freeze-jobs"
+        case .freezeBuild: "freeze-build"
+        }
+    }
+}
+
+public struct GovernorDecision: Sendable, Equatable {
+    /// Jobs allowed at once (tokens + the implicit slot).
+    public var targetJobs: Int
+    public var rung: Rung
+    public var freeze: [JobID] = []
+    public var thaw: [JobID] = []
+    /// Whether the whole build should be frozen (nil: leave it as it is).
+    public var buildFrozen: Bool
+    /// Whether memory.high should sit at the budget (true) or be lifted to the hard limit (false).
+    public var throttle: Bool
+    /// Why, in a few words, for the trace and for messages.
+    public var reason: String
+}
+
+/// The feedback loop's policy: sample in, decision out. Pure; its clock is the input's `now`.
+///
+/// Memory admission is Buck2's headroom rule applied to tokens: running jobs are expected to reach their predicted
+/// peaks, and a new job is admitted while what is in use, plus what the running jobs still need, plus the next job's
+/// predicted peak stays under `memoryThreshold` of the budget. PSI is not the memory signal, because without swap a
+/// cgroup at its limit shows almost no memory stall (kernel-facts.md); it warns too late. Lowering acts at once,
+/// raising waits `raiseHoldSeconds` after the last lowering and needs a margin, so the target does not oscillate.
+/// Freezing stops growth but frees nothing, so it starts while room is left (freezeThreshold < 1), with the newest
+/// job, so that older jobs finish and release memory; the oldest job always runs so the build always progresses.
+public struct Governor: Sendable {
+    public let settings: GovernorSettings
+    public private(set) var target: Int
+    /// The most jobs now: `-jN`, or what `jobgov ctl jobs N` set since.
+    public private(set) var ceiling: Int
+    private var lastLowered: Double = -.infinity
+    private var lastFreeze: Double = -.infinity
+    private var lastThaw: Double = -.infinity
+    public private(set) var buildFrozen = false
+
+    public init(settings: GovernorSettings, initialTarget: Int? = nil) {
+        self.settings = settings
+        self.ceiling = settings.maxJobs
+        self.target = max(1, min(settings.maxJobs, initialTarget ?? settings.maxJobs))
+    }
+
+    /// How many jobs fit: the running ones oldest first at their predicted peaks, then new ones at the next job's
+    /// predicted peak, under `limit` bytes. Memory outside the jobs (make, page cache, frozen jobs) is counted as is.
+    static func jobsThatFit(_ input: GovernorInput, running: [GovernorInput.RunningJob], limit: Double, maxJobs: Int) -> Int {
+        let inJobs = running.reduce(UInt64(0)) { $0 + $1.rssBytes }
+        var used = Double(input.memoryUsedBytes) - Double(inJobs)
+        var count = 0
+        for job in running {
+            // A job that keeps growing past its prediction is assumed to grow a quarter further.
+            let expected = max(job.predictedPeakBytes, job.growing ? job.peakBytes + job.peakBytes / 4 : job.peakBytes)
+            used += Double(expected)
+            if used > limit && count >= 1 { return count }
+            count += 1
+        }
+        let next = Double(max(input.nextJobPeakBytes, 1 << 20))
+        while count < maxJobs && used + next <= limit {
+            used += next
+            count += 1
+        }
+        return max(1, count)
+    }
+
+    public mutating func decide(_ input: GovernorInput) -> GovernorDecision {
+        let s = settings
+        let budget = Double(s.budget)
+        let jobs = input.jobs.sorted { ($0.startedAt, $0.id.pid) < ($1.startedAt, $1.id.pid) }
+        let running = jobs.filter { !$0.frozen }
+        let frozen = jobs.filter(\.frozen)
+        let used = Double(input.memoryUsedBytes)
+        var reasons: [String] = []
+
+        // Rung 4: the machine itself is short of memory (something outside the build grew): freeze everything
+        // until it recovers. The build's own budget cannot help there.
+        if let available = input.systemAvailableBytes, let total = input.systemTotalBytes, total > 0 {
+            let share = Double(available) / Double(total)
+            if !buildFrozen && share < s.systemFreezeThreshold {
+                buildFrozen = true
+            } else if buildFrozen && share > s.systemThawThreshold {
+                buildFrozen = false
+                lastThaw = input.now
+            }
+        }
+        if buildFrozen {
+            // Everything but the oldest stays frozen one by one after the build thaws, to come back step by step.
+            let toFreeze = running.dropFirst().map(\.id)
+            lowerTarget(to: max(1, jobs.count), now: input.now)
+            return GovernorDecision(targetJobs: target, rung: .freezeBuild, freeze: Array(toFreeze), buildFrozen: true,
+                                    throttle: true, reason: "machine short of memory")
+        }
+
+        // Rung 1: how many jobs memory allows.
+        let memoryLimit = s.memoryThreshold * budget
+        let fitNow = Self.jobsThatFit(input, running: running, limit: memoryLimit, maxJobs: ceiling)
+        var wanted = min(ceiling, fitNow + frozen.count)
+        if fitNow < ceiling { reasons.append("memory") }
+        // CPU and I/O saturation: more jobs than run now buy nothing.
+        if let busy = input.cpuBusy, busy > s.cpuThreshold, running.count >= s.cpus, wanted > jobs.count {
+            wanted = max(1, jobs.count)
+            reasons.append("cpu")
+        }
+        if let latency = input.ioLatencySeconds, latency > s.ioLatencyThreshold, wanted > jobs.count {
+            wanted = max(1, jobs.count)
+            reasons.append("io")
+        }
+        // While a job is frozen no new job starts: its token stays out, and nothing is admitted past it.
+        if !frozen.isEmpty { wanted = min(wanted, max(1, jobs.count)) }
+
+        if wanted < target {
+            lowerTarget(to: wanted, now: input.now)
+        } else if wanted > target && input.now - lastLowered >= s.raiseHoldSeconds {
+            // Raise only as far as fits with a margin.
+            let withMargin = Self.jobsThatFit(input, running: running, limit: memoryLimit - s.raiseMargin * budget,
+                                              maxJobs: ceiling) + frozen.count
+            target = max(target, min(wanted, withMargin))
+        }
+
+        // Rung 3: freeze the newest running job (never the oldest) when memory is nearly gone, or thaw the oldest
+        // frozen one when it fits again.
+        var decision = GovernorDecision(targetJobs: target, rung: target < ceiling ? .withhold : .run,
+                                        buildFrozen: false, throttle: false, reason: "")
+        let predictedRunning = Self.expectedTotal(input, running: running)
+        if used > s.freezeThreshold * budget || (predictedRunning > budget && used > memoryLimit) {
+            decision.throttle = true
+            if running.count >= 2 && input.now - lastFreeze >= s.freezeIntervalSeconds {
+                decision.freeze = [running.last!.id]
+                lastFreeze = input.now
+                reasons.append("freeze newest")
+            }
+        } else if let oldestFrozen = frozen.first, input.now - lastThaw >= s.thawIntervalSeconds,
+                  input.now - lastFreeze >= s.thawIntervalSeconds {
+            let growth = Double(max(oldestFrozen.predictedPeakBytes, oldestFrozen.peakBytes)) - Double(oldestFrozen.rssBytes)
+            if predictedRunning + max(0, growth) <= memoryLimit {
+                decision.thaw = [oldestFrozen.id]
+                lastThaw = input.now
+                reasons.append("thaw")
+            }
+        } else if used > memoryLimit {
+            decision.throttle = true
+        }
+        if !frozen.isEmpty || !decision.freeze.isEmpty { decision.rung = .freezeJobs }
+        else if decision.throttle { decision.rung = .throttle }
+        decision.targetJobs = target
+        decision.reason = reasons.joined(separator: ",")
+        return decision
+    }
+
+    /// Memory in use once every running job reaches its predicted peak.
+    static func expectedTotal(_ input: GovernorInput, running: [GovernorInput.RunningJob]) -> Double {
+        var total = Double(input.memoryUsedBytes)
+        for job in running {
+            total += max(0, Double(max(job.predictedPeakBytes, job.peakBytes)) - Double(job.rssBytes))
+        }
+        return total
+    }
+
+    private mutating func lowerTarget(to value: Int, now: Double) {
+        if value < target {
+            target = max(1, value)
+            lastLowered = now
+        }
+    }
+
+    /// `jobgov ctl jobs N`: the user's new ceiling, which the governor works under from now on.
+    public mutating func setCeiling(_ value: Int) {
+        ceiling = max(1, value)
+        target = min(target, ceiling)
+    }
+}

@@ -1,0 +1,178 @@
+/// One process of the build as read at one instant (from /proc, or from BPF events).
+public struct ProcessObservation: Sendable, Equatable {
+    public var pid: Int32
+    public var parent: Int32
+    /// The kernel's short name (`comm`), e.g. `make`, `cc1plus`, `sh`.
+    public var name: String
+    /// Its start time in clock ticks since boot: with the pid, it tells a process from a later one that reused
+    /// the pid.
+    public var startTicks: UInt64
+    /// Resident memory now and its high-water mark.
+    public var rssBytes: UInt64
+    public var peakRSSBytes: UInt64
+    /// The argument vector; only needed for processes that start a job (read once per new job).
+    public var arguments: [String]?
+
+    public init(pid: Int32, parent: Int32, name: String, startTicks: UInt64 = 0, rssBytes: UInt64 = 0,
+                peakRSSBytes: UInt64 = 0, arguments: [String]? = nil) {
+        self.pid = pid
+        self.parent = parent
+        self.name = name
+        self.startTicks = startTicks
+        self.rssBytes = rssBytes
+        self.peakRSSBytes = max(peakRSSBytes, rssBytes)
+        self.arguments = arguments
+    }
+}
+
+/// Which job is which: a job is a process tree started by a jobserver client (make, ninja, cargo) that holds no
+/// client itself. A recipe `cd sub && $(MAKE)` is therefore not a job, the sub-make's own recipes are.
+public struct JobID: Hashable, Sendable, CustomStringConvertible {
+    public var pid: Int32
+    public var startTicks: UInt64
+    public init(pid: Int32, startTicks: UInt64) {
+        self.pid = pid
+        self.startTicks = startTicks
+    }
+    public var description: String { "\(pid)" }
+}
+
+public struct Job: Sendable, Equatable {
+    public var id: JobID
+    /// What the job runs: the shell's command for `sh -c CMD`, else the argument vector joined. The memory model's key.
+    public var command: String
+    public var startedAt: Double
+    /// The processes of the job now (its root first).
+    public var pids: [Int32]
+    /// Resident memory of all its processes now, and the most seen (also from each process's own high-water mark).
+    public var rssBytes: UInt64
+    public var peakBytes: UInt64
+    /// When its memory last grew by more than a little: a job still growing will grow further.
+    public var lastGrowthAt: Double
+    public var frozen: Bool = false
+    /// Seconds spent frozen so far (the current freeze not included).
+    public var frozenSeconds: Double = 0
+    public var frozenSince: Double?
+}
+
+public struct FinishedJob: Sendable, Equatable {
+    public var command: String
+    public var startedAt: Double
+    public var endedAt: Double
+    public var peakBytes: UInt64
+    public var frozenSeconds: Double
+    public var seconds: Double { endedAt - startedAt }
+
+    public init(command: String, startedAt: Double, endedAt: Double, peakBytes: UInt64, frozenSeconds: Double) {
+        self.command = command
+        self.startedAt = startedAt
+        self.endedAt = endedAt
+        self.peakBytes = peakBytes
+        self.frozenSeconds = frozenSeconds
+    }
+}
+
+public struct JobTable: Sendable {
+    public private(set) var jobs: [JobID: Job] = [:]
+    /// Short names of jobserver clients: their children are jobs.
+    public var clientNames: Set<String> = ["make", "gmake", "ninja", "samu", "cargo", "mingw32-make", "remake"]
+
+    public init() {}
+
+    /// Running jobs, oldest first.
+    public var running: [Job] { jobs.values.sorted { ($0.startedAt, $0.id.pid) < ($1.startedAt, $1.id.pid) } }
+
+    /// Takes one reading of the build's processes; returns the jobs that ended since the last one.
+    /// - Parameters:
+    ///   - launched: the process jobgov started (a client even if its name is not a known one, e.g. a wrapper script).
+    ///   - arguments: called for a process that starts a new job, to read its argument vector.
+    public mutating func update(_ processes: [ProcessObservation], launched: Int32, now: Double,
+                                arguments: (Int32) -> [String]? = { _ in nil }) -> [FinishedJob] {
+        var byPID: [Int32: ProcessObservation] = [:]
+        var kids: [Int32: [Int32]] = [:]
+        for p in processes {
+            byPID[p.pid] = p
+            kids[p.parent, default: []].append(p.pid)
+        }
+        func isClient(_ p: ProcessObservation) -> Bool { p.pid == launched || clientNames.contains(p.name) }
+        // A subtree that holds a client is not a job: memoized bottom-up over the (acyclic) parent links.
+        var holdsClient: [Int32: Bool] = [:]
+        func containsClient(_ pid: Int32) -> Bool {
+            if let known = holdsClient[pid] { return known }
+            var stack = [pid]
+            var found = false
+            while let next = stack.popLast(), !found {
+                if let p = byPID[next], isClient(p) { found = true }
+                stack.append(contentsOf: kids[next] ?? [])
+            }
+            holdsClient[pid] = found
+            return found
+        }
+        func subtree(_ pid: Int32) -> [Int32] {
+            var out: [Int32] = []
+            var stack = [pid]
+            while let next = stack.popLast() {
+                out.append(next)
+                stack.append(contentsOf: kids[next] ?? [])
+            }
+            return out
+        }
+
+        var seen = Set<JobID>()
+        for p in processes {
+            guard let parent = byPID[p.parent], isClient(parent), !isClient(p), !containsClient(p.pid) else { continue }
+            let id = JobID(pid: p.pid, startTicks: p.startTicks)
+            seen.insert(id)
+            let members = subtree(p.pid)
+            var rss: UInt64 = 0
+            var peakOfOne: UInt64 = 0
+            for m in members {
+                guard let o = byPID[m] else { continue }
+                rss += o.rssBytes
+                peakOfOne = max(peakOfOne, o.peakRSSBytes)
+            }
+            if var job = jobs[id] {
+                if rss > job.rssBytes + max(job.rssBytes / 50, 1 << 20) { job.lastGrowthAt = now }
+                job.rssBytes = rss
+                job.peakBytes = max(job.peakBytes, rss, peakOfOne)
+                job.pids = members
+                jobs[id] = job
+            } else {
+                let command = Self.command(of: p.arguments ?? arguments(p.pid) ?? [p.name])
+                jobs[id] = Job(id: id, command: command, startedAt: now, pids: members, rssBytes: rss,
+                               peakBytes: max(rss, peakOfOne), lastGrowthAt: now)
+            }
+        }
+        var finished: [FinishedJob] = []
+        for (id, job) in jobs where !seen.contains(id) {
+            jobs[id] = nil
+            let frozen = job.frozenSeconds + (job.frozenSince.map { now - $0 } ?? 0)
+            finished.append(FinishedJob(command: job.command, startedAt: job.startedAt, endedAt: now,
+                                        peakBytes: job.peakBytes, frozenSeconds: frozen))
+        }
+        return finished.sorted { $0.startedAt < $1.startedAt }
+    }
+
+    public mutating func setFrozen(_ id: JobID, _ frozen: Bool, now: Double) {
+        guard var job = jobs[id], job.frozen != frozen else { return }
+        job.frozen = frozen
+        if frozen {
+            job.frozenSince = now
+        } else if let since = job.frozenSince {
+            job.frozenSeconds += now - since
+            job.frozenSince = nil
+        }
+        jobs[id] = job
+    }
+
+    /// The memory model's key for a job: `sh -c 'cc -c a.c'` is keyed by `cc -c a.c`.
+    public static func command(of arguments: [String]) -> String {
+        var args = arguments
+        if args.count >= 3, let shell = args.first?.split(separator: "/").last,
+           ["sh", "bash", "dash", "zsh", "ksh"].contains(String(shell)), args[1] == "-c" || args[1] == "-ec" {
+            args = [args[2]]
+        }
+        let joined = args.joined(separator: " ")
+        return joined.count > 400 ? String(joined.prefix(400)) : joined
+    }
+}

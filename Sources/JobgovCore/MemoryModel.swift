@@ -1,0 +1,120 @@
+/// Predicts how much memory a job will need at its peak.
+///
+/// Sources, best first: the peak the same command reached in an earlier build (the history), the peaks of this
+/// build's finished jobs, and a prior. For the job the jobserver will start next, which jobgov cannot know, it
+/// uses the history's jobs that have not run yet in this build (so the links at the end of a build are foreseen),
+/// else this build's finished jobs.
+public struct MemoryModel: Sendable {
+    /// Command → peak bytes, from earlier builds of the same command in the same directory.
+    public private(set) var history: [String: UInt64]
+    /// Peaks of this build's finished jobs, by command.
+    public private(set) var measured: [String: UInt64] = [:]
+    private var finishedPeaks: [UInt64] = []
+    private var started: Set<String> = []
+    /// What a job is assumed to need before anything was measured.
+    public let prior: UInt64
+
+    /// A prior of the budget over twice the CPUs (a C++ compile needs 0.5–2 GB, a 16 GB laptop has 8–16 CPUs),
+    /// between 64 MiB and 2 GiB.
+    public static func defaultPrior(budget: UInt64, cpus: Int) -> UInt64 {
+        min(max(budget / UInt64(max(1, 2 * cpus)), 64 << 20), 2 << 30)
+    }
+
+    public init(prior: UInt64, history: [String: UInt64] = [:]) {
+        self.prior = prior
+        self.history = history
+    }
+
+    public var finishedCount: Int { finishedPeaks.count }
+
+    public mutating func noteStarted(_ command: String) { started.insert(command) }
+
+    public mutating func record(_ job: FinishedJob) {
+        finishedPeaks.append(job.peakBytes)
+        measured[job.command] = max(measured[job.command] ?? 0, job.peakBytes)
+    }
+
+    /// The peak expected of a running job that runs `command`.
+    public func predictedPeak(of command: String) -> UInt64 {
+        if let m = measured[command] { return m }
+        if let h = history[command] { return h }
+        return nextJobPeak
+    }
+
+    /// The peak expected of the next job to start: the 90th percentile of the history's jobs not yet started,
+    /// else of this build's finished jobs (with a margin while there are few), else the prior.
+    public var nextJobPeak: UInt64 {
+        let pending = history.filter { !started.contains($0.key) }.map(\.value)
+        if pending.count >= 1 { return Self.percentile90(pending) }
+        switch finishedPeaks.count {
+        case 0: return history.isEmpty ? prior : Self.percentile90(Array(history.values))
+        case 1..<5: return max(finishedPeaks.max()! + finishedPeaks.max()! / 4, prior / 2)
+        default: return Self.percentile90(finishedPeaks) + Self.percentile90(finishedPeaks) / 10
+        }
+    }
+
+    /// The history to keep for the next build: this build's measured peaks over the older ones.
+    public var updatedHistory: [String: UInt64] { history.merging(measured) { _, new in new } }
+
+    static func percentile90(_ values: [UInt64]) -> UInt64 {
+        let sorted = values.sorted()
+        return sorted[min(sorted.count - 1, (sorted.count * 9) / 10)]
+    }
+}
+
+/// The history file's format: one `PEAK<TAB>COMMAND` line per command, with `\`, tab and newline escaped.
+public enum MemoryHistoryFormat {
+    public static func encode(_ history: [String: UInt64]) -> String {
+        history.sorted { $0.key < $1.key }.map { "\($0.value)\t\(escape($0.key))\n" }.joined()
+    }
+
+    /// Lines that do not parse are skipped: a damaged history costs predictions, not the build.
+    public static func decode(_ text: String) -> [String: UInt64] {
+        var out: [String: UInt64] = [:]
+        for line in text.split(separator: "\n") {
+            guard let tab = line.firstIndex(of: "\t"), let peak = UInt64(line[..<tab]) else { continue }
+            out[unescape(line[line.index(after: tab)...])] = peak
+        }
+        return out
+    }
+
+    static func escape(_ s: String) -> String {
+        var out = ""
+        for c in s {
+            switch c {
+            case "\\": out += "\\\\"
+            case "\t": out += "\\t"
+            case "\n": out += "\\n"
+            default: out.append(c)
+            }
+        }
+        return out
+    }
+
+    static func unescape(_ s: Substring) -> String {
+        var out = ""
+        var escaped = false
+        for c in s {
+            if escaped {
+                out.append(c == "t" ? "\t" : c == "n" ? "\n" : c)
+                escaped = false
+            } else if c == "\\" {
+                escaped = true
+            } else {
+                out.append(c)
+            }
+        }
+        return out
+    }
+
+    /// A stable name for a build's history file: FNV-1a of the directory and the command (without -j).
+    public static func fileName(directory: String, command: [String]) -> String {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in (directory + "\u{0}" + command.joined(separator: "\u{0}")).utf8 {
+            hash ^= UInt64(byte)
+            hash = hash &* 0x100_0000_01b3
+        }
+        let hex = String(hash, radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex + ".tsv"
+    }
+}

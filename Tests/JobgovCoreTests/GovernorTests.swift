@@ -1,0 +1,287 @@
+import Testing
+import JobgovCore
+
+private let MiB: UInt64 = 1 << 20
+
+/// A recorded trace, one tick per line: the time, the build's memory in MiB, and each job as (pid, rss MiB).
+/// Job start times come from the first tick that lists them; predictions come from a fixed table.
+private struct Trace {
+    var ticks: [(t: Double, usedMiB: UInt64, jobs: [(pid: Int32, rssMiB: UInt64)])]
+    var predictedMiB: [Int32: UInt64] = [:]
+    var nextJobMiB: UInt64 = 100
+
+    /// Runs the governor over the trace, applying its freezes and thaws to the jobs as the supervisor would.
+    func replay(_ governor: inout Governor) -> [(t: Double, decision: GovernorDecision)] {
+        var started: [Int32: Double] = [:]
+        var peaks: [Int32: UInt64] = [:]
+        var frozen = Set<Int32>()
+        var out: [(Double, GovernorDecision)] = []
+        for tick in ticks {
+            var jobs: [GovernorInput.RunningJob] = []
+            for (pid, rss) in tick.jobs {
+                let start = started[pid] ?? tick.t
+                started[pid] = start
+                let growing = rss > (peaks[pid] ?? rss)
+                peaks[pid] = max(peaks[pid] ?? 0, rss)
+                jobs.append(GovernorInput.RunningJob(
+                    id: JobID(pid: pid, startTicks: 0), startedAt: start, rssBytes: rss * MiB,
+                    peakBytes: peaks[pid]! * MiB, predictedPeakBytes: (predictedMiB[pid] ?? nextJobMiB) * MiB,
+                    frozen: frozen.contains(pid), growing: growing))
+            }
+            let d = governor.decide(GovernorInput(now: tick.t, memoryUsedBytes: tick.usedMiB * MiB, jobs: jobs,
+                                                  nextJobPeakBytes: nextJobMiB * MiB))
+            for id in d.freeze { frozen.insert(id.pid) }
+            for id in d.thaw { frozen.remove(id.pid) }
+            out.append((tick.t, d))
+        }
+        return out
+    }
+}
+
+@Suite("Governor")
+struct GovernorTests {
+    private func governor(jobs: Int = 8, budgetMiB: UInt64 = 1000) -> Governor {
+        Governor(settings: GovernorSettings(maxJobs: jobs, budget: budgetMiB * MiB, cpus: 2))
+    }
+
+    @Test func plentyOfMemoryRunsEveryJobAskedFor() {
+        var g = governor()
+        let d = g.decide(GovernorInput(now: 0, memoryUsedBytes: 50 * MiB, jobs: [], nextJobPeakBytes: 50 * MiB))
+        #expect(d.targetJobs == 8)
+        #expect(d.rung == .run)
+        #expect(d.freeze.isEmpty)
+    }
+
+    @Test func targetAdmitsOnlyWhatFitsUnderThreshold() {
+        var g = governor()
+        // 850 MiB usable; 3 running jobs predicted at 200 each = 600, next at 100 each: 2 more fit.
+        let jobs = (1...3).map {
+            GovernorInput.RunningJob(id: JobID(pid: Int32($0), startTicks: 0), startedAt: Double($0), rssBytes: 50 * MiB,
+                                     peakBytes: 50 * MiB, predictedPeakBytes: 200 * MiB)
+        }
+        let d = g.decide(GovernorInput(now: 10, memoryUsedBytes: 150 * MiB, jobs: jobs, nextJobPeakBytes: 100 * MiB))
+        #expect(d.targetJobs == 5)
+        #expect(d.rung == .withhold)
+        #expect(d.reason.contains("memory"))
+    }
+
+    @Test func aSingleJobLargerThanTheBudgetStillRuns() {
+        var g = governor()
+        let big = GovernorInput.RunningJob(id: JobID(pid: 1, startTicks: 0), startedAt: 0, rssBytes: 900 * MiB,
+                                           peakBytes: 900 * MiB, predictedPeakBytes: 3000 * MiB, growing: true)
+        let d = g.decide(GovernorInput(now: 1, memoryUsedBytes: 990 * MiB, jobs: [big], nextJobPeakBytes: 3000 * MiB))
+        #expect(d.targetJobs == 1)
+        #expect(d.freeze.isEmpty, "the oldest (here the only) job is never frozen")
+    }
+
+    /// Pressure rises: tokens are withheld first; only when memory keeps climbing is the newest job frozen, never the
+    /// oldest; when the old jobs end and headroom returns, the frozen job is thawed and tokens come back.
+    @Test func ladderWithholdsThenFreezesNewestThenThawsAndGivesTokensBack() {
+        var trace = Trace(ticks: [
+            (0.0, 100, [(1, 20), (2, 20), (3, 20), (4, 20)]),
+            (0.5, 400, [(1, 150), (2, 100), (3, 80), (4, 60)]),      // growing past predictions
+            (1.0, 700, [(1, 250), (2, 200), (3, 150), (4, 90)]),
+            (1.5, 880, [(1, 300), (2, 260), (3, 200), (4, 110)]),
+            (2.0, 960, [(1, 320), (2, 300), (3, 220), (4, 110)]),    // above 95%: freeze the newest
+            (3.0, 990, [(1, 330), (2, 320), (3, 230), (4, 110)]),    // still: freeze the next newest
+            (4.0, 995, [(1, 335), (2, 320), (3, 230), (4, 110)]),    // still: freeze job 2, job 1 runs on
+            (5.0, 560, [(2, 320), (3, 230), (4, 110)]),              // job 1 ended
+            (6.0, 250, [(3, 230), (4, 110)]),                        // job 2 ended
+            (7.0, 250, [(3, 230), (4, 110)]),
+            (8.0, 130, [(4, 110)]),
+            (9.0, 20, []),
+            (10.0, 20, []),
+        ])
+        trace.nextJobMiB = 100
+        var g = governor(jobs: 8)
+        let decisions = trace.replay(&g)
+        func at(_ t: Double) -> GovernorDecision { decisions.first { $0.t == t }!.decision }
+
+        // Withheld before any freeze.
+        let firstWithheld = decisions.first { $0.decision.targetJobs < 8 }!.t
+        let firstFreeze = decisions.first { !$0.decision.freeze.isEmpty }!.t
+        #expect(firstWithheld < firstFreeze)
+        #expect(at(1.0).freeze.isEmpty)
+        #expect(at(1.0).targetJobs <= 4)
+        // The newest job is frozen first, then the next newest; job 1 (the oldest) never.
+        #expect(at(2.0).freeze.map(\.pid) == [4])
+        #expect(at(3.0).freeze.map(\.pid) == [3])
+        #expect(at(4.0).freeze.map(\.pid) == [2])
+        #expect(!decisions.contains { $0.decision.freeze.contains { $0.pid == 1 } })
+        #expect(at(3.0).rung == .freezeJobs)
+        // No job is admitted while jobs are frozen.
+        for (t, d) in decisions where t >= 2.0 && t < 6.0 { #expect(d.targetJobs <= 4, "t=\(t)") }
+        // Thawed once the older jobs ended, oldest frozen first.
+        let thaws = decisions.flatMap { d in d.decision.thaw.map { (d.t, $0.pid) } }
+        #expect(thaws.map(\.1) == [2, 3, 4])
+        #expect(thaws.first!.0 >= 5.0)
+        // Tokens are given back once everything has ended.
+        #expect(at(10.0).targetJobs == 8)
+        #expect(at(10.0).rung == .run)
+    }
+
+    @Test func raisingWaitsAfterLoweringSoTheTargetDoesNotFlap() {
+        var g = governor(jobs: 8)
+        let job = { (pid: Int32, rss: UInt64) in
+            GovernorInput.RunningJob(id: JobID(pid: pid, startTicks: 0), startedAt: Double(pid), rssBytes: rss * MiB,
+                                     peakBytes: rss * MiB, predictedPeakBytes: 300 * MiB)
+        }
+        let low = g.decide(GovernorInput(now: 0, memoryUsedBytes: 700 * MiB, jobs: [job(1, 300), job(2, 300)],
+                                         nextJobPeakBytes: 300 * MiB))
+        #expect(low.targetJobs == 2)
+        // Job 2 ends at once: room for more, but the hold keeps the target down for a second.
+        let soon = g.decide(GovernorInput(now: 0.3, memoryUsedBytes: 350 * MiB, jobs: [job(1, 300)],
+                                          nextJobPeakBytes: 300 * MiB))
+        #expect(soon.targetJobs == 2)
+        let later = g.decide(GovernorInput(now: 1.5, memoryUsedBytes: 350 * MiB, jobs: [job(1, 300)],
+                                           nextJobPeakBytes: 300 * MiB))
+        #expect(later.targetJobs == 2, "one running at 300 plus one new at 300 fit under 850-30, a third does not")
+    }
+
+    @Test func cpuSaturationHoldsTheJobCount() {
+        var g = governor(jobs: 8)
+        let jobs = (1...3).map {
+            GovernorInput.RunningJob(id: JobID(pid: Int32($0), startTicks: 0), startedAt: 0, rssBytes: 10 * MiB,
+                                     peakBytes: 10 * MiB, predictedPeakBytes: 10 * MiB)
+        }
+        var input = GovernorInput(now: 0, memoryUsedBytes: 30 * MiB, jobs: jobs, nextJobPeakBytes: 10 * MiB,
+                                  cpuBusy: 0.99)
+        #expect(g.decide(input).targetJobs == 3)
+        input.now = 2
+        input.cpuBusy = 0.5
+        #expect(g.decide(input).targetJobs == 8)
+    }
+
+    @Test func slowIOHoldsTheJobCount() {
+        var g = governor(jobs: 8)
+        let job = GovernorInput.RunningJob(id: JobID(pid: 1, startTicks: 0), startedAt: 0, rssBytes: 10 * MiB,
+                                           peakBytes: 10 * MiB, predictedPeakBytes: 10 * MiB)
+        let d = g.decide(GovernorInput(now: 0, memoryUsedBytes: 10 * MiB, jobs: [job], nextJobPeakBytes: 10 * MiB,
+                                       ioLatencySeconds: 0.250))
+        #expect(d.targetJobs == 1)
+        #expect(d.reason.contains("io"))
+    }
+
+    @Test func machineOutOfMemoryFreezesTheBuildAndThawsWhenItRecovers() {
+        var g = governor(jobs: 4)
+        let jobs = (1...3).map {
+            GovernorInput.RunningJob(id: JobID(pid: Int32($0), startTicks: 0), startedAt: Double($0), rssBytes: 10 * MiB,
+                                     peakBytes: 10 * MiB, predictedPeakBytes: 10 * MiB)
+        }
+        let total: UInt64 = 16 << 30
+        var input = GovernorInput(now: 0, memoryUsedBytes: 30 * MiB, jobs: jobs, nextJobPeakBytes: 10 * MiB,
+                                  systemAvailableBytes: total / 50, systemTotalBytes: total)
+        let frozen = g.decide(input)
+        #expect(frozen.buildFrozen)
+        #expect(frozen.rung == .freezeBuild)
+        #expect(frozen.freeze.map(\.pid) == [2, 3], "all but the oldest stay frozen after the build thaws")
+        input.now = 1
+        input.systemAvailableBytes = total / 20
+        #expect(g.decide(input).buildFrozen, "between the two thresholds it stays frozen")
+        input.now = 2
+        input.systemAvailableBytes = total / 5
+        #expect(!g.decide(input).buildFrozen)
+    }
+
+    @Test func ceilingFromCtlBoundsTheTarget() {
+        var g = governor(jobs: 8)
+        g.setCeiling(3)
+        let d = g.decide(GovernorInput(now: 0, memoryUsedBytes: 0, jobs: [], nextJobPeakBytes: MiB))
+        #expect(d.targetJobs == 3)
+    }
+}
+
+@Suite("JobTable")
+struct JobTableTests {
+    @Test func childrenOfClientsAreJobsAndSubMakesAreNot() {
+        var table = JobTable()
+        let procs = [
+            ProcessObservation(pid: 10, parent: 1, name: "make"),
+            ProcessObservation(pid: 11, parent: 10, name: "sh", rssBytes: 1 * MiB, arguments: ["/bin/sh", "-c", "cc -c a.c"]),
+            ProcessObservation(pid: 12, parent: 11, name: "cc1", rssBytes: 40 * MiB, peakRSSBytes: 60 * MiB),
+            ProcessObservation(pid: 20, parent: 10, name: "sh", arguments: ["/bin/sh", "-c", "make -C sub"]),
+            ProcessObservation(pid: 21, parent: 20, name: "make"),
+            ProcessObservation(pid: 22, parent: 21, name: "ld", rssBytes: 100 * MiB, arguments: ["ld", "-o", "x"]),
+        ]
+        _ = table.update(procs, launched: 10, now: 1)
+        let jobs = table.running
+        #expect(jobs.map(\.id.pid).sorted() == [11, 22])
+        let compile = jobs.first { $0.id.pid == 11 }!
+        #expect(compile.command == "cc -c a.c")
+        #expect(compile.rssBytes == 41 * MiB)
+        #expect(compile.peakBytes == 60 * MiB)
+        #expect(jobs.first { $0.id.pid == 22 }!.command == "ld -o x")
+
+        let finished = table.update(Array(procs.dropFirst(3)) + [procs[0]], launched: 10, now: 3)
+        #expect(finished.count == 1)
+        #expect(finished[0].command == "cc -c a.c")
+        #expect(finished[0].peakBytes == 60 * MiB)
+        #expect(finished[0].seconds == 2)
+    }
+
+    @Test func aReusedPidIsANewJob() {
+        var table = JobTable()
+        _ = table.update([ProcessObservation(pid: 1, parent: 0, name: "ninja"),
+                          ProcessObservation(pid: 5, parent: 1, name: "cc", startTicks: 100, arguments: ["cc", "a"])],
+                         launched: 1, now: 0)
+        let finished = table.update([ProcessObservation(pid: 1, parent: 0, name: "ninja"),
+                                     ProcessObservation(pid: 5, parent: 1, name: "cc", startTicks: 200, arguments: ["cc", "b"])],
+                                    launched: 1, now: 1)
+        #expect(finished.map(\.command) == ["cc a"])
+        #expect(table.running.map(\.command) == ["cc b"])
+    }
+
+    @Test func frozenTimeIsCounted() {
+        var table = JobTable()
+        let procs = [ProcessObservation(pid: 1, parent: 0, name: "make"), ProcessObservation(pid: 2, parent: 1, name: "cc")]
+        _ = table.update(procs, launched: 1, now: 0)
+        let id = table.running[0].id
+        table.setFrozen(id, true, now: 1)
+        table.setFrozen(id, false, now: 4)
+        let done = table.update([procs[0]], launched: 1, now: 5)
+        #expect(done[0].frozenSeconds == 3)
+    }
+}
+
+@Suite("MemoryModel")
+struct MemoryModelTests {
+    @Test func priorUntilSomethingIsMeasured() {
+        let model = MemoryModel(prior: 256 * MiB)
+        #expect(model.nextJobPeak == 256 * MiB)
+        #expect(model.predictedPeak(of: "cc a.c") == 256 * MiB)
+        #expect(MemoryModel.defaultPrior(budget: 14 << 30, cpus: 8) == (14 << 30) / 16)
+        #expect(MemoryModel.defaultPrior(budget: 100 * MiB, cpus: 8) == 64 * MiB)
+    }
+
+    @Test func learnsFromFinishedJobs() {
+        var model = MemoryModel(prior: 256 * MiB)
+        for i in 0..<10 {
+            model.record(FinishedJob(command: "cc \(i)", startedAt: 0, endedAt: 1, peakBytes: UInt64(10 + i) * MiB,
+                                     frozenSeconds: 0))
+        }
+        #expect(model.predictedPeak(of: "cc 3") == 13 * MiB)
+        // 90th percentile (19 MiB) plus a tenth.
+        #expect(model.nextJobPeak == 19 * MiB + 19 * MiB / 10)
+    }
+
+    @Test func historyForeseesTheLinksAtTheEnd() {
+        var model = MemoryModel(prior: 256 * MiB, history: ["cc a": 50 * MiB, "cc b": 60 * MiB, "ld all": 800 * MiB])
+        model.noteStarted("cc a")
+        #expect(model.nextJobPeak == 800 * MiB, "links not yet started dominate what may come")
+        #expect(model.predictedPeak(of: "cc b") == 60 * MiB)
+        model.noteStarted("cc b")
+        model.noteStarted("ld all")
+        model.record(FinishedJob(command: "ld all", startedAt: 0, endedAt: 1, peakBytes: 900 * MiB, frozenSeconds: 0))
+        #expect(model.updatedHistory["ld all"] == 900 * MiB)
+    }
+
+    @Test func historyFileRoundTripsOddCommands() {
+        let history = ["cc -c 'a\tb'.c": 5, "echo \"x\ny\" \\": 7, "plain": UInt64(1) << 40]
+        #expect(MemoryHistoryFormat.decode(MemoryHistoryFormat.encode(history)) == history)
+        #expect(MemoryHistoryFormat.decode("garbage\n12\tok\nx\ty\n") == ["ok": 12])
+        let a = MemoryHistoryFormat.fileName(directory: "/src", command: ["make"])
+        #expect(a == MemoryHistoryFormat.fileName(directory: "/src", command: ["make"]))
+        #expect(a != MemoryHistoryFormat.fileName(directory: "/src2", command: ["make"]))
+        #expect(a.count == 20)
+    }
+}
