@@ -31,6 +31,8 @@ final class GovernorLoop {
     private var leaves: [JobID: JobCgroup] = [:]
     private var trace: Int32 = -1
     private var oomKillsAtStart: UInt64?
+    private var unattributedKills = 0
+    private var recentlyFinished: [FinishedJob] = []
     private var underOOMSince: Double?
     private var brakeReleased = false
     /// The cgroup's memory.high now (true: at the budget).
@@ -87,9 +89,23 @@ final class GovernorLoop {
         let usage = memory?.usageBytes ?? 0
         let inactiveFile = memory?.stat["total_inactive_file"] ?? memory?.stat["inactive_file"] ?? 0
         let used = usage > inactiveFile ? usage - inactiveFile : usage
-        if oomKillsAtStart == nil { oomKillsAtStart = memory?.oomKills }
         stats.peakMemory = max(stats.peakMemory, memory?.peakBytes ?? usage, usage)
-        if let kills = memory?.oomKills, let start = oomKillsAtStart { stats.oomKills = Int(kills - min(kills, start)) }
+        let kills = cgroup?.oomKills() ?? memory?.oomKills
+        if oomKillsAtStart == nil { oomKillsAtStart = kills }
+        if let kills, let start = oomKillsAtStart {
+            let total = Int(kills - min(kills, start))
+            unattributedKills += total - stats.oomKills
+            stats.oomKills = total
+        }
+        // A job the OOM killer ended disappears from the table within a tick of the kill: name the largest that did.
+        if unattributedKills > 0, let victim = (finished + recentlyFinished).max(by: { $0.peakBytes < $1.peakBytes }) {
+            unattributedKills -= 1
+            let line = "the kernel's OOM killer ended a job: \(short(victim.command)), at its peak \(MemorySize.format(victim.peakBytes)) "
+                + "(budget \(MemorySize.format(options.settings.budget)), hard limit \(MemorySize.format(options.settings.budget + MemorySize.reserve(forBudget: options.settings.budget))))"
+            stats.oomVictims.append(victim.command)
+            say(line)
+        }
+        recentlyFinished = finished
 
         var running: [GovernorInput.RunningJob] = []
         for job in table.running {
@@ -97,12 +113,12 @@ final class GovernorLoop {
             running.append(GovernorInput.RunningJob(
                 id: job.id, startedAt: job.startedAt, rssBytes: job.rssBytes, peakBytes: job.peakBytes,
                 predictedPeakBytes: model.predictedPeak(of: job.command), frozen: job.frozen,
-                growing: t - job.lastGrowthAt < options.settings.growingSeconds))
+                growing: t - job.lastGrowthAt < options.settings.growingSeconds, growthRate: job.growthRate))
         }
         let input = GovernorInput(
             now: t, memoryUsedBytes: used, jobs: running, nextJobPeakBytes: model.nextJobPeak,
             systemAvailableBytes: sample.memory?.available, systemTotalBytes: sample.memory?.total,
-            cpuBusy: previous.flatMap { cpuBusy(from: $0, to: sample) },
+            cpuBusy: previous.flatMap { buildCPUShare(from: $0, to: sample, cpus: options.settings.cpus) },
             ioLatencySeconds: previous.flatMap { ioLatency(from: $0, to: sample) })
         previous = sample
         let decision = governor.decide(input)
@@ -254,6 +270,7 @@ struct RunStatistics {
     var frozenSeconds: Double = 0
     var jobsFinished = 0
     var largest: [FinishedJob] = []
+    var oomVictims: [String] = []
     var events: [String] = []
 
     mutating func noteTarget(_ target: Int, rung: Rung, at t: Double) {
@@ -283,8 +300,12 @@ private func short(_ command: String) -> String {
     command.count > 60 ? String(command.prefix(57)) + "..." : command
 }
 
-/// Share of CPU time that was not idle between two samples.
-func cpuBusy(from a: Sample, to b: Sample) -> Double? {
+/// The build's CPU time between two samples as a share of all CPUs (from its cgroup), else the machine's busy
+/// share when the build has no cgroup.
+func buildCPUShare(from a: Sample, to b: Sample, cpus: Int) -> Double? {
+    if let x = a.cgroupCPU, let y = b.cgroupCPU, b.time > a.time, y.usageMicroseconds >= x.usageMicroseconds {
+        return Double(y.usageMicroseconds - x.usageMicroseconds) / 1e6 / (b.time - a.time) / Double(cpus)
+    }
     guard let x = a.cpu, let y = b.cpu else { return nil }
     return CPUTimes.utilization(previous: x, current: y)
 }

@@ -105,7 +105,8 @@ struct Run: ParsableCommand {
                                valueName: "percent"))
     var freezeThreshold: String?
 
-    @Option(help: ArgumentHelp("Start no more jobs while the CPUs are busier than this (default 90%).", valueName: "percent"))
+    @Option(help: ArgumentHelp("Start no more jobs than run (and at least one per CPU) while the build keeps this share of all CPUs busy (default 90%).",
+                               valueName: "percent"))
     var cpuThreshold: String?
 
     @Option(help: ArgumentHelp("Start no more jobs while block I/O takes longer than this per request (default 100).",

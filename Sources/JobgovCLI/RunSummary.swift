@@ -89,6 +89,7 @@ struct RunSummary {
                 j.add("frozen_seconds", $0.frozenSeconds)
                 return j
             })
+            w.add("oom_victims", strings: s.oomVictims)
             w.add("events", strings: s.events)
         }
         return w.text

@@ -8,7 +8,8 @@ public struct GovernorSettings: Sendable, Equatable {
     public var memoryThreshold: Double = 0.85
     /// Freeze the newest job when memory in use passes this share of the budget.
     public var freezeThreshold: Double = 0.95
-    /// Do not start more jobs than running ones while the CPUs are busier than this share.
+    /// Do not start more jobs than running ones (nor fewer than one per CPU) while the build keeps more than this
+    /// share of all CPUs busy.
     public var cpuThreshold: Double = 0.90
     /// Do not start more jobs while block I/O takes longer than this per request, in seconds.
     public var ioLatencyThreshold: Double = 0.100
@@ -23,10 +24,12 @@ public struct GovernorSettings: Sendable, Equatable {
     /// flip between two values as memory wobbles.
     public var raiseMargin: Double = 0.03
     /// At most one job frozen per this interval, at most one thawed per the other.
-    public var freezeIntervalSeconds: Double = 1.0
+    public var freezeIntervalSeconds: Double = 0.5
     public var thawIntervalSeconds: Double = 1.0
     /// A job whose memory grew within this many seconds is taken to be still growing.
     public var growingSeconds: Double = 1.0
+    /// A growing job is expected to keep growing at its current rate for this long.
+    public var growthHorizonSeconds: Double = 1.5
 
     public init(maxJobs: Int, budget: UInt64, cpus: Int) {
         self.maxJobs = max(1, maxJobs)
@@ -47,9 +50,11 @@ public struct GovernorInput: Sendable, Equatable {
         public var frozen: Bool
         /// Its memory grew recently.
         public var growing: Bool
+        /// How fast its memory grows now, bytes per second.
+        public var growthRate: Double
 
         public init(id: JobID, startedAt: Double, rssBytes: UInt64, peakBytes: UInt64, predictedPeakBytes: UInt64,
-                    frozen: Bool = false, growing: Bool = false) {
+                    frozen: Bool = false, growing: Bool = false, growthRate: Double = 0) {
             self.id = id
             self.startedAt = startedAt
             self.rssBytes = rssBytes
@@ -57,6 +62,18 @@ public struct GovernorInput: Sendable, Equatable {
             self.predictedPeakBytes = predictedPeakBytes
             self.frozen = frozen
             self.growing = growing
+            self.growthRate = growthRate
+        }
+
+        /// What the job is expected to reach: its prediction, what it already reached, and for a job still growing,
+        /// a quarter more than that, or where its current growth takes it within `horizon` seconds if further.
+        /// Growth is what gives away a job the model knows nothing about (the links at the end of a first build).
+        func expectedPeak(horizon: Double) -> UInt64 {
+            var expected = max(predictedPeakBytes, peakBytes)
+            if growing {
+                expected = max(expected, peakBytes + peakBytes / 4, rssBytes + UInt64(max(0, growthRate * horizon)))
+            }
+            return expected
         }
     }
 
@@ -69,7 +86,7 @@ public struct GovernorInput: Sendable, Equatable {
     /// The machine's available and total memory (MemAvailable, MemTotal), when known.
     public var systemAvailableBytes: UInt64?
     public var systemTotalBytes: UInt64?
-    /// Share of all CPUs busy since the last tick (0...1).
+    /// The build's CPU use since the last tick as a share of all CPUs (0...1).
     public var cpuBusy: Double?
     /// Milliseconds-per-request average of block I/O since the last tick, in seconds.
     public var ioLatencySeconds: Double?
@@ -154,14 +171,13 @@ public struct Governor: Sendable {
 
     /// How many jobs fit: the running ones oldest first at their predicted peaks, then new ones at the next job's
     /// predicted peak, under `limit` bytes. Memory outside the jobs (make, page cache, frozen jobs) is counted as is.
-    static func jobsThatFit(_ input: GovernorInput, running: [GovernorInput.RunningJob], limit: Double, maxJobs: Int) -> Int {
+    static func jobsThatFit(_ input: GovernorInput, running: [GovernorInput.RunningJob], limit: Double, maxJobs: Int,
+                            horizon: Double) -> Int {
         let inJobs = running.reduce(UInt64(0)) { $0 + $1.rssBytes }
         var used = Double(input.memoryUsedBytes) - Double(inJobs)
         var count = 0
         for job in running {
-            // A job that keeps growing past its prediction is assumed to grow a quarter further.
-            let expected = max(job.predictedPeakBytes, job.growing ? job.peakBytes + job.peakBytes / 4 : job.peakBytes)
-            used += Double(expected)
+            used += Double(job.expectedPeak(horizon: horizon))
             if used > limit && count >= 1 { return count }
             count += 1
         }
@@ -203,16 +219,20 @@ public struct Governor: Sendable {
 
         // Rung 1: how many jobs memory allows.
         let memoryLimit = s.memoryThreshold * budget
-        let fitNow = Self.jobsThatFit(input, running: running, limit: memoryLimit, maxJobs: ceiling)
+        let fitNow = Self.jobsThatFit(input, running: running, limit: memoryLimit, maxJobs: ceiling,
+                                      horizon: s.growthHorizonSeconds)
         var wanted = min(ceiling, fitNow + frozen.count)
         if fitNow < ceiling { reasons.append("memory") }
         // CPU and I/O saturation: more jobs than run now buy nothing.
-        if let busy = input.cpuBusy, busy > s.cpuThreshold, running.count >= s.cpus, wanted > jobs.count {
-            wanted = max(1, jobs.count)
+        // The build's own CPU use, not the machine's: jobs that wait (I/O, a linker reading) cost no CPU, and
+        // another program's load is no reason to hold the build back. Held at the jobs running, never below one
+        // per CPU, so that the hold does not ratchet the count down as jobs end.
+        if let busy = input.cpuBusy, busy > s.cpuThreshold, wanted > max(jobs.count, s.cpus) {
+            wanted = max(jobs.count, s.cpus)
             reasons.append("cpu")
         }
-        if let latency = input.ioLatencySeconds, latency > s.ioLatencyThreshold, wanted > jobs.count {
-            wanted = max(1, jobs.count)
+        if let latency = input.ioLatencySeconds, latency > s.ioLatencyThreshold, wanted > max(jobs.count, s.cpus) {
+            wanted = max(jobs.count, s.cpus)
             reasons.append("io")
         }
         // While a job is frozen no new job starts: its token stays out, and nothing is admitted past it.
@@ -223,7 +243,7 @@ public struct Governor: Sendable {
         } else if wanted > target && input.now - lastLowered >= s.raiseHoldSeconds {
             // Raise only as far as fits with a margin.
             let withMargin = Self.jobsThatFit(input, running: running, limit: memoryLimit - s.raiseMargin * budget,
-                                              maxJobs: ceiling) + frozen.count
+                                              maxJobs: ceiling, horizon: s.growthHorizonSeconds) + frozen.count
             target = max(target, min(wanted, withMargin))
         }
 
@@ -231,17 +251,24 @@ public struct Governor: Sendable {
         // frozen one when it fits again.
         var decision = GovernorDecision(targetJobs: target, rung: target < ceiling ? .withhold : .run,
                                         buildFrozen: false, throttle: false, reason: "")
-        let predictedRunning = Self.expectedTotal(input, running: running)
-        if used > s.freezeThreshold * budget || (predictedRunning > budget && used > memoryLimit) {
+        let predictedRunning = Self.expectedTotal(input, running: running, horizon: s.growthHorizonSeconds)
+        // Freeze while the frozen job is still small: once jobs sit at the limit, freezing frees nothing.
+        if used > s.freezeThreshold * budget || predictedRunning > budget {
             decision.throttle = true
             if running.count >= 2 && input.now - lastFreeze >= s.freezeIntervalSeconds {
                 decision.freeze = [running.last!.id]
                 lastFreeze = input.now
                 reasons.append("freeze newest")
             }
+        } else if let oldest = jobs.first, oldest.frozen {
+            // The jobs older than it have ended: the oldest job always runs, whatever memory says, or the build
+            // would wait for nothing.
+            decision.thaw = [oldest.id]
+            lastThaw = input.now
+            reasons.append("thaw oldest")
         } else if let oldestFrozen = frozen.first, input.now - lastThaw >= s.thawIntervalSeconds,
                   input.now - lastFreeze >= s.thawIntervalSeconds {
-            let growth = Double(max(oldestFrozen.predictedPeakBytes, oldestFrozen.peakBytes)) - Double(oldestFrozen.rssBytes)
+            let growth = Double(oldestFrozen.expectedPeak(horizon: s.growthHorizonSeconds)) - Double(oldestFrozen.rssBytes)
             if predictedRunning + max(0, growth) <= memoryLimit {
                 decision.thaw = [oldestFrozen.id]
                 lastThaw = input.now
@@ -258,10 +285,10 @@ public struct Governor: Sendable {
     }
 
     /// Memory in use once every running job reaches its predicted peak.
-    static func expectedTotal(_ input: GovernorInput, running: [GovernorInput.RunningJob]) -> Double {
+    static func expectedTotal(_ input: GovernorInput, running: [GovernorInput.RunningJob], horizon: Double) -> Double {
         var total = Double(input.memoryUsedBytes)
         for job in running {
-            total += max(0, Double(max(job.predictedPeakBytes, job.peakBytes)) - Double(job.rssBytes))
+            total += max(0, Double(job.expectedPeak(horizon: horizon)) - Double(job.rssBytes))
         }
         return total
     }

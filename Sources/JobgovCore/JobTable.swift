@@ -49,6 +49,9 @@ public struct Job: Sendable, Equatable {
     public var peakBytes: UInt64
     /// When its memory last grew by more than a little: a job still growing will grow further.
     public var lastGrowthAt: Double
+    /// How fast its memory grows, bytes per second (a moving average over readings; kept while it is frozen).
+    public var growthRate: Double = 0
+    var lastReadingAt: Double
     public var frozen: Bool = false
     /// Seconds spent frozen so far (the current freeze not included).
     public var frozenSeconds: Double = 0
@@ -61,9 +64,13 @@ public struct FinishedJob: Sendable, Equatable {
     public var endedAt: Double
     public var peakBytes: UInt64
     public var frozenSeconds: Double
+    /// Its memory at the last reading before it ended (what an OOM kill found it at).
+    public var lastRSSBytes: UInt64 = 0
     public var seconds: Double { endedAt - startedAt }
 
-    public init(command: String, startedAt: Double, endedAt: Double, peakBytes: UInt64, frozenSeconds: Double) {
+    public init(command: String, startedAt: Double, endedAt: Double, peakBytes: UInt64, frozenSeconds: Double,
+                lastRSSBytes: UInt64 = 0) {
+        self.lastRSSBytes = lastRSSBytes
         self.command = command
         self.startedAt = startedAt
         self.endedAt = endedAt
@@ -133,6 +140,13 @@ public struct JobTable: Sendable {
             }
             if var job = jobs[id] {
                 if rss > job.rssBytes + max(job.rssBytes / 50, 1 << 20) { job.lastGrowthAt = now }
+                let dt = now - job.lastReadingAt
+                if dt > 0 && !job.frozen {
+                    let rate = (Double(rss) - Double(job.rssBytes)) / dt
+                    // Weighted towards the latest reading: a compiler's growth comes in bursts.
+                    job.growthRate = max(0, 0.5 * job.growthRate + 0.5 * rate)
+                }
+                job.lastReadingAt = now
                 job.rssBytes = rss
                 job.peakBytes = max(job.peakBytes, rss, peakOfOne)
                 job.pids = members
@@ -140,7 +154,7 @@ public struct JobTable: Sendable {
             } else {
                 let command = Self.command(of: p.arguments ?? arguments(p.pid) ?? [p.name])
                 jobs[id] = Job(id: id, command: command, startedAt: now, pids: members, rssBytes: rss,
-                               peakBytes: max(rss, peakOfOne), lastGrowthAt: now)
+                               peakBytes: max(rss, peakOfOne), lastGrowthAt: now, lastReadingAt: now)
             }
         }
         var finished: [FinishedJob] = []
@@ -148,7 +162,7 @@ public struct JobTable: Sendable {
             jobs[id] = nil
             let frozen = job.frozenSeconds + (job.frozenSince.map { now - $0 } ?? 0)
             finished.append(FinishedJob(command: job.command, startedAt: job.startedAt, endedAt: now,
-                                        peakBytes: job.peakBytes, frozenSeconds: frozen))
+                                        peakBytes: job.peakBytes, frozenSeconds: frozen, lastRSSBytes: job.rssBytes))
         }
         return finished.sorted { $0.startedAt < $1.startedAt }
     }

@@ -60,6 +60,9 @@ public enum MemorySize {
 /// The memory a build may use when the user names no budget: what the machine (or the cgroup jobgov runs in) has,
 /// less the reserve kept between the budget and the hard limit.
 public struct MemoryBudget: Equatable, Sendable {
+    /// Kept free below a derived ceiling for jobgov, the build tool and the watchdog.
+    public static let overhead: UInt64 = 32 << 20
+
     public var bytes: UInt64
     /// Where the number came from, for messages: "--memory-budget", "cgroup limit", "total memory".
     public var source: String
@@ -75,7 +78,9 @@ public struct MemoryBudget: Equatable, Sendable {
     public static func derive(totalMemory: UInt64, cgroupLimit: UInt64?) -> MemoryBudget {
         let (ceiling, source): (UInt64, String) =
             if let limit = cgroupLimit, limit < totalMemory { (limit, "cgroup limit") } else { (totalMemory, "total memory") }
-        let reserve = MemorySize.reserve(forBudget: ceiling)
-        return MemoryBudget(bytes: ceiling > reserve ? ceiling - reserve : ceiling / 2, source: source)
+        // The build's hard limit (budget + its reserve) must stay below the ceiling with room for jobgov itself, the
+        // build tool and the watchdog, which share the ceiling: else the outer cgroup's OOM killer acts first.
+        let room = overhead + MemorySize.reserve(forBudget: ceiling)
+        return MemoryBudget(bytes: ceiling > 2 * room ? ceiling - room : ceiling / 2, source: source)
     }
 }

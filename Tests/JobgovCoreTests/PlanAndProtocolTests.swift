@@ -346,9 +346,14 @@ struct MemorySizeTests {
 
     @Test func derivedBudget() {
         let sixteen: UInt64 = 16 << 30
-        #expect(MemoryBudget.derive(totalMemory: sixteen, cgroupLimit: nil) == MemoryBudget(bytes: 15 << 30, source: "total memory"))
+        #expect(MemoryBudget.derive(totalMemory: sixteen, cgroupLimit: nil) == MemoryBudget(bytes: (15 << 30) - (32 << 20), source: "total memory"))
         #expect(MemoryBudget.derive(totalMemory: sixteen, cgroupLimit: 4 << 30).source == "cgroup limit")
-        #expect(MemoryBudget.derive(totalMemory: sixteen, cgroupLimit: 4 << 30).bytes == (4 << 30) - (4 << 30) / 10)
+        let four = MemoryBudget.derive(totalMemory: sixteen, cgroupLimit: 4 << 30).bytes
+        #expect(four == (4 << 30) - (4 << 30) / 10 - (32 << 20))
+        // The hard limit (budget + reserve) leaves room below the cgroup's own limit for jobgov and the build tool.
+        #expect(four + MemorySize.reserve(forBudget: four) <= (4 << 30) - (32 << 20))
+        let small = MemoryBudget.derive(totalMemory: sixteen, cgroupLimit: 256 << 20).bytes
+        #expect(small + MemorySize.reserve(forBudget: small) <= (256 << 20) - (32 << 20))
         #expect(MemoryBudget.derive(totalMemory: sixteen, cgroupLimit: 32 << 30).source == "total memory")
     }
 

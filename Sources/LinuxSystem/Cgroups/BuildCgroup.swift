@@ -276,6 +276,35 @@ public final class BuildCgroup {
                          directories: [dir])
     }
 
+    /// OOM kills in a v1 memory cgroup and every cgroup below it (v1 counts each kill in the victim's cgroup only).
+    public static func v1OOMKills(below dir: String) -> UInt64? {
+        var total: UInt64?
+        if let text = readSmallFile(dir + "/memory.oom_control") {
+            for line in text.split(separator: "\n") where line.hasPrefix("oom_kill ") {
+                total = (total ?? 0) + (UInt64(line.dropFirst("oom_kill ".count)) ?? 0)
+            }
+        }
+        for child in subdirectories(dir) {
+            if let n = v1OOMKills(below: dir + "/" + child) { total = (total ?? 0) + n }
+        }
+        return total
+    }
+
+    /// OOM kills in the build so far. v1 counts a kill only in the victim's own cgroup, so the leaves are summed;
+    /// v2's memory.events is hierarchical.
+    public func oomKills() -> UInt64? {
+        func count(_ text: String?, _ key: String) -> UInt64? {
+            guard let text else { return nil }
+            for line in text.split(separator: "\n") where line.hasPrefix(key + " ") {
+                return UInt64(line.dropFirst(key.count + 1))
+            }
+            return nil
+        }
+        if let dir = memoryDir { return Self.v1OOMKills(below: dir) }
+        if let dir = unifiedDir { return count(readSmallFile(dir + "/memory.events"), "oom_kill") }
+        return nil
+    }
+
     // MARK: freeze, thaw, kill
 
     public func freeze() throws(CgroupError) { try Self.setFrozen(true, unifiedDir: unifiedDir, freezerDir: freezerDir) }
