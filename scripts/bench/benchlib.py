@@ -188,10 +188,23 @@ class LimitedCgroup:
             time.sleep(0.05)
 
     def remove(self):
-        """Remove the cgroups we created. Sub-cgroups someone else left inside them are reported, not touched."""
+        """Remove the cgroups we created. Empty sub-cgroups that the command (a process we started, e.g. jobgov
+        killed before it could clean up) left inside them are removed too, deepest first, and reported."""
         problems = []
         if self.dirs and not self.kill_all():
             problems.append("processes still left in the cgroup after SIGKILL")
+        self.leftovers = []
+        for d in self.dirs:
+            for sub in sorted(self._subtree(d), key=lambda x: -x.count("/")):
+                if sub == d:
+                    continue
+                try:
+                    os.rmdir(sub)
+                    self.leftovers.append(sub)
+                except OSError:
+                    pass
+        if self.leftovers:
+            problems.append("removed cgroups the command left behind: " + ", ".join(self.leftovers))
         for d in reversed(self.dirs):
             for attempt in range(100):
                 try:
@@ -260,8 +273,38 @@ def _terminate(signum, frame):
 
 
 def install_signal_handlers():
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even when started with SIGINT ignored
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
+
+
+def stop(proc, cg, grace=10.0):
+    """Stop the command as Ctrl-C would: SIGINT to its process group, so that a supervisor such as jobgov can
+    thaw, clean up and remove its own cgroups; after `grace` seconds SIGKILL whatever is left."""
+    try:
+        os.killpg(proc.pid, signal.SIGINT)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            pid, st, _ = os.wait4(proc.pid, os.WNOHANG)
+        except ChildProcessError:
+            break
+        if pid == proc.pid:
+            proc.returncode = os.waitstatus_to_exitcode(st)
+            break
+        time.sleep(0.05)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    cg.kill_all()
+    if proc.returncode is None:
+        try:
+            proc.wait(timeout=10)
+        except Exception:
+            pass
 
 
 def run_limited(cmd, limit_bytes, cwd=None, log_path=None, env=None, timeout=None, sample_every=0.1, tag="bench",
@@ -300,11 +343,8 @@ def run_limited(cmd, limit_bytes, cwd=None, log_path=None, env=None, timeout=Non
             cg.poll_oom()
             if timeout and now > timeout and not timed_out:
                 timed_out = True
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                cg.kill_all()
+                stop(proc, cg)
+                break
             time.sleep(sample_every)
         wall = time.monotonic() - t0
         cg.kill_all()  # stragglers: background processes the command left behind
@@ -314,10 +354,10 @@ def run_limited(cmd, limit_bytes, cwd=None, log_path=None, env=None, timeout=Non
             timed_out=timed_out,
             oom_kills=cg.poll_oom(),
             peak_bytes=max(cg.peak() or 0, max_usage),
-            cpu_seconds=round(ru.ru_utime + ru.ru_stime, 3),
-            user_seconds=round(ru.ru_utime, 3),
-            sys_seconds=round(ru.ru_stime, 3),
-            max_rss_kib=ru.ru_maxrss,
+            cpu_seconds=round(ru.ru_utime + ru.ru_stime, 3) if ru else None,
+            user_seconds=round(ru.ru_utime, 3) if ru else None,
+            sys_seconds=round(ru.ru_stime, 3) if ru else None,
+            max_rss_kib=ru.ru_maxrss if ru else None,
             failcnt=cg.failcnt(),
         )
         c1 = cg.cpu_seconds()
@@ -327,15 +367,7 @@ def run_limited(cmd, limit_bytes, cwd=None, log_path=None, env=None, timeout=Non
         return res
     finally:
         if proc is not None and proc.returncode is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            cg.kill_all()
-            try:
-                proc.wait(timeout=10)
-            except Exception:
-                pass
+            stop(proc, cg)
         problems = cg.remove()
         _current.remove(cg)
         if problems:
