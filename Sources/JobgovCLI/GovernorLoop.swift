@@ -90,22 +90,7 @@ final class GovernorLoop {
         let inactiveFile = memory?.stat["total_inactive_file"] ?? memory?.stat["inactive_file"] ?? 0
         let used = usage > inactiveFile ? usage - inactiveFile : usage
         stats.peakMemory = max(stats.peakMemory, memory?.peakBytes ?? usage, usage)
-        let kills = cgroup?.oomKills() ?? memory?.oomKills
-        if oomKillsAtStart == nil { oomKillsAtStart = kills }
-        if let kills, let start = oomKillsAtStart {
-            let total = Int(kills - min(kills, start))
-            unattributedKills += total - stats.oomKills
-            stats.oomKills = total
-        }
-        // A job the OOM killer ended disappears from the table within a tick of the kill: name the largest that did.
-        if unattributedKills > 0, let victim = (finished + recentlyFinished).max(by: { $0.peakBytes < $1.peakBytes }) {
-            unattributedKills -= 1
-            let line = "the kernel's OOM killer ended a job: \(short(victim.command)), at its peak \(MemorySize.format(victim.peakBytes)) "
-                + "(budget \(MemorySize.format(options.settings.budget)), hard limit \(MemorySize.format(options.settings.budget + MemorySize.reserve(forBudget: options.settings.budget))))"
-            stats.oomVictims.append(victim.command)
-            say(line)
-        }
-        recentlyFinished = finished
+        accountOOMKills(finished: finished, fallback: memory?.oomKills)
 
         var running: [GovernorInput.RunningJob] = []
         for job in table.running {
@@ -181,6 +166,27 @@ final class GovernorLoop {
         }
     }
 
+    /// Counts the build's OOM kills and names a victim for each: a job the OOM killer ended disappears from the
+    /// table within a tick of the kill, so the largest job that ended this tick or the last one is named.
+    private func accountOOMKills(finished: [FinishedJob], fallback: UInt64?) {
+        let kills = cgroup?.oomKills() ?? fallback
+        if oomKillsAtStart == nil { oomKillsAtStart = kills }
+        if let kills, let start = oomKillsAtStart {
+            let total = Int(kills - min(kills, start))
+            unattributedKills += total - stats.oomKills
+            stats.oomKills = total
+        }
+        // A job the OOM killer ended disappears from the table within a tick of the kill: name the largest that did.
+        if unattributedKills > 0, let victim = (finished + recentlyFinished).max(by: { $0.peakBytes < $1.peakBytes }) {
+            unattributedKills -= 1
+            let line = "the kernel's OOM killer ended a job: \(short(victim.command)), at its peak \(MemorySize.format(victim.peakBytes)) "
+                + "(budget \(MemorySize.format(options.settings.budget)), hard limit \(MemorySize.format(options.settings.budget + MemorySize.reserve(forBudget: options.settings.budget))))"
+            stats.oomVictims.append(victim.command)
+            say(line)
+        }
+        recentlyFinished = finished
+    }
+
     /// With the OOM killer disabled (v1), a build at its hard limit waits; while jobgov can still free memory by
     /// letting older jobs finish, that is what it wants. When nothing is left to freeze and the build has waited
     /// for 5 s, the kernel's OOM killer is let loose, once, so the build ends with a named job rather than hanging.
@@ -206,12 +212,16 @@ final class GovernorLoop {
 
     /// Thaws every job jobgov froze and removes their leaves (the processes stay in them until they end).
     func finish() {
+        // The build may have ended within a tick of an OOM kill: one last reading, in which every job has ended.
+        let t = monotonicSeconds() - startTime
+        let finished = table.update(tree.observe(below: getpid()), launched: launchedPID, now: t)
+        for job in finished { stats.record(job) }
+        accountOOMKills(finished: finished, fallback: nil)
         for (id, leaf) in leaves {
             try? leaf.thaw()
             table.setFrozen(id, false, now: monotonicSeconds() - startTime)
         }
         if buildFrozen { try? cgroup?.thaw() }
-        for job in table.running { stats.frozenSeconds += job.frozenSeconds }
         if let path = options.historyFile {
             let text = MemoryHistoryFormat.encode(model.updatedHistory)
             let directory = String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])

@@ -210,8 +210,8 @@ struct Run: ParsableCommand {
                 file = try ConfigFile.parse(try readFile(path, limit: 1 << 20), path: path)
             } catch let error as CommandLineError {
                 throw error
-            } catch FileReadFailure.open(errno: ENOENT) where config == nil {
-                // No config file: the defaults.
+            } catch FileReadFailure.open(let e) where config == nil && [ENOENT, ENOTDIR, EACCES].contains(e) {
+                // No config file of ours (or a HOME that belongs to someone else): the defaults.
             } catch {
                 throw CommandLineError.conflict("cannot read the config file \(path) (\(error))")
             }
