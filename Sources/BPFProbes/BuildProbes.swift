@@ -237,7 +237,10 @@ public final class BuildProbes {
 
     /// Waits up to `milliseconds` for events and hands them to `body` (for tools without their own poll loop).
     public func poll(milliseconds: Int32, _ body: (ProbeEvent) -> Void) {
-        guard let ringBuffer else { return }
+        guard let ringBuffer else {
+            usleep(UInt32(max(0, milliseconds)) * 1000) // nothing can arrive; still wait as asked
+            return
+        }
         withoutActuallyEscaping(body) { body in
             sink.handler = { record, size in
                 if let event = ProbeEvent(record: record, size: size) { body(event) }

@@ -29,9 +29,14 @@ func run() -> Int32 {
         return 1
     }
     for (observer, reason) in probes.unavailable { say("unavailable: \(observer): \(reason)") }
+    var mask = sigset_t()
+    sigemptyset(&mask)
     for sig in [SIGINT, SIGTERM] {
         signal(sig) { _ in stopRequested = 1 }
+        sigaddset(&mask, sig)
     }
+    // A parent may have started us with them blocked (Foundation's Process passes its mask on).
+    sigprocmask(SIG_UNBLOCK, &mask, nil)
     say("ready")
 
     var counts: [String: Int] = [:]

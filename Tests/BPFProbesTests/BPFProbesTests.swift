@@ -1,1 +1,255 @@
+import BPFProbes
+import Foundation
+import LinuxSystem
 import Testing
+
+/// jobgov's BPF programs on the running kernel. Each test makes its own cgroup below the test's own, puts the
+/// processes it starts there, and removes both, whatever happens.
+@Suite("BPF probes on the real kernel", .serialized, .enabled(if: isRoot, "needs root to load BPF and create cgroups"))
+struct BPFProbesKernelTests {
+    @Test("every observer loads and attaches on this kernel")
+    func everythingLoads() throws {
+        let h = try ProbeHarness("load")
+        defer { h.dispose() }
+        for (observer, reason) in h.probes.unavailable { Issue.record("\(observer) is off: \(reason)") }
+        #expect(h.probes.pollDescriptor >= 0)
+        for observer in ProbeObserver.allCases { #expect(h.probes.isAvailable(observer), "\(observer)") }
+    }
+
+    @Test("exec and exit events carry pids, commands and statuses of the cgroup's processes only")
+    func execExit() throws {
+        let h = try ProbeHarness("exec")
+        defer { h.dispose() }
+        let marker = "jgmark\(getpid())"
+        let outside = try h.spawnOutside(["/bin/sh", "-c", "/bin/echo outside-\(marker) >/dev/null; exit 5"])
+        let inside = try h.spawnInside(["/bin/sh", "-c", "/bin/echo inside-\(marker) >/dev/null; /bin/sleep 0.2; exit 7"])
+        let killed = try h.spawnInside(["/bin/sh", "-c", "kill -TERM $$; sleep 5"])
+        #expect(h.exitStatus(outside) == 5)
+        #expect(h.exitStatus(inside) == 7)
+        #expect(h.exitStatus(killed) == 128 + SIGTERM)
+        h.collect { events in
+            events.contains(.exit(pid: inside, status: .exited(7), peakRSS: 0)) || events.contains {
+                if case .exit(inside, .exited(7), _) = $0 { return true } else { return false }
+            } && events.contains { if case .exit(killed, _, _) = $0 { return true } else { return false } }
+        }
+        let events = h.events
+        // the shell itself
+        #expect(events.contains(.exec(pid: inside, ppid: getpid(),
+                                      command: "/bin/sh -c /bin/echo inside-\(marker) >/dev/null; /bin/sleep 0.2; exit 7")))
+        #expect(events.contains { if case .exit(inside, .exited(7), _) = $0 { return true } else { return false } })
+        #expect(events.contains { if case .exit(killed, .signaled(SIGTERM), _) = $0 { return true } else { return false } })
+        // its children: fork, exec with the command, exit 0
+        let children = events.compactMap { if case .fork(inside, let child) = $0 { return child } else { return nil } }
+        #expect(children.count == 2, "echo and sleep")
+        let echo = try #require(events.first {
+            if case .exec(let pid, inside, "/bin/echo inside-\(marker)") = $0 { return children.contains(pid) }
+            return false
+        }, "exec of /bin/echo with its arguments")
+        guard case .exec(let echoPID, _, _) = echo else { return }
+        #expect(events.contains { if case .exit(echoPID, .exited(0), _) = $0 { return true } else { return false } })
+        #expect(events.contains { if case .exec(_, _, "/bin/sleep 0.2") = $0 { return true } else { return false } })
+        // nothing from outside
+        for event in events {
+            switch event {
+            case .exec(let pid, _, let command):
+                #expect(pid != outside && !command.contains("outside-"), "\(event)")
+            case .exit(let pid, _, _), .fork(let pid, _):
+                #expect(pid != outside, "\(event)")
+            default: break
+            }
+        }
+    }
+
+    @Test("a job that allocates and touches 200 MB reports a peak RSS within 10% of it")
+    func peakRSS() throws {
+        let h = try ProbeHarness("rss", limits: CgroupLimits(memoryMax: 400 << 20))
+        defer { h.dispose() }
+        let size: UInt64 = 200 << 20
+        let job = try h.spawnInside([python, "-S", "-c", "b = bytearray(\(size)); b[::4096] = b'x' * len(b[::4096])"])
+        #expect(h.exitStatus(job, timeout: 30) == 0)
+        h.collect { $0.contains { if case .exit(job, _, _) = $0 { return true } else { return false } } }
+        let peak = try #require(h.events.lazy.compactMap { event -> UInt64? in
+            if case .exit(job, _, let peak) = event { return peak } else { return nil }
+        }.first, "an exit event for the job")
+        let error = abs(Double(peak) - Double(size)) / Double(size)
+        print("peak RSS of a 200 MiB job: \(peak) bytes (\(String(format: "%.1f", error * 100))% off)")
+        #expect(error < 0.10)
+        // The map keeps the peak after exit until read, then forgets it.
+        let record = try #require(h.probes.memory(of: job))
+        #expect(record.peak == peak)
+        #expect(h.probes.memory(of: job) == nil)
+    }
+
+    @Test("an OOM kill in a small memory-limited cgroup names the victim")
+    func oomVictim() throws {
+        let h = try ProbeHarness("oom", limits: CgroupLimits(memoryMax: 50 << 20))
+        defer { h.dispose() }
+        let hog = try h.spawnInside([python, "-S", "-c", "b = bytearray(100 << 20)"])
+        #expect(h.exitStatus(hog, timeout: 30) == 128 + SIGKILL)
+        let seen = h.collect { $0.contains { if case .oomVictim(hog, _, _, _) = $0 { return true } else { return false } } }
+        #expect(seen, "an OOM event for pid \(hog); got \(h.events.filter { if case .oomVictim = $0 { return true } else { return false } })")
+        if case .oomVictim(_, let command, let cgroupID, let inBuild)? = h.events.first(where: {
+            if case .oomVictim(hog, _, _, _) = $0 { return true } else { return false }
+        }) {
+            #expect(command.hasPrefix("python3"))
+            #expect(inBuild)
+            #expect(cgroupID != 0)
+        }
+        #expect(h.events.contains { if case .exit(hog, .signaled(SIGKILL), _) = $0 { return true } else { return false } })
+    }
+
+    @Test("with the gate closed a new process in the cgroup stops, one outside runs; admitted, it finishes")
+    func execGate() throws {
+        let h = try ProbeHarness("gate")
+        defer { h.dispose() }
+        h.probes.closeGate()
+        let inside = try h.spawnInside(["/bin/sh", "-c", "exit 3"])
+        let outside = try h.spawnOutside(["/bin/sh", "-c", "exit 4"])
+        #expect(h.exitStatus(outside) == 4, "outside the cgroup nothing is stopped")
+        waitFor("the gated process to stop") { processState(inside) == "T" }
+        #expect(processState(inside) == "T")
+        h.collect { $0.contains(.gateStopped(pid: inside, command: "sh")) }
+        #expect(h.events.contains(.gateStopped(pid: inside, command: "sh")))
+        #expect(h.probes.gatedPIDs == [inside])
+        usleep(200_000)
+        #expect(processState(inside) == "T", "it stays stopped")
+        h.probes.openGate()
+        #expect(h.probes.admit(pid: inside))
+        #expect(h.exitStatus(inside) == 3, "admitted, it runs to its end")
+        #expect(h.probes.gatedPIDs.isEmpty)
+    }
+
+    @Test("with the brake armed a hog that enters reclaim stops, a protected one does not")
+    func brake() throws {
+        let h = try ProbeHarness("brake", limits: CgroupLimits(memoryMax: 256 << 20))
+        defer { h.dispose() }
+        guard h.cgroup.memoryDir != nil || h.cgroup.backend == .unified else {
+            Issue.record("no memory controller for the cgroup")
+            return
+        }
+        // Page cache charged to the cgroup fills it up to its limit, so a growing hog must reclaim.
+        let file = "/var/tmp/jobgov-bpftest-\(getpid())-cache"
+        defer { unlink(file) }
+        func fillCache() throws {
+            let cat = try h.spawnInside(["/bin/sh", "-c", "cat \(file) > /dev/null"])
+            #expect(h.exitStatus(cat, timeout: 60) == 0)
+        }
+        let writer = try h.spawnInside(["/bin/sh", "-c", "head -c 220M /dev/zero > \(file) && sync \(file)"])
+        #expect(h.exitStatus(writer, timeout: 60) == 0)
+        try fillCache()
+        // Each hog waits for its go file, then grows by 1 MiB steps to 100 MiB and exits.
+        func hog(_ name: String) throws -> pid_t {
+            try h.spawnInside([python, "-S", "-c", """
+                import os, time
+                while not os.path.exists("\(file).\(name)"): time.sleep(0.01)
+                chunks = [bytearray(1 << 20) for _ in range(100)]
+                """])
+        }
+        let protected = try hog("p")
+        let victim = try hog("v")
+        h.probes.armBrake(protecting: [protected])
+        defer { unlink(file + ".p"); unlink(file + ".v") }
+        _ = FileManager.default.createFile(atPath: file + ".p", contents: nil)
+        #expect(h.exitStatus(protected, timeout: 60) == 0, "the protected hog is never stopped")
+        let stalls = h.probes.record(of: protected)
+        print("protected hog's reclaim stall: \(stalls?.cgroupReclaimNanoseconds ?? 0) ns")
+        #expect((stalls?.cgroupReclaimNanoseconds ?? 0) + (stalls?.directReclaimNanoseconds ?? 0) > 0,
+                "the protected hog did enter reclaim")
+        try fillCache()
+        _ = FileManager.default.createFile(atPath: file + ".v", contents: nil)
+        waitFor("the unprotected hog to stop", timeout: 30) { processState(victim) == "T" }
+        #expect(processState(victim) == "T")
+        h.collect { $0.contains { if case .brakeStopped(victim, _, _) = $0 { return true } else { return false } } }
+        #expect(h.events.contains { if case .brakeStopped(victim, _, _) = $0 { return true } else { return false } })
+        #expect(!h.events.contains { if case .brakeStopped(protected, _, _) = $0 { return true } else { return false } })
+        #expect(h.probes.brakedPIDs == [victim])
+        h.probes.disarmBrake()
+        #expect(h.probes.resumeBraked(pid: victim))
+        #expect(h.exitStatus(victim, timeout: 60) == 0, "resumed with the brake off, it finishes")
+    }
+
+    @Test("run-queue latency of the build's tasks is measured")
+    func runQueue() throws {
+        let h = try ProbeHarness("runq")
+        defer { h.dispose() }
+        let before = h.probes.histogram(.runQueue).count
+        // Three spinners on two CPUs must wait for each other.
+        let spinners = try (0..<3).map { _ in try h.spawnInside(["/bin/sh", "-c", "timeout 1 sh -c 'while :; do :; done'; true"]) }
+        for pid in spinners { #expect(h.exitStatus(pid) == 0) }
+        let after = h.probes.histogram(.runQueue)
+        #expect(after.count > before)
+        print("run-queue latency p90 ≤ \(after.quantileUpperBound(0.9) ?? 0) µs over \(after.count) waits")
+    }
+
+    @Test("after close no program or map of ours stays loaded")
+    func detach() throws {
+        let h = try ProbeHarness("detach")
+        let (programs, maps) = h.probes.kernelObjectIDs
+        #expect(programs.count == 14)
+        #expect(maps.count >= 10)
+        let loadedBefore = Set(BPFInventory.programs().map(\.id))
+        #expect(Set(programs).isSubset(of: loadedBefore))
+        h.dispose()
+        h.probes.close() // idempotent
+        waitFor("the kernel to free our programs and maps", timeout: 10) {
+            Set(BPFInventory.programs().map(\.id)).isDisjoint(with: programs)
+                && Set(BPFInventory.maps().map(\.id)).isDisjoint(with: maps)
+        }
+        #expect(Set(BPFInventory.programs().map(\.id)).isDisjoint(with: programs))
+        #expect(Set(BPFInventory.maps().map(\.id)).isDisjoint(with: maps))
+    }
+}
+
+@Suite("BPF probes without privilege", .enabled(if: isRoot, "needs root to drop privilege"))
+struct BPFProbesDegradeTests {
+    /// The bench tool run as nobody: every observer is reported off with the reason, and it still runs.
+    @Test("without root every observer is reported unavailable, one line each, and nothing fails")
+    func unprivileged() throws {
+        let bench = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        var tool = bench.appendingPathComponent("jobgov-probe-bench").path
+        if !FileManager.default.isExecutableFile(atPath: tool) {
+            tool = bench.deletingLastPathComponent().appendingPathComponent("jobgov-probe-bench").path
+        }
+        try #require(FileManager.default.isExecutableFile(atPath: tool), "jobgov-probe-bench is built with the tests")
+        let out = Pipe()
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/setpriv")
+        p.arguments = ["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", tool,
+                       CgroupLayout.detect().ownUnifiedDirectory ?? "/sys/fs/cgroup"]
+        p.standardOutput = out
+        try p.run()
+        // It prints its report, then waits for SIGTERM.
+        var text = ""
+        let deadline = Date().addingTimeInterval(20)
+        while !text.contains("ready"), Date() < deadline {
+            let chunk = out.fileHandleForReading.availableData
+            if chunk.isEmpty { break }
+            text += String(decoding: chunk, as: UTF8.self)
+        }
+        p.terminate()
+        p.waitUntilExit()
+        let lines = text.split(separator: "\n").filter { $0.hasPrefix("unavailable: ") }
+        print(lines.joined(separator: "\n"))
+        #expect(lines.count == ProbeObserver.allCases.count)
+        #expect(lines.allSatisfy { $0.contains("CAP_BPF") })
+        #expect(text.contains("ready"))
+        #expect(p.terminationStatus == 0)
+    }
+}
+
+@Suite("Histograms")
+struct HistogramTests {
+    @Test("quantiles and thresholds of a log2 histogram")
+    func quantiles() {
+        var buckets = Array(repeating: UInt64(0), count: 32)
+        buckets[3] = 90   // 8-15 µs
+        buckets[17] = 10  // 131-262 ms
+        let h = LatencyHistogram(buckets: buckets)
+        #expect(h.count == 100)
+        #expect(h.quantileUpperBound(0.5) == 16)
+        #expect(h.quantileUpperBound(0.95) == 1 << 18)
+        #expect(h.count(atLeast: 100_000) == 10)
+        #expect(LatencyHistogram(buckets: Array(repeating: 0, count: 32)).quantileUpperBound(0.5) == nil)
+        #expect(h.subtracting(h).count == 0)
+    }
+}
