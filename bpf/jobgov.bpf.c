@@ -174,6 +174,19 @@ static __always_inline struct jg_event *reserve(__u32 kind, __u64 size)
     return e;
 }
 
+/* Waking the reader for every record costs it a context switch per process of the build (measured: most of the
+ * exec workload's overhead). So routine records wait for the reader's own tick, and only the ones that need action
+ * now (gate, brake, OOM) or a filling buffer wake it. */
+static __always_inline void submit(struct jg_event *e, bool urgent)
+{
+    __u64 flags = BPF_RB_NO_WAKEUP;
+    if (urgent)
+        flags = BPF_RB_FORCE_WAKEUP;
+    else if (bpf_ringbuf_query(&jg_events, BPF_RB_AVAIL_DATA) >= JG_RINGBUF_WAKE_BYTES)
+        flags = 0;
+    bpf_ringbuf_submit(e, flags);
+}
+
 static __always_inline void emit_short(__u32 kind, __u32 pid, __u32 aux, __u64 value)
 {
     struct jg_event *e = reserve(kind, JG_EVENT_SHORT);
@@ -183,7 +196,7 @@ static __always_inline void emit_short(__u32 kind, __u32 pid, __u32 aux, __u64 v
     e->aux = aux;
     e->value = value;
     bpf_get_current_comm(e->comm, sizeof(e->comm));
-    bpf_ringbuf_submit(e, 0);
+    submit(e, kind == JG_EV_GATE || kind == JG_EV_BRAKE || kind == JG_EV_OOM);
 }
 
 static __always_inline struct jg_proc *proc_entry(__u32 tgid)
@@ -194,6 +207,123 @@ static __always_inline struct jg_proc *proc_entry(__u32 tgid)
     struct jg_proc fresh = {};
     bpf_map_update_elem(&jg_procs, &tgid, &fresh, BPF_NOEXIST);
     return bpf_map_lookup_elem(&jg_procs, &tgid);
+}
+
+/* ---- memory: kmem:rss_stat ----
+ * It fires on every page the process maps or unmaps, so the hot path touches only a per-CPU cache of the process
+ * last seen on this CPU; the shared map is written when another process comes along or the process's RSS moved by
+ * JG_RSS_FLUSH_BYTES since the last write (so the map lags by less than that). The exit event's peak is exact: the
+ * kernel's own high-water mark (signal->maxrss, what getrusage reports). */
+#define JG_RSS_FLUSH_BYTES (1ULL << 20)
+
+struct rss_cache {
+    __u32 tgid;
+    __u32 reserved;
+    __u64 mm;
+    __u64 rss[3]; /* file, anon, shmem */
+    __u64 peak;
+    __u64 flushed_now;
+    __u64 flushed_peak;
+};
+
+struct {
+    __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, struct rss_cache);
+} jg_rss_cache SEC(".maps");
+
+static __always_inline void rss_flush(struct rss_cache *c)
+{
+    if (!c->tgid)
+        return;
+    __u32 tgid = c->tgid;
+    struct jg_proc *p = bpf_map_lookup_elem(&jg_procs, &tgid);
+    if (!p || p->mm != c->mm)
+        return; /* gone, or a newer program (exec) owns the entry */
+    __u64 now = c->rss[0] + c->rss[1] + c->rss[2];
+    __u64 t = bpf_ktime_get_ns();
+    if (t > p->updated_ns) {
+        p->rss_file = c->rss[0];
+        p->rss_anon = c->rss[1];
+        p->rss_shmem = c->rss[2];
+        p->updated_ns = t;
+    }
+    if (c->peak > p->rss_peak)
+        p->rss_peak = c->peak;
+    c->flushed_now = now;
+    c->flushed_peak = c->peak;
+}
+
+static __always_inline __s64 rss_count(struct mm_struct *mm, int member)
+{
+    /* 6.2+: the tracepoint reports percpu_counter_read_positive(&mm->rss_stat[member]), i.e. its count. */
+    __s64 v = 0;
+    switch (member) {
+    case 0: v = BPF_CORE_READ(mm, rss_stat[0].count); break;
+    case 1: v = BPF_CORE_READ(mm, rss_stat[1].count); break;
+    case 3: v = BPF_CORE_READ(mm, rss_stat[3].count); break;
+    default: break;
+    }
+    return v < 0 ? 0 : v;
+}
+
+SEC("raw_tp/rss_stat")
+int BPF_PROG(jg_rss, struct mm_struct *mm, int member)
+{
+    /* Members: 0 file, 1 anon, 2 swap entries (not resident), 3 shmem. */
+    if (member == 2 || member < 0 || member > 3)
+        return 0;
+    if (!current_in_build())
+        return 0;
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+    if (BPF_CORE_READ(task, mm) != mm)
+        return 0; /* another process's mm (reclaim, exit teardown): attribute only the caller's own */
+    struct jg_config *cfg = config();
+    __u32 zero = 0;
+    struct rss_cache *c = bpf_map_lookup_elem(&jg_rss_cache, &zero);
+    if (!cfg || !c)
+        return 0;
+    __s64 pages;
+    if (bpf_core_type_exists(struct mm_rss_stat))
+        pages = (long)ctx[2]; /* up to 6.1: (mm, member, count) */
+    else
+        pages = rss_count(mm, member);
+    __u64 bytes = (__u64)(pages < 0 ? 0 : pages) << (cfg->page_shift & 31);
+
+    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    if (c->tgid != tgid || c->mm != (__u64)mm) {
+        rss_flush(c);
+        struct jg_proc *p = proc_entry(tgid);
+        if (!p)
+            return 0;
+        if (p->mm != (__u64)mm) {
+            /* first sight of this address space: start from zero */
+            p->mm = (__u64)mm;
+            p->rss_file = p->rss_anon = p->rss_shmem = 0;
+        }
+        c->tgid = tgid;
+        c->mm = (__u64)mm;
+        c->rss[0] = p->rss_file;
+        c->rss[1] = p->rss_anon;
+        c->rss[2] = p->rss_shmem;
+        c->peak = p->rss_peak;
+        c->flushed_now = c->rss[0] + c->rss[1] + c->rss[2];
+        c->flushed_peak = c->peak;
+    }
+    if (member == 0)
+        c->rss[0] = bytes;
+    else if (member == 1)
+        c->rss[1] = bytes;
+    else
+        c->rss[2] = bytes;
+    __u64 now = c->rss[0] + c->rss[1] + c->rss[2];
+    if (now > c->peak)
+        c->peak = now;
+    __u64 moved = now > c->flushed_now ? now - c->flushed_now : c->flushed_now - now;
+    if (moved >= JG_RSS_FLUSH_BYTES || c->peak - c->flushed_peak >= JG_RSS_FLUSH_BYTES)
+        rss_flush(c);
+    return 0;
 }
 
 /* ---- process lifecycle ---- */
@@ -241,7 +371,7 @@ int BPF_PROG(jg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
             len = JG_ARGS_LEN;
         if (len > 0 && bpf_probe_read_user(e->args, len, (void *)start) == 0)
             e->args_len = len;
-        bpf_ringbuf_submit(e, 0);
+        submit(e, false);
     }
     if (gate)
         emit_short(JG_EV_GATE, tgid, 0, 0);
@@ -257,66 +387,27 @@ int BPF_PROG(jg_exit, struct task_struct *task)
     __u32 tgid = id >> 32;
     if ((__u32)id != tgid)
         return 0; /* a thread */
-    __u64 peak = 0;
+    __u32 zero = 0;
+    struct rss_cache *cache = bpf_map_lookup_elem(&jg_rss_cache, &zero);
+    if (cache && cache->tgid == tgid) {
+        rss_flush(cache);
+        cache->tgid = 0;
+    }
+    /* The kernel's high-water mark, set for the thread group as its last thread exits (in pages). */
+    struct jg_config *cfg = config();
+    __u64 peak = (__u64)BPF_CORE_READ(task, signal, maxrss) << ((cfg ? cfg->page_shift : 12) & 31);
     struct jg_proc *p = bpf_map_lookup_elem(&jg_procs, &tgid);
     if (p) {
-        peak = p->rss_peak;
+        if (p->rss_peak > peak)
+            peak = p->rss_peak;
+        else
+            p->rss_peak = peak;
         p->exited = 1;
     }
     int code = BPF_CORE_READ(task, exit_code);
     emit_short(JG_EV_EXIT, tgid, (__u32)code, peak);
     bpf_map_delete_elem(&jg_gated, &tgid);
     bpf_map_delete_elem(&jg_braked, &tgid);
-    return 0;
-}
-
-/* ---- memory: kmem:rss_stat ---- */
-
-static __always_inline __s64 rss_count(struct mm_struct *mm, int member)
-{
-    /* 6.2+: the tracepoint reports percpu_counter_read_positive(&mm->rss_stat[member]), i.e. its count. */
-    __s64 v = 0;
-    switch (member) {
-    case 0: v = BPF_CORE_READ(mm, rss_stat[0].count); break;
-    case 1: v = BPF_CORE_READ(mm, rss_stat[1].count); break;
-    case 3: v = BPF_CORE_READ(mm, rss_stat[3].count); break;
-    default: break;
-    }
-    return v < 0 ? 0 : v;
-}
-
-SEC("raw_tp/rss_stat")
-int BPF_PROG(jg_rss, struct mm_struct *mm, int member)
-{
-    /* Members: 0 file, 1 anon, 2 swap entries (not resident), 3 shmem. */
-    if (member == 2 || member < 0 || member > 3)
-        return 0;
-    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-    if (BPF_CORE_READ(task, mm) != mm)
-        return 0; /* another process's mm (reclaim, exit teardown): attribute only the caller's own */
-    if (!current_in_build())
-        return 0;
-    struct jg_config *c = config();
-    if (!c)
-        return 0;
-    __s64 pages;
-    if (bpf_core_type_exists(struct mm_rss_stat))
-        pages = (long)ctx[2]; /* up to 6.1: (mm, member, count) */
-    else
-        pages = rss_count(mm, member);
-    __u64 bytes = (__u64)(pages < 0 ? 0 : pages) << (c->page_shift & 31);
-    struct jg_proc *p = proc_entry(bpf_get_current_pid_tgid() >> 32);
-    if (!p)
-        return 0;
-    if (member == 0)
-        p->rss_file = bytes;
-    else if (member == 1)
-        p->rss_anon = bytes;
-    else
-        p->rss_shmem = bytes;
-    __u64 now = p->rss_file + p->rss_anon + p->rss_shmem;
-    if (now > p->rss_peak)
-        p->rss_peak = now;
     return 0;
 }
 
@@ -412,7 +503,7 @@ int BPF_PROG(jg_oom)
             e->aux = bpf_map_lookup_elem(&jg_procs, &pid) != NULL;
         }
     }
-    bpf_ringbuf_submit(e, 0);
+    submit(e, true);
     return 0;
 }
 

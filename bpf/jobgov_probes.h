@@ -16,6 +16,8 @@ enum jg_limits {
     /* log2 histogram slots: slot i counts values in [2^i, 2^(i+1)) of the histogram's unit; slot 0 also holds 0. */
     JG_HIST_SLOTS = 32,
     JG_RINGBUF_BYTES = 1 << 20,
+    /* Routine records wake the reader only once this much waits (gate, brake and OOM records always do). */
+    JG_RINGBUF_WAKE_BYTES = 1 << 17,
     JG_MAX_PROCS = 16384,
 };
 
@@ -86,6 +88,8 @@ struct jg_proc {
     __u64 stall_ns[NR_JG_STALL];
     __u32 exited; /* the process ended; the entry stays until user space reads it */
     __u32 reserved;
+    __u64 mm;         /* which address space the rss values belong to (kernel pointer, an identity only) */
+    __u64 updated_ns; /* when the rss values were written (per-CPU caches flush in any order) */
 };
 
 #endif

@@ -26,9 +26,12 @@ enum bpf_map_type {
     BPF_MAP_TYPE_ARRAY = 2,
     BPF_MAP_TYPE_CGROUP_ARRAY = 8,
     BPF_MAP_TYPE_LRU_HASH = 9,
+    BPF_MAP_TYPE_PERCPU_ARRAY = 6,
     BPF_MAP_TYPE_RINGBUF = 27,
 };
 enum { BPF_ANY = 0, BPF_NOEXIST = 1, BPF_EXIST = 2 };
+enum { BPF_RB_NO_WAKEUP = 1, BPF_RB_FORCE_WAKEUP = 2 };
+enum { BPF_RB_AVAIL_DATA = 0 };
 
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
@@ -51,6 +54,8 @@ struct mm_struct {
     struct percpu_counter rss_stat[4];
 };
 
+struct signal_struct { unsigned long maxrss; };
+
 struct task_struct {
     unsigned int __state;
     int pid;
@@ -60,6 +65,7 @@ struct task_struct {
     struct mm_struct *mm;
     int exit_code;
     struct css_set *cgroups;
+    struct signal_struct *signal;
 };
 
 struct linux_binprm { const char *filename; };

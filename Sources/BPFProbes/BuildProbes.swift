@@ -19,7 +19,9 @@ public struct ProcessRecord: Sendable, Equatable {
 /// Not Sendable: one owner (the supervisor loop) polls `pollDescriptor`, calls `drain`, and acts. Everything that
 /// could not be loaded or attached is listed in `unavailable`, one line each; the rest works regardless.
 public final class BuildProbes {
-    /// The epoll descriptor of the ring buffer: readable when events wait (then call `drain`). -1 without BPF.
+    /// The epoll descriptor of the ring buffer, -1 without BPF. It becomes readable at once for `.gateStopped`,
+    /// `.brakeStopped` and `.oomVictim`, and when 128 KB of records wait; routine records (fork, exec, exit, stall)
+    /// do not wake it one by one (that cost a context switch per process), so also call `drain` on every tick.
     public private(set) var pollDescriptor: Int32 = -1
     /// What is off and why, one line per observer.
     public private(set) var unavailable: [(observer: String, reason: String)] = []
@@ -41,6 +43,13 @@ public final class BuildProbes {
     private var attached: Set<String> = []
     private var maps: [String: Int32] = [:]
     private var closed = false
+    private var leftOut: Set<ProbeObserver> = []
+
+    /// Programs not to load: those only left-out observers need.
+    private var skippedPrograms: Set<String> {
+        let wanted = Set(ProbeObserver.allCases.filter { !leftOut.contains($0) }.flatMap(\.programs))
+        return Set(ProbeObserver.allCases.flatMap(\.programs)).subtracting(wanted)
+    }
 
     /// Whether an observer or actuator works.
     public func isAvailable(_ observer: ProbeObserver) -> Bool {
@@ -54,13 +63,17 @@ public final class BuildProbes {
     /// `/sys/fs/cgroup/unified/jobgov-123` on a hybrid machine, `/sys/fs/cgroup/...` on pure v2.
     /// Throws only when the path is not a cgroup v2 directory; missing privilege, BTF or kernel features end up in
     /// `unavailable` instead.
-    public static func open(cgroupV2Path: String, verbose: Bool = false) throws(ProbeError) -> BuildProbes {
+    /// `leaveOut` observers are not loaded at all (and not listed in `unavailable`).
+    public static func open(
+        cgroupV2Path: String, leaveOut: Set<ProbeObserver> = [], verbose: Bool = false
+    ) throws(ProbeError) -> BuildProbes {
         let (id, level) = try cgroupIdentity(cgroupV2Path)
         let probes = BuildProbes(cgroupID: id)
         probes.config.build_cgroup_id = id
         probes.config.build_level = level
         probes.config.page_shift = UInt32(Int(sysconf(Int32(_SC_PAGESIZE))).trailingZeroBitCount)
         probes.config.min_stall_ns = 1_000_000
+        probes.leftOut = leaveOut
         probes.load(cgroupV2Path: cgroupV2Path, verbose: verbose)
         return probes
     }
@@ -87,7 +100,8 @@ public final class BuildProbes {
         // First try everything at once; when that fails for a reason other than privilege, find the programs that
         // do not load one by one and leave them out.
         var skip: [String: String] = [:]
-        var obj = openObject(bytes, autoload: nil)
+        let allPrograms = Set(programNames(bytes)).subtracting(skippedPrograms)
+        var obj = openObject(bytes, autoload: allPrograms)
         guard let first = obj else {
             markAllUnavailable("cannot open the BPF object: \(lastLogLine() ?? String(cString: strerror(errno)))")
             return
@@ -102,7 +116,7 @@ public final class BuildProbes {
                 markAllUnavailable("needs root or CAP_BPF+CAP_PERFMON (loading BPF: \(String(cString: strerror(err))))")
                 return
             }
-            for name in programNames(bytes) {
+            for name in allPrograms {
                 guard let single = openObject(bytes, autoload: [name]) else { continue }
                 jg_clear_libbpf_log()
                 if bpf_object__load(single) != 0 {
@@ -110,7 +124,7 @@ public final class BuildProbes {
                 }
                 bpf_object__close(single)
             }
-            let keep = Set(programNames(bytes)).subtracting(skip.keys)
+            let keep = allPrograms.subtracting(skip.keys)
             if keep.isEmpty {
                 markAllUnavailable("no BPF program loads: \(log ?? String(cString: strerror(err)))")
                 return
@@ -160,7 +174,7 @@ public final class BuildProbes {
             if let ringBuffer { pollDescriptor = ring_buffer__epoll_fd(ringBuffer) }
         }
 
-        for observer in ProbeObserver.allCases where !isAvailable(observer) {
+        for observer in ProbeObserver.allCases where !isAvailable(observer) && !leftOut.contains(observer) {
             let failed = observer.programs.filter { !attached.contains($0) }
             let why = failed.map { "\(ProbeObserver.tracepoint(of: $0)) \(skip[$0] ?? "not loaded")" }
             unavailable.append((observer.rawValue, why.joined(separator: "; ")))
@@ -235,7 +249,8 @@ public final class BuildProbes {
         }
     }
 
-    /// Waits up to `milliseconds` for events and hands them to `body` (for tools without their own poll loop).
+    /// Waits up to `milliseconds` for an urgent event, then hands every waiting event to `body` (for tools without
+    /// their own poll loop).
     public func poll(milliseconds: Int32, _ body: (ProbeEvent) -> Void) {
         guard let ringBuffer else {
             usleep(UInt32(max(0, milliseconds)) * 1000) // nothing can arrive; still wait as asked
@@ -246,14 +261,17 @@ public final class BuildProbes {
                 if let event = ProbeEvent(record: record, size: size) { body(event) }
             }
             _ = ring_buffer__poll(ringBuffer, milliseconds)
+            _ = ring_buffer__consume(ringBuffer) // routine records do not wake the poll
             sink.handler = nil
         }
     }
 
     // MARK: maps
 
-    /// Memory of a process of the build: resident bytes now and at most. An ended process's entry is removed once
-    /// read (its peak is also in its `.exit` event). nil when BPF saw no memory change of it.
+    /// Memory of a process of the build: resident bytes now and at most. While it runs the values lag the kernel's by
+    /// less than 1 MiB (per-CPU caching keeps kmem:rss_stat cheap); once it ended the peak is the kernel's exact
+    /// high-water mark. An ended process's entry is removed once read (its peak is also in its `.exit` event).
+    /// nil when BPF saw no memory change of it.
     public func memory(of pid: Int32) -> (current: UInt64, peak: UInt64)? {
         record(of: pid).map { ($0.currentRSS, $0.peakRSS) }
     }

@@ -1,5 +1,5 @@
 // Attaches jobgov's BPF observers to a cgroup from the command line, for scripts/bench/bpf-overhead and by hand.
-//   jobgov-probe-bench CGROUP_V2_DIR [--print] [--verbose]
+//   jobgov-probe-bench CGROUP_V2_DIR [--print] [--verbose] [--without=memory,runQueue,...]
 // Prints "ready" (and what is unavailable) once attached, consumes events until SIGINT or SIGTERM, then prints one
 // summary line: events by kind, drops, reclaim stall, histogram counts.
 import BPFProbes
@@ -23,7 +23,17 @@ func run() -> Int32 {
     let printEvents = args.contains("--print")
     let probes: BuildProbes
     do {
-        probes = try BuildProbes.open(cgroupV2Path: dir, verbose: args.contains("--verbose"))
+        // --without=memory,runQueue,...: leave observers out (to measure what each one costs)
+        let without = args.first { $0.hasPrefix("--without=") }.map { $0.dropFirst("--without=".count) } ?? ""
+        var leaveOut: Set<ProbeObserver> = []
+        for name in without.split(separator: ",") {
+            guard let observer = ProbeObserver.allCases.first(where: { "\($0)" == name }) else {
+                say("unknown observer \(name); known: \(ProbeObserver.allCases.map { "\($0)" }.joined(separator: ","))", fd: 2)
+                return 2
+            }
+            leaveOut.insert(observer)
+        }
+        probes = try BuildProbes.open(cgroupV2Path: dir, leaveOut: leaveOut, verbose: args.contains("--verbose"))
     } catch {
         say("jobgov-probe-bench: \(error)", fd: 2)
         return 1
