@@ -38,9 +38,13 @@ let package = Package(
             dependencies: [
                 "JobgovCore", "Jobserver", "LinuxSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            ]
+            ],
+            plugins: ["ShellWrapperPlugin"]
         ),
         .executableTarget(name: "jobgov", dependencies: ["JobgovCLI"]),
+        // Builds shell/jobgov-shell.c (make's SHELL under jobgov, to run again a recipe the OOM killer ended) into
+        // the JobgovCLI module as bytes.
+        .plugin(name: "ShellWrapperPlugin", capability: .buildTool()),
 
         // eBPF observers and in-kernel actuators (exec gate, brake): libbpf from the system (Debian libbpf-dev), the
         // header shared with bpf/*.bpf.c, and the Swift loader. The plugin compiles bpf/ into the BPFProbes module.

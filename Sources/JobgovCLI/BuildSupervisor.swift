@@ -40,6 +40,8 @@ final class BuildSupervisor {
         var ioLatencySeconds = 0.100
         var traceFile: String?
         var history = true
+        /// Give make jobgov-shell as its SHELL so that a recipe the OOM killer ended runs again.
+        var rerun = true
     }
 
     enum CgroupChoice: Equatable {
@@ -203,16 +205,25 @@ final class BuildSupervisor {
         let signals = try SignalChannel(signals: [SIGCHLD] + forwarded)
         try becomeChildSubreaper()
 
-        let buildEnv = options.plan.environment(base: env, auth: auth, controlPath: control.path, fifoPath: pool.fifoPath)
+        var buildEnv = options.plan.environment(base: env, auth: auth, controlPath: control.path, fifoPath: pool.fifoPath)
+        var argv = options.plan.argv
+        if governing != nil, options.governor?.rerun == true, case .gnuMake = options.plan.kind,
+           let shell = RerunShell.write(into: directory.path) {
+            // make takes a command-line SHELL over the makefile's; the makefile's own (or the user's) is what
+            // jobgov-shell then runs.
+            let (rewritten, realShell) = RerunShell.install(shell, argv: argv, makefileShell: RerunShell.makefileShell(argv: argv))
+            argv = rewritten
+            buildEnv["JOBGOV_SHELL"] = realShell
+        }
         let envList = buildEnv.map { "\($0.key)=\($0.value)" }.sorted()
         let defaults = [SIGCHLD] + handled.filter { !ignored.contains($0) }
         let child: pid_t
         if let cgroup {
-            child = try ProcessLauncher.spawn(executable: options.executable, arguments: options.plan.argv,
+            child = try ProcessLauncher.spawn(executable: options.executable, arguments: argv,
                                               environment: envList, intoCgroups: cgroup.leafProcsFiles,
                                               defaultSignals: defaults)
         } else {
-            child = try ProcessLauncher.spawn(executable: options.executable, arguments: options.plan.argv,
+            child = try ProcessLauncher.spawn(executable: options.executable, arguments: argv,
                                               environment: envList, defaultSignals: defaults)
         }
         pool.closeClientPipeEndsInParent()
@@ -367,6 +378,9 @@ final class BuildSupervisor {
             }
             refill(pool)
             return "ok jobs=\(n) was=\(old)"
+        case .success(.rerun(let pid)):
+            guard let governing else { return "no the governor is off" }
+            return governing.rerunVerdict(shellPID: pid, now: monotonicSeconds())
         case .success(.freeze), .success(.thaw), .success(.kill):
             guard let cgroup else { return "error the build has no cgroup; freezing needs one (run as root or in a delegated cgroup)" }
             do {

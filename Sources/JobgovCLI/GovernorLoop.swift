@@ -32,9 +32,16 @@ final class GovernorLoop {
     private var trace: Int32 = -1
     private var oomKillsAtStart: UInt64?
     private var unattributedKills = 0
+    /// Recipes that jobgov-shell asks to run again after an OOM kill: its pid → when it first asked.
+    private var rerunsAsked: [Int32: Double] = [:]
+    private var rerunsGranted = 0
+    private var lastUsed: UInt64 = 0
     private var recentlyFinished: [FinishedJob] = []
+    private var killSeenAt: Double?
+    private var namedVictims: Set<Int32> = []
     private var underOOMSince: Double?
     private var brakeReleased = false
+    private var killsAtRelease = 0
     /// The cgroup's memory.high now (true: at the budget).
     private var throttled = false
     private var buildFrozen = false
@@ -90,11 +97,14 @@ final class GovernorLoop {
         let inactiveFile = memory?.stat["total_inactive_file"] ?? memory?.stat["inactive_file"] ?? 0
         let used = usage > inactiveFile ? usage - inactiveFile : usage
         stats.peakMemory = max(stats.peakMemory, memory?.peakBytes ?? usage, usage)
-        accountOOMKills(finished: finished, fallback: memory?.oomKills)
+        accountOOMKills(finished: finished, fallback: memory?.oomKills, now: t)
 
         var running: [GovernorInput.RunningJob] = []
         for job in table.running {
             model.noteStarted(job.command)
+            // A recipe waiting to run again after an OOM kill holds nothing and runs nothing until jobgov says go;
+            // counting its old peak as growth to come would keep the others frozen while it waits for them.
+            if rerunsAsked[job.id.pid] != nil { continue }
             running.append(GovernorInput.RunningJob(
                 id: job.id, startedAt: job.startedAt, rssBytes: job.rssBytes, peakBytes: job.peakBytes,
                 predictedPeakBytes: model.predictedPeak(of: job.command), frozen: job.frozen,
@@ -106,7 +116,10 @@ final class GovernorLoop {
             cpuBusy: previous.flatMap { buildCPUShare(from: $0, to: sample, cpus: options.settings.cpus) },
             ioLatencySeconds: previous.flatMap { ioLatency(from: $0, to: sample) })
         previous = sample
-        let decision = governor.decide(input)
+        lastUsed = used
+        var decision = governor.decide(input)
+        // While a recipe waits to run again alone, nothing new starts.
+        if !rerunsAsked.isEmpty { decision.targetJobs = min(decision.targetJobs, max(1, table.jobs.count)) }
         lastDecision = decision
         apply(decision, now: t)
         handleOOMWait(underOOM: memory?.underOOM == true, now: t)
@@ -168,23 +181,62 @@ final class GovernorLoop {
 
     /// Counts the build's OOM kills and names a victim for each: a job the OOM killer ended disappears from the
     /// table within a tick of the kill, so the largest job that ended this tick or the last one is named.
-    private func accountOOMKills(finished: [FinishedJob], fallback: UInt64?) {
+    private func accountOOMKills(finished: [FinishedJob], fallback: UInt64?, now: Double, final: Bool = false) {
         let kills = cgroup?.oomKills() ?? fallback
         if oomKillsAtStart == nil { oomKillsAtStart = kills }
         if let kills, let start = oomKillsAtStart {
             let total = Int(kills - min(kills, start))
-            unattributedKills += total - stats.oomKills
+            if total > stats.oomKills {
+                unattributedKills += total - stats.oomKills
+                killSeenAt = killSeenAt ?? now
+            }
             stats.oomKills = total
         }
-        // A job the OOM killer ended disappears from the table within a tick of the kill: name the largest that did.
-        if unattributedKills > 0, let victim = (finished + recentlyFinished).max(by: { $0.peakBytes < $1.peakBytes }) {
-            unattributedKills -= 1
-            let line = "the kernel's OOM killer ended a job: \(short(victim.command)), at its peak \(MemorySize.format(victim.peakBytes)) "
-                + "(budget \(MemorySize.format(options.settings.budget)), hard limit \(MemorySize.format(options.settings.budget + MemorySize.reserve(forBudget: options.settings.budget))))"
-            stats.oomVictims.append(victim.command)
-            say(line)
+        recentlyFinished = recentlyFinished.filter { now - $0.endedAt < 2 } + finished
+        // A recipe under jobgov-shell names itself by asking to run again (see rerunVerdict); otherwise the job the
+        // OOM killer ended disappeared from the table within a tick or two of the kill: name the largest that did.
+        guard unattributedKills > 0, final || now - (killSeenAt ?? now) >= 1 else { return }
+        while unattributedKills > 0, let victim = recentlyFinished.max(by: { $0.peakBytes < $1.peakBytes }) {
+            recentlyFinished.removeAll { $0 == victim }
+            nameOOMVictim(victim.command, peak: victim.peakBytes)
         }
-        recentlyFinished = finished
+        killSeenAt = nil
+    }
+
+    private func nameOOMVictim(_ command: String, peak: UInt64) {
+        unattributedKills = max(0, unattributedKills - 1)
+        let budget = options.settings.budget
+        stats.oomVictims.append(command)
+        say("the kernel's OOM killer ended a job: \(short(command)), at its peak \(MemorySize.format(peak)) "
+            + "(budget \(MemorySize.format(budget)), hard limit \(MemorySize.format(budget + MemorySize.reserve(forBudget: budget))))")
+    }
+
+    /// jobgov-shell's question after its recipe died by SIGKILL: "go" once the build had an OOM kill not yet
+    /// re-run and the job fits (or runs alone), "wait" until then, "no" when no OOM kill explains the SIGKILL.
+    func rerunVerdict(shellPID pid: Int32, now: Double) -> String {
+        let first = rerunsAsked[pid] ?? now
+        rerunsAsked[pid] = first
+        guard stats.oomKills > rerunsGranted else {
+            // The OOM counter is read each tick: give it a moment before deciding the kill came from elsewhere.
+            if now - first < 2 { return "wait" }
+            rerunsAsked[pid] = nil
+            return "no the job was killed, but not by the OOM killer"
+        }
+        let job = table.jobs.values.first { $0.id.pid == pid }
+        if unattributedKills > 0, let job, namedVictims.insert(pid).inserted {
+            nameOOMVictim(job.command, peak: job.peakBytes)
+        }
+        // Alone: no other job holds memory, frozen ones included (they keep their pages).
+        let others = table.jobs.values.filter { $0.id.pid != pid }
+        let need = job.map { max($0.peakBytes, model.predictedPeak(of: $0.command)) } ?? model.nextJobPeak
+        let fits = Double(lastUsed) + Double(need) <= options.settings.memoryThreshold * Double(options.settings.budget)
+        guard others.isEmpty || fits else { return "wait" }
+        rerunsAsked[pid] = nil
+        rerunsGranted += 1
+        stats.reruns += 1
+        say("running again, \(others.isEmpty ? "alone" : "with room for it"), a job the OOM killer ended: "
+            + short(job?.command ?? "pid \(pid)"))
+        return "go"
     }
 
     /// With the OOM killer disabled (v1), a build at its hard limit waits; while jobgov can still free memory by
@@ -192,7 +244,8 @@ final class GovernorLoop {
     /// for 5 s, the kernel's OOM killer is let loose, once, so the build ends with a named job rather than hanging.
     private func handleOOMWait(underOOM: Bool, now: Double) {
         guard let cgroup, cgroup.memoryDir != nil else { return }
-        if !underOOM {
+        if !underOOM || (brakeReleased && stats.oomKills > killsAtRelease) {
+            // One kill per release: the OOM killer is held off again as soon as it has acted.
             underOOMSince = nil
             if brakeReleased {
                 _ = try? cgroup.apply(CgroupLimits(oomKillDisabled: true))
@@ -204,6 +257,7 @@ final class GovernorLoop {
         underOOMSince = since
         if !brakeReleased && now - since >= 5 {
             brakeReleased = (try? cgroup.apply(CgroupLimits(oomKillDisabled: false))) != nil
+            killsAtRelease = stats.oomKills
             let biggest = table.running.max { $0.rssBytes < $1.rssBytes }
             say("the build has waited at its hard limit for 5 s with nothing left to freeze; letting the kernel's OOM killer "
                 + "end a job" + (biggest.map { " (largest: \(short($0.command)), \(MemorySize.format($0.rssBytes)))" } ?? ""))
@@ -216,7 +270,7 @@ final class GovernorLoop {
         let t = monotonicSeconds() - startTime
         let finished = table.update(tree.observe(below: getpid()), launched: launchedPID, now: t)
         for job in finished { stats.record(job) }
-        accountOOMKills(finished: finished, fallback: nil)
+        accountOOMKills(finished: finished, fallback: nil, now: t, final: true)
         for (id, leaf) in leaves {
             try? leaf.thaw()
             table.setFrozen(id, false, now: monotonicSeconds() - startTime)
@@ -281,6 +335,7 @@ struct RunStatistics {
     var jobsFinished = 0
     var largest: [FinishedJob] = []
     var oomVictims: [String] = []
+    var reruns = 0
     var events: [String] = []
 
     mutating func noteTarget(_ target: Int, rung: Rung, at t: Double) {

@@ -122,6 +122,12 @@ struct Run: ParsableCommand {
     @Flag(help: "Neither read nor write the memory history of this build (kept in ~/.local/state/jobgov).")
     var noHistory = false
 
+    @Flag(help: ArgumentHelp("""
+        Do not run make's recipes through jobgov-shell (make's SHELL, which runs the makefile's own shell): a recipe \
+        the OOM killer ended is then not run again.
+        """))
+    var noRerun = false
+
     @Option(help: ArgumentHelp("""
         Read defaults from this file instead of $XDG_CONFIG_HOME/jobgov/config (~/.config/jobgov/config): \
         `key = value` lines whose keys are these long options, e.g. `memory-threshold = 80`.
@@ -231,6 +237,7 @@ struct Run: ParsableCommand {
         }
         c.traceFile = trace
         c.history = !(noHistory || file["no-history"] == "true")
+        c.rerun = !(noRerun || file["no-rerun"] == "true")
         return c
     }
 

@@ -38,6 +38,7 @@ struct RunSummary {
             if s.buildFreezes > 0 { memory += ", \(s.buildFreezes) whole-build freeze\(s.buildFreezes == 1 ? "" : "s")" }
             if s.frozenSeconds > 0 { memory += ", \(formatSeconds(s.frozenSeconds)) frozen in all" }
             memory += "; \(s.oomKills) OOM kill\(s.oomKills == 1 ? "" : "s")"
+            if s.reruns > 0 { memory += " (\(s.reruns) job\(s.reruns == 1 ? "" : "s") run again)" }
             out.append(memory)
             if !s.largest.isEmpty {
                 out.append("largest jobs: " + s.largest.prefix(3).map {
@@ -90,6 +91,7 @@ struct RunSummary {
                 return j
             })
             w.add("oom_victims", strings: s.oomVictims)
+            w.add("jobs_rerun", s.reruns)
             w.add("events", strings: s.events)
         }
         return w.text

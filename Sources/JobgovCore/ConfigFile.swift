@@ -1,7 +1,7 @@
 /// jobgov's config file: `key = value` lines, `#` comments, keys named like `jobgov run`'s long options.
 public enum ConfigFile {
     public static let keys: Set<String> = [
-        "memory-threshold", "freeze-threshold", "cpu-threshold", "io-latency", "fixed-jobs", "no-history",
+        "memory-threshold", "freeze-threshold", "cpu-threshold", "io-latency", "fixed-jobs", "no-history", "no-rerun",
     ]
 
     public static func parse(_ text: String, path: String) throws(CommandLineError) -> [String: String] {
@@ -18,7 +18,7 @@ public enum ConfigFile {
             guard keys.contains(key) else {
                 throw .conflict("\(path):\(number + 1): unknown key \"\(key)\"; known keys: \(keys.sorted().joined(separator: ", "))")
             }
-            if key == "fixed-jobs" || key == "no-history", value != "true" && value != "false" {
+            if ["fixed-jobs", "no-history", "no-rerun"].contains(key), value != "true" && value != "false" {
                 throw .conflict("\(path):\(number + 1): \(key) is true or false, not \"\(value)\"")
             }
             out[key] = value

@@ -11,6 +11,8 @@ public enum ControlRequest: Equatable, Sendable {
     case thaw
     /// Kill every process of the build (explicit only; jobgov never kills on its own).
     case kill
+    /// From jobgov-shell: the recipe it ran (its own pid) died by SIGKILL; may it run again? → go | wait | no ...
+    case rerun(Int32)
 
     public static func parse(_ line: String) -> Result<ControlRequest, ControlProtocolError> {
         let words = line.split(separator: " ", omittingEmptySubsequences: true)
@@ -23,6 +25,11 @@ public enum ControlRequest: Equatable, Sendable {
             return .success(.thaw)
         case "kill" where words.count == 1:
             return .success(.kill)
+        case "rerun" where words.count == 2:
+            guard let pid = Int32(words[1]), pid > 0 else {
+                return .failure(ControlProtocolError(message: "rerun takes a process id"))
+            }
+            return .success(.rerun(pid))
         case "jobs" where words.count == 2:
             do {
                 return .success(.setJobs(try JobsRequest.parseCount(String(words[1]), option: "jobs")))
@@ -42,6 +49,7 @@ public enum ControlRequest: Equatable, Sendable {
         case .freeze: return "freeze"
         case .thaw: return "thaw"
         case .kill: return "kill"
+        case .rerun(let pid): return "rerun \(pid)"
         }
     }
 }

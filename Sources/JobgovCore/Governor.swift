@@ -268,8 +268,10 @@ public struct Governor: Sendable {
             reasons.append("thaw oldest")
         } else if let oldestFrozen = frozen.first, input.now - lastThaw >= s.thawIntervalSeconds,
                   input.now - lastFreeze >= s.thawIntervalSeconds {
+            // Thawed when what it still needs fits under the budget. A frozen job already at its peak needs nothing
+            // more: thawing it lets it finish and free its memory, the only way memory comes back without swap.
             let growth = Double(oldestFrozen.expectedPeak(horizon: s.growthHorizonSeconds)) - Double(oldestFrozen.rssBytes)
-            if predictedRunning + max(0, growth) <= memoryLimit {
+            if predictedRunning + max(0, growth) <= budget {
                 decision.thaw = [oldestFrozen.id]
                 lastThaw = input.now
                 reasons.append("thaw")

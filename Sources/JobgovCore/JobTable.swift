@@ -183,7 +183,8 @@ public struct JobTable: Sendable {
     public static func command(of arguments: [String]) -> String {
         var args = arguments
         if args.count >= 3, let shell = args.first?.split(separator: "/").last,
-           ["sh", "bash", "dash", "zsh", "ksh"].contains(String(shell)), args[1] == "-c" || args[1] == "-ec" {
+           ["sh", "bash", "dash", "zsh", "ksh", "jobgov-shell"].contains(String(shell)),
+           args[1] == "-c" || args[1] == "-ec" {
             args = [args[2]]
         }
         let joined = args.joined(separator: " ")

@@ -100,6 +100,47 @@ struct GovernorBuildTests {
         #expect(targets.contains { $0 < 16 })
     }
 
+    /// Two recipes that each take 190 MB at once in a 256 MiB cgroup (hard limit 224 MiB): together they sit at the hard limit, the newer
+    /// is frozen, nothing is left to free, so after 5 s jobgov lets the OOM killer end one; jobgov-shell (make's
+    /// SHELL under jobgov, running the makefile's own bash) asks to run it again, and it runs once the other is
+    /// done. With --no-rerun the same build fails, and the victim is named.
+    @Test("a recipe the OOM killer ended runs again alone and the build succeeds; not with --no-rerun; with the history, no OOM at all")
+    func oomKilledRecipeRunsAgain() throws {
+        let s = try exampleCopy()
+        // The job program is built first, so that both recipes start at once when the build does.
+        let cc = try Running("/usr/bin/cc", ["-O2", "-o", "mh/memjob-bin", "memjob/memjob.c"], in: s, tag: "cc").finish(timeout: 60)
+        try #require(cc.status == 0, "\(cc.stderr)")
+        var makefile = "SHELL := /bin/bash\nMJ := ./memjob-bin\nall: a b\n"
+        // [[ ]] is bash: the recipe only works if jobgov-shell runs the makefile's shell.
+        makefile += "a: $(MJ)\n\t[[ -x $(MJ) ]] && $(MJ) --name first --peak 190 --ramp 0.02 --hold 1 --out $@\n"
+        makefile += "b: $(MJ)\n\t[[ -x $(MJ) ]] && $(MJ) --name second --peak 190 --ramp 0.02 --hold 1 --out $@\n"
+        try s.write("mh/Makefile", makefile)
+        let (r, _) = try run([Clients.jobgov, "--summary-json", s.path + "/summary.json", Clients.make43, "-j4"],
+                             limit: 256 << 20, tag: "rerun", in: s)
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(r.jobgovLines.contains { $0.contains("OOM killer ended a job") }, "\(r.jobgovLines.joined(separator: "\n"))")
+        #expect(r.jobgovLines.contains { $0.contains("running again, alone") })
+        #expect(s.read("summary.json").contains("\"jobs_rerun\":1"), "\(s.read("summary.json"))")
+        #expect(FileManager.default.fileExists(atPath: s.path + "/mh/a") && FileManager.default.fileExists(atPath: s.path + "/mh/b"))
+
+        try? FileManager.default.removeItem(atPath: s.path + "/mh/a")
+        try? FileManager.default.removeItem(atPath: s.path + "/mh/b")
+        let (plain, _) = try run([Clients.jobgov, "--no-rerun", "--no-history", Clients.make43, "-j4"], limit: 256 << 20,
+                                 tag: "norerun", in: s)
+        #expect(plain.status != 0)
+        #expect(plain.jobgovLines.contains { $0.contains("OOM killer ended a job") && $0.contains("--name") },
+                "\(plain.jobgovLines.joined(separator: "\n"))")
+
+        // The first run left both recipes' peaks in the history: now they are not started together at all.
+        try? FileManager.default.removeItem(atPath: s.path + "/mh/a")
+        try? FileManager.default.removeItem(atPath: s.path + "/mh/b")
+        let (learned, kills) = try run([Clients.jobgov, "--no-rerun", "--summary-json", s.path + "/learned.json",
+                                        Clients.make43, "-j4"], limit: 256 << 20, tag: "learned", in: s)
+        #expect(learned.status == 0, "\(learned.jobgovLines.joined(separator: "\n"))")
+        #expect(kills == 0)
+        #expect(s.read("learned.json").contains("\"peak_concurrency\":1"), "\(s.read("learned.json"))")
+    }
+
     /// One job bigger than the whole limit: it runs alone (nothing else is admitted or all else is frozen), the build
     /// does not hang, and when the kernel ends the job, jobgov says which job and why.
     @Test("a job larger than the budget runs alone, does not deadlock, and its OOM kill is named")
@@ -112,7 +153,7 @@ struct GovernorBuildTests {
         let (r, _) = try run([Clients.jobgov, Clients.make43, "-j8"], limit: 256 << 20, tag: "big", in: s)
         #expect(r.status != 0, "a 400 MB job cannot finish under 256 MiB")
         #expect(r.jobgovLines.contains { $0.contains("OOM killer ended a job") && $0.contains("huge-link") },
-                "\(r.jobgovLines.joined(separator: "\n"))")
+                "\(r.stderr)")
         #expect(r.jobgovLines.contains { $0.contains("build failed") })
     }
 }

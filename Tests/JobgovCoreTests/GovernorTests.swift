@@ -302,3 +302,49 @@ struct MemoryModelTests {
         #expect(a.count == 20)
     }
 }
+
+@Suite("Re-run shell plan and config file")
+struct RerunShellAndConfigTests {
+    @Test func shellGoesLastAndTheUsersShellIsKept() {
+        let r = RerunShellPlan.install("/run/j/shell", argv: ["make", "-j8", "SHELL=/bin/bash", "all"], makefileShell: "/bin/zsh")
+        #expect(r.argv == ["make", "-j8", "all", "SHELL=/run/j/shell"])
+        #expect(r.shell == "/bin/bash", "the user's command-line SHELL wins")
+        let m = RerunShellPlan.install("/w", argv: ["make"], makefileShell: "/bin/bash")
+        #expect(m.shell == "/bin/bash")
+        #expect(RerunShellPlan.install("/w", argv: ["make"], makefileShell: nil).shell == "/bin/sh")
+    }
+
+    @Test func makefileShellAssignments() {
+        #expect(RerunShellPlan.makefileShell(text: "CC = gcc\nSHELL := /bin/bash\nall:\n") == "/bin/bash")
+        #expect(RerunShellPlan.makefileShell(text: "override SHELL = /usr/bin/zsh # comment\n") == "/usr/bin/zsh")
+        #expect(RerunShellPlan.makefileShell(text: "export SHELL ?= /bin/dash\n") == "/bin/dash")
+        #expect(RerunShellPlan.makefileShell(text: "SHELL := $(shell which bash)\n") == nil)
+        #expect(RerunShellPlan.makefileShell(text: "SHELLFLAGS = -e\nall:\n\techo SHELL=/bin/x\n") == nil)
+    }
+
+    @Test func makefileLocationFollowsDashCAndDashF() {
+        #expect(RerunShellPlan.makefileLocation(argv: ["make", "-C", "sub", "-j4"]) == ("sub", nil))
+        #expect(RerunShellPlan.makefileLocation(argv: ["make", "-Csub", "-f", "x.mk"]) == ("sub", "x.mk"))
+        #expect(RerunShellPlan.makefileLocation(argv: ["make", "--directory=d", "--file=f.mk"]) == ("d", "f.mk"))
+        #expect(RerunShellPlan.makefileLocation(argv: ["make", "--", "-C", "x"]) == (nil, nil))
+    }
+
+    @Test func configFileKeysValuesAndMistakes() throws {
+        let parsed = try ConfigFile.parse("# defaults\nmemory-threshold = 80%\n\nno-rerun = true  # make only\n", path: "c")
+        #expect(parsed == ["memory-threshold": "80%", "no-rerun": "true"])
+        #expect(throws: CommandLineError.self) { try ConfigFile.parse("memory = 80\n", path: "c") }
+        #expect(throws: CommandLineError.self) { try ConfigFile.parse("fixed-jobs = yes\n", path: "c") }
+        #expect(throws: CommandLineError.self) { try ConfigFile.parse("just words\n", path: "c") }
+        do {
+            _ = try ConfigFile.parse("a\nmemory = 1\n", path: "/etc/x")
+        } catch {
+            #expect(error.description.contains("/etc/x:1"))
+        }
+        #expect(try ConfigFile.percent("85", option: "x") == 0.85)
+        #expect(try ConfigFile.percent("85%", option: "x") == 0.85)
+        #expect(throws: CommandLineError.self) { try ConfigFile.percent("0", option: "x") }
+        #expect(throws: CommandLineError.self) { try ConfigFile.percent("150", option: "x") }
+        #expect(try ConfigFile.milliseconds("100ms", option: "x") == 100)
+        #expect(throws: CommandLineError.self) { try ConfigFile.milliseconds("-1", option: "x") }
+    }
+}
