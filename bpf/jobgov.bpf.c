@@ -215,10 +215,13 @@ static __always_inline struct jg_proc *proc_entry(__u32 tgid)
  * JG_RSS_FLUSH_BYTES since the last write (so the map lags by less than that). The exit event's peak is exact: the
  * kernel's own high-water mark (signal->maxrss, what getrusage reports). */
 #define JG_RSS_FLUSH_BYTES (1ULL << 20)
+/* Each event is one page (or one batch) mapped or unmapped; reading the counter costs a probe read, so only every
+ * 8th event of a process reads it: running values lag by at most 8 events. */
+#define JG_RSS_SAMPLE 8
 
 struct rss_cache {
     __u32 tgid;
-    __u32 reserved;
+    __u32 events; /* since the process came to this CPU; the counter is read on every JG_RSS_SAMPLE-th */
     __u64 mm;
     __u64 rss[3]; /* file, anon, shmem */
     __u64 peak;
@@ -274,25 +277,21 @@ int BPF_PROG(jg_rss, struct mm_struct *mm, int member)
     /* Members: 0 file, 1 anon, 2 swap entries (not resident), 3 shmem. */
     if (member == 2 || member < 0 || member > 3)
         return 0;
-    if (!current_in_build())
-        return 0;
-    struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-    if (BPF_CORE_READ(task, mm) != mm)
-        return 0; /* another process's mm (reclaim, exit teardown): attribute only the caller's own */
-    struct jg_config *cfg = config();
     __u32 zero = 0;
     struct rss_cache *c = bpf_map_lookup_elem(&jg_rss_cache, &zero);
+    struct jg_config *cfg = config();
     if (!cfg || !c)
         return 0;
-    __s64 pages;
-    if (bpf_core_type_exists(struct mm_rss_stat))
-        pages = (long)ctx[2]; /* up to 6.1: (mm, member, count) */
-    else
-        pages = rss_count(mm, member);
-    __u64 bytes = (__u64)(pages < 0 ? 0 : pages) << (cfg->page_shift & 31);
-
     __u32 tgid = bpf_get_current_pid_tgid() >> 32;
     if (c->tgid != tgid || c->mm != (__u64)mm) {
+        /* Slow path, once per process per CPU: is it the build's, and is mm the caller's own? (Not during
+         * reclaim of another process's pages or an exit teardown.) The fast path needs neither check: the cache
+         * only ever holds a build process with its own mm. */
+        if (!current_in_build())
+            return 0;
+        struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+        if (BPF_CORE_READ(task, mm) != mm)
+            return 0;
         rss_flush(c);
         struct jg_proc *p = proc_entry(tgid);
         if (!p)
@@ -310,7 +309,16 @@ int BPF_PROG(jg_rss, struct mm_struct *mm, int member)
         c->peak = p->rss_peak;
         c->flushed_now = c->rss[0] + c->rss[1] + c->rss[2];
         c->flushed_peak = c->peak;
+        c->events = 0;
+    } else if (++c->events % JG_RSS_SAMPLE != 0) {
+        return 0;
     }
+    __s64 pages;
+    if (bpf_core_type_exists(struct mm_rss_stat))
+        pages = (long)ctx[2]; /* up to 6.1: (mm, member, count) */
+    else
+        pages = rss_count(mm, member);
+    __u64 bytes = (__u64)(pages < 0 ? 0 : pages) << (cfg->page_shift & 31);
     if (member == 0)
         c->rss[0] = bytes;
     else if (member == 1)
@@ -358,6 +366,10 @@ int BPF_PROG(jg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
     /* A new program: its memory starts from scratch. */
     struct jg_proc fresh = {};
     bpf_map_update_elem(&jg_procs, &tgid, &fresh, BPF_ANY);
+    __u32 zero = 0;
+    struct rss_cache *cache = bpf_map_lookup_elem(&jg_rss_cache, &zero);
+    if (cache && cache->tgid == tgid)
+        cache->tgid = 0;
 
     struct jg_event *e = reserve(JG_EV_EXEC, sizeof(struct jg_event));
     if (e) {

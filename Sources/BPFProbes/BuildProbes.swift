@@ -470,6 +470,31 @@ public final class BuildProbes {
     }
 }
 
+extension BuildProbes {
+    /// Turns on the kernel's per-program run-time accounting (BPF_ENABLE_STATS) for as long as the returned
+    /// descriptor stays open; -1 if the kernel refuses. For measuring what each program costs.
+    public static func enableRunTimeStatistics() -> Int32 {
+        bpf_enable_stats(BPF_STATS_RUN_TIME)
+    }
+
+    /// How often each attached program ran and how long it took in total (nanoseconds), while statistics are on.
+    public func programStatistics() -> [(program: String, runs: UInt64, nanoseconds: UInt64)] {
+        guard let object else { return [] }
+        var out: [(program: String, runs: UInt64, nanoseconds: UInt64)] = []
+        var program = bpf_object__next_program(object, nil)
+        while let p = program {
+            let fd = bpf_program__fd(p)
+            var info = bpf_prog_info()
+            var length = UInt32(MemoryLayout<bpf_prog_info>.size)
+            if fd >= 0, bpf_obj_get_info_by_fd(fd, &info, &length) == 0 {
+                out.append((String(cString: bpf_program__name(p)), info.run_cnt, info.run_time_ns))
+            }
+            program = bpf_object__next_program(object, p)
+        }
+        return out
+    }
+}
+
 /// The id of a BPF program or map behind `fd` (bpf_prog_info and bpf_map_info both start with type, id).
 private func objectID(_ fd: Int32) -> UInt32? {
     var info = bpf_prog_info()

@@ -1,5 +1,5 @@
 // Attaches jobgov's BPF observers to a cgroup from the command line, for scripts/bench/bpf-overhead and by hand.
-//   jobgov-probe-bench CGROUP_V2_DIR [--print] [--verbose] [--without=memory,runQueue,...]
+//   jobgov-probe-bench CGROUP_V2_DIR [--print] [--verbose] [--without=memory,runQueue,...] [--stats]
 // Prints "ready" (and what is unavailable) once attached, consumes events until SIGINT or SIGTERM, then prints one
 // summary line: events by kind, drops, reclaim stall, histogram counts.
 import BPFProbes
@@ -49,10 +49,19 @@ func run() -> Int32 {
     sigprocmask(SIG_UNBLOCK, &mask, nil)
     say("ready")
 
+    let stats = args.contains("--stats") ? BuildProbes.enableRunTimeStatistics() : -1
     var counts: [String: Int] = [:]
     func consume(_ event: ProbeEvent) {
-        let kind = "\(event)".prefix { $0 != "(" }
-        counts[String(kind), default: 0] += 1
+        let kind = switch event {
+        case .fork: "fork"
+        case .exec: "exec"
+        case .exit: "exit"
+        case .oomVictim: "oomVictim"
+        case .stall: "stall"
+        case .gateStopped: "gateStopped"
+        case .brakeStopped: "brakeStopped"
+        }
+        counts[kind, default: 0] += 1
         if printEvents { say("\(event)") }
     }
     while stopRequested == 0 {
@@ -63,6 +72,13 @@ func run() -> Int32 {
     say("events " + counts.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " ")
         + " dropped=\(probes.droppedEvents) stall_direct_ns=\(stall.direct) stall_cgroup_ns=\(stall.cgroup)"
         + " blockio=\(probes.histogram(.blockIO).count) runq=\(probes.histogram(.runQueue).count)")
+    if stats >= 0 {
+        // One line per program that ran: runs and mean nanoseconds per run.
+        for (name, runs, ns) in probes.programStatistics() where runs > 0 {
+            say("program \(name) runs=\(runs) mean_ns=\(ns / runs) total_ms=\(ns / 1_000_000)")
+        }
+        close(stats)
+    }
     probes.close()
     return 0
 }

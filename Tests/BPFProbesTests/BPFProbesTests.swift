@@ -65,7 +65,17 @@ struct BPFProbesKernelTests {
         let h = try ProbeHarness("rss", limits: CgroupLimits(memoryMax: 400 << 20))
         defer { h.dispose() }
         let size: UInt64 = 200 << 20
-        let job = try h.spawnInside([python, "-S", "-c", "b = bytearray(\(size)); b[::4096] = b'x' * len(b[::4096])"])
+        let job = try h.spawnInside([python, "-S", "-c",
+                                     "import time; b = bytearray(\(size)); b[::4096] = b'x' * len(b[::4096]); time.sleep(2)"])
+        // While it runs: the kmem:rss_stat map (sampled, so it may lag a little).
+        var running: (current: UInt64, peak: UInt64)?
+        waitFor("the running job's RSS in the map to pass 90% of 200 MiB", timeout: 20) {
+            running = h.probes.memory(of: job)
+            return (running?.peak ?? 0) >= size * 9 / 10
+        }
+        let runningError = abs(Double(running?.peak ?? 0) - Double(size)) / Double(size)
+        print("running job's RSS from kmem:rss_stat: current \(running?.current ?? 0), peak \(running?.peak ?? 0) bytes (\(String(format: "%.1f", runningError * 100))% off)")
+        #expect(runningError < 0.10)
         #expect(h.exitStatus(job, timeout: 30) == 0)
         h.collect { $0.contains { if case .exit(job, _, _) = $0 { return true } else { return false } } }
         let peak = try #require(h.events.lazy.compactMap { event -> UInt64? in
