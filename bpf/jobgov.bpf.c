@@ -103,6 +103,16 @@ struct {
     __type(value, __u64);
 } jg_runnable SEC(".maps");
 
+/* The build cgroup's depth as the kernel counts it, +1 (0: not learned yet). User space computes the depth from
+ * the mount, which is wrong inside a cgroup namespace (a container's /sys/fs/cgroup starts below the real root);
+ * the first build process seen learns the kernel's own figure here. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u32);
+} jg_level SEC(".maps");
+
 static __always_inline struct jg_config *config(void)
 {
     __u32 zero = 0;
@@ -122,7 +132,9 @@ static __always_inline bool task_in_build(struct task_struct *t, struct jg_confi
     if (!cg)
         return false;
     int level = BPF_CORE_READ(cg, level);
-    __u32 want = c->build_level;
+    __u32 zero = 0;
+    __u32 *learned = bpf_map_lookup_elem(&jg_level, &zero);
+    __u32 want = learned && *learned ? *learned - 1 : c->build_level;
     if (level < 0 || (__u32)level < want || want > 255)
         return false;
     struct cgroup *ancestor = NULL;
@@ -130,6 +142,30 @@ static __always_inline bool task_in_build(struct task_struct *t, struct jg_confi
     if (!ancestor)
         return false;
     return BPF_CORE_READ(ancestor, kn, id) == c->build_cgroup_id;
+}
+
+/* Called for a task known to be in the build: find the build among its cgroup's ancestors, once. */
+static __always_inline void learn_level(struct task_struct *t)
+{
+    __u32 zero = 0;
+    __u32 *learned = bpf_map_lookup_elem(&jg_level, &zero);
+    struct jg_config *c = config();
+    if (!learned || *learned || !c)
+        return;
+    struct cgroup *cg = BPF_CORE_READ(t, cgroups, dfl_cgrp);
+    if (!cg)
+        return;
+    int level = BPF_CORE_READ(cg, level);
+    for (int i = 0; i < 32; i++) {
+        if (i > level)
+            break;
+        struct cgroup *ancestor = NULL;
+        bpf_core_read(&ancestor, sizeof(ancestor), &cg->ancestors[i]);
+        if (ancestor && BPF_CORE_READ(ancestor, kn, id) == c->build_cgroup_id) {
+            *learned = i + 1;
+            break;
+        }
+    }
 }
 
 static __always_inline void count(__u32 index, __u64 delta)
@@ -353,6 +389,7 @@ int BPF_PROG(jg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
 {
     if (!current_in_build())
         return 0;
+    learn_level(task);
     struct jg_config *c = config();
     __u32 tgid = bpf_get_current_pid_tgid() >> 32;
     bool gate = c && c->gate_closed;
