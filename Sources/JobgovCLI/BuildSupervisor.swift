@@ -304,9 +304,14 @@ final class BuildSupervisor {
                                                windowMicroseconds: window)
             }
 
-            if let governing, now - lastGovern >= Double(options.tickMilliseconds) / 1000 * 0.9 {
+            // Every tick (100 ms) while memory matters; every fifth while the governor says all is calm, or while
+            // tokens are being absorbed (a tick's reads would let clients win the returned tokens).
+            let tick = Double(options.tickMilliseconds) / 1000
+            let interval = (governing?.lastDecision?.calm == true || ledger.created > ledger.target) ? 5 * tick : tick
+            if let governing, now - lastGovern >= interval * 0.9 {
                 lastGovern = now
                 let target = governing.tick(now: now)
+                if debugAccounting { note("debug: tick \(Int((monotonicSeconds() - now) * 1e6)) us") }
                 if target != ledger.targetJobs {
                     ledger.setJobs(target)
                     refill(pool)
@@ -370,9 +375,9 @@ final class BuildSupervisor {
         case .success(.setJobs(let n)):
             let old = ledger.targetJobs
             if let governing {
-                // The user's number becomes the ceiling; the governor may still run fewer.
+                // The user's number becomes the ceiling; the governor decides at once how much of it memory allows.
                 governing.setCeiling(n)
-                ledger.setJobs(min(n, governing.governor.target))
+                ledger.setJobs(min(n, governing.tick(now: monotonicSeconds())))
             } else {
                 ledger.setJobs(n)
             }

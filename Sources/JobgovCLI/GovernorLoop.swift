@@ -36,6 +36,8 @@ final class GovernorLoop {
     private var rerunsAsked: [Int32: Double] = [:]
     private var rerunsGranted = 0
     private var lastUsed: UInt64 = 0
+    /// JOBGOV_DEBUG_TICK: print what each tick's readings cost.
+    private let debugTicks = getenv("JOBGOV_DEBUG_TICK") != nil
     private var recentlyFinished: [FinishedJob] = []
     private var killSeenAt: Double?
     private var namedVictims: Set<Int32> = []
@@ -81,8 +83,11 @@ final class GovernorLoop {
     /// One tick: returns the number of jobs the pool should allow.
     func tick(now: Double) -> Int {
         let t = now - startTime
-        let sample = sensors.sample()
+        let t0 = monotonicSeconds()
+        let sample = sensors.sample(.governor)
+        let t1 = monotonicSeconds()
         let processes = tree.observe(below: getpid())
+        if debugTicks { note("debug: sample \(Int((t1 - t0) * 1e6)) us, processes \(Int((monotonicSeconds() - t1) * 1e6)) us (\(processes.count))") }
         let finished = table.update(processes, launched: launchedPID, now: t) { self.tree.arguments(of: $0) }
         for job in finished {
             model.record(job)

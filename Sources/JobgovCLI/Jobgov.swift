@@ -9,10 +9,12 @@ import LinuxSystem
 public struct Jobgov: ParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "jobgov",
-        abstract: "Run a parallel build with a live-resizable GNU make jobserver.",
+        abstract: "Run a parallel build as its GNU make jobserver, with parallelism set live from memory, CPU and I/O.",
         usage: """
         jobgov [-j <N>] [--memory-budget <size>] [--cpu-max <cpus>] [--cgroup <path> | --no-cgroup]
-                 [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
+                 [--fixed-jobs] [--memory-threshold <%>] [--freeze-threshold <%>] [--cpu-threshold <%>]
+                 [--io-latency <ms>] [--trace <file>] [--summary-json <file>] [--no-history] [--no-rerun]
+                 [--config <file>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
           jobgov ctl jobs <N> | status [--json] | freeze | thaw | kill   [--pid <pid>]
           jobgov monitor [--cgroup <path> | --pid <pid>] [--interval <s>] [--count <n>] [--json]
         """,
@@ -21,6 +23,13 @@ public struct Jobgov: ParsableCommand {
         all draw job tokens from. The build runs as the plain command would, with the same output and exit \
         status, but its parallelism is a number jobgov controls and can change while it runs \
         (`jobgov ctl jobs N`), without restarting anything.
+
+        The governor sets that number every 100 ms: it admits a new job only while the memory in use, what the \
+        running jobs are predicted to still need and the next job's predicted peak fit under 85% of the memory \
+        budget; it holds the count while the build saturates the CPUs or the disks are slow; it freezes the newest \
+        job (never the oldest) before memory runs out and thaws it when memory returns. On cgroup v1 the kernel's \
+        OOM killer is held off while jobgov acts; a make recipe the OOM killer ended anyway runs again alone. \
+        At the end it prints a summary (--summary-json for scripts). --fixed-jobs turns the governor off.
 
         Examples:
           jobgov make -j16

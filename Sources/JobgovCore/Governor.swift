@@ -142,6 +142,9 @@ public struct GovernorDecision: Sendable, Equatable {
     public var throttle: Bool
     /// Why, in a few words, for the trace and for messages.
     public var reason: String
+    /// Nothing is near a limit: even if every job allowed ran at its predicted peak, memory would stay under half
+    /// the budget. The caller may then look less often (reading /proc costs CPU the build could use).
+    public var calm: Bool = false
 }
 
 /// The feedback loop's policy: sample in, decision out. Pure; its clock is the input's `now`.
@@ -283,6 +286,8 @@ public struct Governor: Sendable {
         else if decision.throttle { decision.rung = .throttle }
         decision.targetJobs = target
         decision.reason = reasons.joined(separator: ",")
+        let unstarted = Double(max(0, target - running.count)) * Double(input.nextJobPeakBytes)
+        decision.calm = frozen.isEmpty && decision.rung == .run && predictedRunning + unstarted < 0.5 * budget
         return decision
     }
 
@@ -303,7 +308,9 @@ public struct Governor: Sendable {
     }
 
     /// `jobgov ctl jobs N`: the user's new ceiling, which the governor works under from now on.
+    /// A raise is the user's wish: the hold after an earlier lowering does not delay it (memory still bounds it).
     public mutating func setCeiling(_ value: Int) {
+        if value > ceiling { lastLowered = -.infinity }
         ceiling = max(1, value)
         target = min(target, ceiling)
     }

@@ -205,6 +205,11 @@ struct GovernorTests {
         g.setCeiling(3)
         let d = g.decide(GovernorInput(now: 0, memoryUsedBytes: 0, jobs: [], nextJobPeakBytes: MiB))
         #expect(d.targetJobs == 3)
+        // A raise from the user is not held back by the hysteresis after the lowering.
+        g.setCeiling(6)
+        let raised = g.decide(GovernorInput(now: 0.1, memoryUsedBytes: 0, jobs: [], nextJobPeakBytes: MiB))
+        #expect(raised.targetJobs == 6)
+        #expect(raised.calm, "nothing near a limit")
     }
 }
 

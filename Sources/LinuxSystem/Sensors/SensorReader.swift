@@ -37,21 +37,31 @@ public struct SensorReader: Sendable {
         self.clock = clock
     }
 
-    public func sample() -> Sample {
+    /// What a sample holds: everything (`jobgov monitor`), or what the governor reads every tick (`.governor`),
+    /// which leaves out the large files (zoneinfo, vmstat) and the pressure files it does not use.
+    public enum Extent: Sendable {
+        case full
+        case governor
+    }
+
+    public func sample(_ extent: Extent = .full) -> Sample {
         var sample = Sample(time: clock())
         var missing: [String: String] = [:]
-        for resource in PressureResource.allCases {
+        let full = extent == .full
+        for resource in PressureResource.allCases where full || resource == .cpu {
             sample.systemPressure[resource] = load(
                 "pressure.\(resource.rawValue)", "/proc/pressure/\(resource.rawValue)", &missing, parsePressure)
         }
         sample.memory = load("meminfo", "/proc/meminfo", &missing, parseMeminfo)
-        sample.zones = load("zoneinfo", "/proc/zoneinfo", &missing, parseZoneinfo) ?? []
-        sample.vmstat = load("vmstat", "/proc/vmstat", &missing, parseVmstat)
-        sample.cpu = load("stat", "/proc/stat", &missing, parseProcStat)
+        if full {
+            sample.zones = load("zoneinfo", "/proc/zoneinfo", &missing, parseZoneinfo) ?? []
+            sample.vmstat = load("vmstat", "/proc/vmstat", &missing, parseVmstat)
+            sample.cpu = load("stat", "/proc/stat", &missing, parseProcStat)
+        }
         sample.disks = load("diskstats", "/proc/diskstats", &missing, parseDiskstats) ?? [:]
         if let cgroup {
             if let v2 = cgroup.v2 {
-                for resource in PressureResource.allCases {
+                for resource in PressureResource.allCases where full || resource == .memory {
                     sample.cgroupPressure[resource] = load(
                         "cgroup.pressure.\(resource.rawValue)", "\(v2)/\(resource.rawValue).pressure", &missing,
                         parsePressure)
@@ -59,7 +69,7 @@ public struct SensorReader: Sendable {
             }
             if let v2 = cgroup.v2 {
                 // Only where the io controller is enabled; its absence is not an error.
-                if access(prefixed("\(v2)/io.stat"), F_OK) == 0 {
+                if full, access(prefixed("\(v2)/io.stat"), F_OK) == 0 {
                     sample.cgroupIO = load("cgroup.io", "\(v2)/io.stat", &missing, parseCgroupIOStat) ?? [:]
                 }
             }
