@@ -114,9 +114,10 @@ class LimitedCgroup:
                     _write(os.path.join(parent, "cgroup.subtree_control"), "+memory")
                 except OSError as e:
                     raise RuntimeError(
-                        f"cannot enable the memory controller below {parent} ({e.strerror}). Run from a cgroup "
-                        "whose subtree you may manage, e.g. `systemd-run --user --scope -p Delegate=yes ...` or "
-                        "as root from a cgroup without processes of its own") from None
+                        f"cannot enable the memory controller for children of {parent} ({e.strerror}). cgroup v2 "
+                        "allows that only in a cgroup without processes of its own (or the root). As root, start "
+                        "from the root cgroup: `echo $$ > /sys/fs/cgroup/cgroup.procs`, then run this again from "
+                        "that shell") from None
             self.v2dir = self.memdir
         else:
             parent = os.path.join(CGROOT, "memory", own.get("memory", "/").lstrip("/"))
