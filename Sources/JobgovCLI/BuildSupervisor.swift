@@ -147,7 +147,7 @@ final class BuildSupervisor {
             if let budget = options.governor != nil ? budget?.bytes : options.memoryBudget {
                 let hard = budget + MemorySize.reserve(forBudget: budget)
                 var limits = CgroupLimits(memoryMax: hard)
-                if cgroup.backend == .unified { limits.memoryHigh = options.governor != nil ? hard : budget }
+                if cgroup.backend == .unified { limits.memoryHigh = budget }
                 if cgroup.backend != .unified && options.governor != nil { limits.oomKillDisabled = true }
                 try cgroup.apply(limits)
             }
@@ -186,6 +186,7 @@ final class BuildSupervisor {
             settings.freezeThreshold = choices.freezeThreshold
             settings.cpuThreshold = choices.cpuThreshold
             settings.ioLatencyThreshold = choices.ioLatencySeconds
+            settings.priorJobPeakBytes = MemoryModel.defaultPrior(budget: budget.bytes, cpus: onlineCPUs())
             let history = choices.history ? historyFile(env: env) : nil
             let loop = GovernorLoop(options: .init(settings: settings, historyFile: history, traceFile: choices.traceFile,
                                                    quiet: options.quiet),
@@ -304,10 +305,9 @@ final class BuildSupervisor {
                                                windowMicroseconds: window)
             }
 
-            // Every tick (100 ms) while memory matters; every fifth while the governor says all is calm, or while
-            // tokens are being absorbed (a tick's reads would let clients win the returned tokens).
+            // Every tick (100 ms) while memory matters; every fifth while the governor says all is calm.
             let tick = Double(options.tickMilliseconds) / 1000
-            let interval = (governing?.lastDecision?.calm == true || ledger.created > ledger.target) ? 5 * tick : tick
+            let interval = governing?.lastDecision?.calm == true ? 5 * tick : tick
             if let governing, now - lastGovern >= interval * 0.9 {
                 lastGovern = now
                 let target = governing.tick(now: now)

@@ -44,8 +44,6 @@ final class GovernorLoop {
     private var underOOMSince: Double?
     private var brakeReleased = false
     private var killsAtRelease = 0
-    /// The cgroup's memory.high now (true: at the budget).
-    private var throttled = false
     private var buildFrozen = false
     private(set) var lastDecision: GovernorDecision?
 
@@ -113,10 +111,13 @@ final class GovernorLoop {
             running.append(GovernorInput.RunningJob(
                 id: job.id, startedAt: job.startedAt, rssBytes: job.rssBytes, peakBytes: job.peakBytes,
                 predictedPeakBytes: model.predictedPeak(of: job.command), frozen: job.frozen,
-                growing: t - job.lastGrowthAt < options.settings.growingSeconds, growthRate: job.growthRate))
+                // A frozen job keeps the growth it had when it was frozen: thawed, it will grow again.
+                growing: job.frozen ? job.growthRate > 0 : t - job.lastGrowthAt < options.settings.growingSeconds,
+                growthRate: job.growthRate))
         }
         let input = GovernorInput(
             now: t, memoryUsedBytes: used, jobs: running, nextJobPeakBytes: model.nextJobPeak,
+            typicalJobPeakBytes: model.typicalJobPeak,
             systemAvailableBytes: sample.memory?.available, systemTotalBytes: sample.memory?.total,
             cpuBusy: previous.flatMap { buildCPUShare(from: $0, to: sample, cpus: options.settings.cpus) },
             ioLatencySeconds: previous.flatMap { ioLatency(from: $0, to: sample) })
@@ -174,13 +175,6 @@ final class GovernorLoop {
             } catch {
                 say("cannot thaw job \(id.pid): \(error.description)")
             }
-        }
-        if cgroup.backend == .unified, decision.throttle != throttled {
-            // memory.high at the budget makes the kernel reclaim and slow the build down as it passes it; otherwise it
-            // sits at the hard limit and costs nothing.
-            let budget = options.settings.budget
-            let value = decision.throttle ? budget : budget + MemorySize.reserve(forBudget: budget)
-            if (try? cgroup.apply(CgroupLimits(memoryHigh: value))) != nil { throttled = decision.throttle }
         }
     }
 

@@ -25,8 +25,8 @@ public struct Jobgov: ParsableCommand {
         (`jobgov ctl jobs N`), without restarting anything.
 
         The governor sets that number every 100 ms: it admits a new job only while the memory in use, what the \
-        running jobs are predicted to still need and the next job's predicted peak fit under 85% of the memory \
-        budget; it holds the count while the build saturates the CPUs or the disks are slow; it freezes the newest \
+        running jobs are predicted to still need and the next job's predicted peak fit in the memory budget, \
+        and none while memory in use is above 85% of it; it holds the count while the build saturates the CPUs or the disks are slow; it freezes the newest \
         job (never the oldest) before memory runs out and thaws it when memory returns. On cgroup v1 the kernel's \
         OOM killer is held off while jobgov acts; a make recipe the OOM killer ended anyway runs again alone. \
         At the end it prints a summary (--summary-json for scripts). --fixed-jobs turns the governor off.
@@ -105,8 +105,8 @@ struct Run: ParsableCommand {
     var fixedJobs = false
 
     @Option(help: ArgumentHelp("""
-        Withhold tokens when the running jobs and the next one are predicted to pass this share of the memory \
-        budget (default 85%).
+        Start no job while memory in use is above this share of the budget (default 85%); new jobs are also \
+        admitted only while the running ones at their predicted peaks and the new ones fit in the budget.
         """, valueName: "percent"))
     var memoryThreshold: String?
 

@@ -24,12 +24,16 @@ public struct GovernorSettings: Sendable, Equatable {
     /// flip between two values as memory wobbles.
     public var raiseMargin: Double = 0.03
     /// At most one job frozen per this interval, at most one thawed per the other.
-    public var freezeIntervalSeconds: Double = 0.5
+    public var freezeIntervalSeconds: Double = 0.1
     public var thawIntervalSeconds: Double = 1.0
     /// A job whose memory grew within this many seconds is taken to be still growing.
     public var growingSeconds: Double = 1.0
-    /// A growing job is expected to keep growing at its current rate for this long.
-    public var growthHorizonSeconds: Double = 1.5
+    /// A job growing past its prediction is expected to keep growing at its current rate for this long.
+    public var growthHorizonSeconds: Double = 1.0
+    /// What a job is assumed to need before anything is known (see `MemoryModel.defaultPrior`).
+    public var priorJobPeakBytes: UInt64 = 0
+    /// Freezing looks this far ahead at the jobs' present growth.
+    public var freezeHorizonSeconds: Double = 0.5
 
     public init(maxJobs: Int, budget: UInt64, cpus: Int) {
         self.maxJobs = max(1, maxJobs)
@@ -65,15 +69,13 @@ public struct GovernorInput: Sendable, Equatable {
             self.growthRate = growthRate
         }
 
-        /// What the job is expected to reach: its prediction, what it already reached, and for a job still growing,
-        /// a quarter more than that, or where its current growth takes it within `horizon` seconds if further.
-        /// Growth is what gives away a job the model knows nothing about (the links at the end of a first build).
+        /// What the job is expected to reach: its prediction while it stays within it; once it has grown past it
+        /// and still grows, a quarter more than it reached, or where its current growth takes it within `horizon`
+        /// seconds if further. Growth past the prediction is what gives away a job the model knows nothing about
+        /// (the links at the end of a first build); growth within it is already counted.
         func expectedPeak(horizon: Double) -> UInt64 {
-            var expected = max(predictedPeakBytes, peakBytes)
-            if growing {
-                expected = max(expected, peakBytes + peakBytes / 4, rssBytes + UInt64(max(0, growthRate * horizon)))
-            }
-            return expected
+            guard growing, peakBytes >= predictedPeakBytes else { return max(predictedPeakBytes, peakBytes) }
+            return max(peakBytes + peakBytes / 4, rssBytes + UInt64(max(0, growthRate * horizon)))
         }
     }
 
@@ -81,8 +83,10 @@ public struct GovernorInput: Sendable, Equatable {
     /// The build's memory that cannot simply be dropped: usage less inactive page cache.
     public var memoryUsedBytes: UInt64
     public var jobs: [RunningJob]
-    /// The memory model's guess for the next job to start.
+    /// The memory model's guess for the next job to start (a high percentile: the margin for one surprise).
     public var nextJobPeakBytes: UInt64
+    /// The typical job's peak (a mean): what each further new job is counted at.
+    public var typicalJobPeakBytes: UInt64?
     /// The machine's available and total memory (MemAvailable, MemTotal), when known.
     public var systemAvailableBytes: UInt64?
     public var systemTotalBytes: UInt64?
@@ -92,8 +96,10 @@ public struct GovernorInput: Sendable, Equatable {
     public var ioLatencySeconds: Double?
 
     public init(now: Double, memoryUsedBytes: UInt64, jobs: [RunningJob], nextJobPeakBytes: UInt64,
+                typicalJobPeakBytes: UInt64? = nil,
                 systemAvailableBytes: UInt64? = nil, systemTotalBytes: UInt64? = nil, cpuBusy: Double? = nil,
                 ioLatencySeconds: Double? = nil) {
+        self.typicalJobPeakBytes = typicalJobPeakBytes
         self.now = now
         self.memoryUsedBytes = memoryUsedBytes
         self.jobs = jobs
@@ -111,7 +117,7 @@ public enum Rung: Int, Sendable, Comparable, CustomStringConvertible {
     case run
     /// Fewer tokens than asked for.
     case withhold
-    /// The cgroup's memory.high is pulled down to the budget, so the kernel slows the build's growth.
+    /// Past the budget: on cgroup v2 the kernel throttles the build's growth there (memory.high is the budget).
     case throttle
     /// Jobs are frozen, newest first, never the oldest.
     case freezeJobs
@@ -138,7 +144,7 @@ public struct GovernorDecision: Sendable, Equatable {
     public var thaw: [JobID] = []
     /// Whether the whole build should be frozen (nil: leave it as it is).
     public var buildFrozen: Bool
-    /// Whether memory.high should sit at the budget (true) or be lifted to the hard limit (false).
+    /// Memory is past the budget, where cgroup v2's memory.high throttles the build.
     public var throttle: Bool
     /// Why, in a few words, for the trace and for messages.
     public var reason: String
@@ -184,9 +190,17 @@ public struct Governor: Sendable {
             if used > limit && count >= 1 { return count }
             count += 1
         }
-        let next = Double(max(input.nextJobPeakBytes, 1 << 20))
-        while count < maxJobs && used + next <= limit {
-            used += next
+        // New jobs: the first at the high estimate, each further one at the typical peak. A job started in the last
+        // few seconds that is already bigger than that says the build has entered a heavier phase: the next jobs
+        // are counted at its size (the jobserver cannot choose which job comes next, only how many).
+        let recentBig = running.filter { input.now - $0.startedAt < 3 }.map(\.peakBytes).max() ?? 0
+        let next = Double(max(input.nextJobPeakBytes, recentBig, 1 << 20))
+        let typical = Double(max(min(input.typicalJobPeakBytes ?? input.nextJobPeakBytes, input.nextJobPeakBytes),
+                                 recentBig, 1 << 20))
+        var cost = next
+        while count < maxJobs && used + cost <= limit {
+            used += cost
+            cost = typical
             count += 1
         }
         return max(1, count)
@@ -220,12 +234,18 @@ public struct Governor: Sendable {
                                     throttle: true, reason: "machine short of memory")
         }
 
-        // Rung 1: how many jobs memory allows.
+        // Rung 1: how many jobs memory allows. Two rules: the running jobs at their predicted peaks plus the new
+        // ones must fit in the budget (predictions are peaks, and jobs rarely peak together, so the whole budget is
+        // planned with), and no job starts while memory in use is above `memoryThreshold` of it.
         let memoryLimit = s.memoryThreshold * budget
-        let fitNow = Self.jobsThatFit(input, running: running, limit: memoryLimit, maxJobs: ceiling,
+        let fitNow = Self.jobsThatFit(input, running: running, limit: budget, maxJobs: ceiling,
                                       horizon: s.growthHorizonSeconds)
         var wanted = min(ceiling, fitNow + frozen.count)
         if fitNow < ceiling { reasons.append("memory") }
+        if used > memoryLimit && wanted > jobs.count {
+            wanted = max(1, jobs.count)
+            reasons.append("memory in use")
+        }
         // CPU and I/O saturation: more jobs than run now buy nothing.
         // The build's own CPU use, not the machine's: jobs that wait (I/O, a linker reading) cost no CPU, and
         // another program's load is no reason to hold the build back. Held at the jobs running, never below one
@@ -245,7 +265,7 @@ public struct Governor: Sendable {
             lowerTarget(to: wanted, now: input.now)
         } else if wanted > target && input.now - lastLowered >= s.raiseHoldSeconds {
             // Raise only as far as fits with a margin.
-            let withMargin = Self.jobsThatFit(input, running: running, limit: memoryLimit - s.raiseMargin * budget,
+            let withMargin = Self.jobsThatFit(input, running: running, limit: budget - s.raiseMargin * budget,
                                               maxJobs: ceiling, horizon: s.growthHorizonSeconds) + frozen.count
             target = max(target, min(wanted, withMargin))
         }
@@ -255,13 +275,26 @@ public struct Governor: Sendable {
         var decision = GovernorDecision(targetJobs: target, rung: target < ceiling ? .withhold : .run,
                                         buildFrozen: false, throttle: false, reason: "")
         let predictedRunning = Self.expectedTotal(input, running: running, horizon: s.growthHorizonSeconds)
-        // Freeze while the frozen job is still small: once jobs sit at the limit, freezing frees nothing.
-        if used > s.freezeThreshold * budget || predictedRunning > budget {
-            decision.throttle = true
+        decision.throttle = used > budget
+        // Freeze on what memory will be in half a second at the jobs' present growth, not on their predicted peaks:
+        // predictions steer admission; freezing costs throughput and is kept for real shortage. It still acts
+        // before the budget is reached, while the job frozen is small: at the limit, freezing frees nothing.
+        let nearFuture = used + running.reduce(0.0) { $0 + max(0, $1.growthRate) * s.freezeHorizonSeconds }
+        if used > s.freezeThreshold * budget || nearFuture > budget {
             if running.count >= 2 && input.now - lastFreeze >= s.freezeIntervalSeconds {
-                decision.freeze = [running.last!.id]
+                // The newest first, never the oldest; several at once when together they grow faster than the
+                // room left (a phase of heavy jobs that all started together), each of them while still small.
+                var ahead = nearFuture
+                var toFreeze: [JobID] = []
+                for job in running.dropFirst().reversed() {
+                    toFreeze.append(job.id)
+                    ahead -= max(0, job.growthRate) * s.freezeHorizonSeconds
+                    if ahead <= budget && used - Double(job.rssBytes) <= s.freezeThreshold * budget { break }
+                    if ahead <= budget && toFreeze.count >= 1 && used <= s.freezeThreshold * budget { break }
+                }
+                decision.freeze = toFreeze
                 lastFreeze = input.now
-                reasons.append("freeze newest")
+                reasons.append(toFreeze.count == 1 ? "freeze newest" : "freeze \(toFreeze.count) newest")
             }
         } else if let oldest = jobs.first, oldest.frozen {
             // The jobs older than it have ended: the oldest job always runs, whatever memory says, or the build
@@ -279,14 +312,13 @@ public struct Governor: Sendable {
                 lastThaw = input.now
                 reasons.append("thaw")
             }
-        } else if used > memoryLimit {
-            decision.throttle = true
         }
         if !frozen.isEmpty || !decision.freeze.isEmpty { decision.rung = .freezeJobs }
         else if decision.throttle { decision.rung = .throttle }
         decision.targetJobs = target
         decision.reason = reasons.joined(separator: ",")
-        let unstarted = Double(max(0, target - running.count)) * Double(input.nextJobPeakBytes)
+        // Calm is judged with the prior as well: the next job may belong to a heavier phase than any seen yet.
+        let unstarted = Double(max(0, target - running.count)) * Double(max(input.nextJobPeakBytes, s.priorJobPeakBytes))
         decision.calm = frozen.isEmpty && decision.rung == .run && predictedRunning + unstarted < 0.5 * budget
         return decision
     }

@@ -34,11 +34,25 @@ public struct MemoryModel: Sendable {
         measured[job.command] = max(measured[job.command] ?? 0, job.peakBytes)
     }
 
-    /// The peak expected of a running job that runs `command`.
+    /// The peak expected of a running job that runs `command`: its own measured peak, else the typical job's
+    /// (a sum over several jobs is better predicted by the mean than by each job's 90th percentile; the
+    /// governor adds one margin for the surprise, and a job that grows beyond it is seen growing).
     public func predictedPeak(of command: String) -> UInt64 {
         if let m = measured[command] { return m }
         if let h = history[command] { return h }
+        return typicalJobPeak
+    }
+
+    /// The mean peak of the jobs still to come (from the history) or of this build's finished jobs, else the prior.
+    public var typicalJobPeak: UInt64 {
+        let pending = history.filter { !started.contains($0.key) }.map(\.value)
+        if !pending.isEmpty { return Self.mean(pending) }
+        if finishedPeaks.count >= 5 { return Self.mean(finishedPeaks) }
         return nextJobPeak
+    }
+
+    static func mean(_ values: [UInt64]) -> UInt64 {
+        values.reduce(0, +) / UInt64(max(1, values.count))
     }
 
     /// The peak expected of the next job to start: the 90th percentile of the history's jobs not yet started,

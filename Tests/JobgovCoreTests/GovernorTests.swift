@@ -52,17 +52,26 @@ struct GovernorTests {
         #expect(d.freeze.isEmpty)
     }
 
-    @Test func targetAdmitsOnlyWhatFitsUnderThreshold() {
+    @Test func targetAdmitsWhatFitsInTheBudgetAndNothingWhileUseIsAboveThreshold() {
         var g = governor()
-        // 850 MiB usable; 3 running jobs predicted at 200 each = 600, next at 100 each: 2 more fit.
+        // 3 running jobs predicted at 200 MiB each = 600 of 1000; the next at 100 each: 4 more fit.
         let jobs = (1...3).map {
             GovernorInput.RunningJob(id: JobID(pid: Int32($0), startTicks: 0), startedAt: Double($0), rssBytes: 50 * MiB,
                                      peakBytes: 50 * MiB, predictedPeakBytes: 200 * MiB)
         }
         let d = g.decide(GovernorInput(now: 10, memoryUsedBytes: 150 * MiB, jobs: jobs, nextJobPeakBytes: 100 * MiB))
-        #expect(d.targetJobs == 5)
+        #expect(d.targetJobs == 7)
         #expect(d.rung == .withhold)
         #expect(d.reason.contains("memory"))
+        // Memory in use above 85% of the budget: no job starts, whatever the predictions say.
+        var h = governor()
+        let full = (1...3).map {
+            GovernorInput.RunningJob(id: JobID(pid: Int32($0), startTicks: 0), startedAt: Double($0), rssBytes: 200 * MiB,
+                                     peakBytes: 200 * MiB, predictedPeakBytes: 200 * MiB)
+        }
+        let busy = h.decide(GovernorInput(now: 10, memoryUsedBytes: 900 * MiB, jobs: full, nextJobPeakBytes: 1 * MiB))
+        #expect(busy.targetJobs == 3)
+        #expect(busy.reason.contains("memory in use"))
     }
 
     @Test func aSingleJobLargerThanTheBudgetStillRuns() {
@@ -135,19 +144,39 @@ struct GovernorTests {
     @Test func raisingWaitsAfterLoweringSoTheTargetDoesNotFlap() {
         var g = governor(jobs: 8)
         let job = { (pid: Int32, rss: UInt64) in
-            GovernorInput.RunningJob(id: JobID(pid: pid, startTicks: 0), startedAt: Double(pid), rssBytes: rss * MiB,
-                                     peakBytes: rss * MiB, predictedPeakBytes: 300 * MiB)
+            // Started long ago: a recently started big job would raise the estimate for the next ones.
+            GovernorInput.RunningJob(id: JobID(pid: pid, startTicks: 0), startedAt: Double(pid) - 60, rssBytes: rss * MiB,
+                                     peakBytes: rss * MiB, predictedPeakBytes: 200 * MiB)
         }
-        let low = g.decide(GovernorInput(now: 0, memoryUsedBytes: 700 * MiB, jobs: [job(1, 300), job(2, 300)],
-                                         nextJobPeakBytes: 300 * MiB))
-        #expect(low.targetJobs == 2)
-        // Job 2 ends at once: room for more, but the hold keeps the target down for a second.
-        let soon = g.decide(GovernorInput(now: 0.3, memoryUsedBytes: 350 * MiB, jobs: [job(1, 300)],
-                                          nextJobPeakBytes: 300 * MiB))
-        #expect(soon.targetJobs == 2)
-        let later = g.decide(GovernorInput(now: 1.5, memoryUsedBytes: 350 * MiB, jobs: [job(1, 300)],
-                                           nextJobPeakBytes: 300 * MiB))
-        #expect(later.targetJobs == 2, "one running at 300 plus one new at 300 fit under 850-30, a third does not")
+        let low = g.decide(GovernorInput(now: 0, memoryUsedBytes: 900 * MiB, jobs: (1...4).map { job($0, 200) },
+                                         nextJobPeakBytes: 100 * MiB))
+        #expect(low.targetJobs == 4)
+        // Three jobs end at once: room for more, but the hold keeps the target down for a second.
+        let soon = g.decide(GovernorInput(now: 0.3, memoryUsedBytes: 300 * MiB, jobs: [job(1, 200)],
+                                          nextJobPeakBytes: 100 * MiB))
+        #expect(soon.targetJobs == 4)
+        // Then it rises, as far as fits with a 3% margin: 300 + 6 x 100 <= 970, a seventh would not.
+        let later = g.decide(GovernorInput(now: 1.5, memoryUsedBytes: 300 * MiB, jobs: [job(1, 200)],
+                                           nextJobPeakBytes: 100 * MiB))
+        #expect(later.targetJobs == 7)
+    }
+
+    /// A job started a moment ago that is already far bigger than the model's estimate means a heavier phase
+    /// began: the next jobs are counted at its size.
+    @Test func aRecentBigJobRaisesTheEstimateForTheNextOnes() {
+        var g = governor(jobs: 16)
+        let big = GovernorInput.RunningJob(id: JobID(pid: 1, startTicks: 0), startedAt: 9.5, rssBytes: 250 * MiB,
+                                           peakBytes: 250 * MiB, predictedPeakBytes: 40 * MiB)
+        let d = g.decide(GovernorInput(now: 10, memoryUsedBytes: 260 * MiB, jobs: [big], nextJobPeakBytes: 40 * MiB,
+                                       typicalJobPeakBytes: 30 * MiB))
+        // 260 + 1 x 250 (the running one, past its prediction) ... each new one at 250: 2 more at most.
+        #expect(d.targetJobs <= 3)
+        var h = governor(jobs: 16)
+        let old = GovernorInput.RunningJob(id: JobID(pid: 1, startTicks: 0), startedAt: 0, rssBytes: 250 * MiB,
+                                           peakBytes: 250 * MiB, predictedPeakBytes: 250 * MiB)
+        let e = h.decide(GovernorInput(now: 10, memoryUsedBytes: 260 * MiB, jobs: [old], nextJobPeakBytes: 40 * MiB,
+                                       typicalJobPeakBytes: 30 * MiB))
+        #expect(e.targetJobs > 10, "a big job known to be big says nothing about the next ones")
     }
 
     @Test func cpuSaturationHoldsTheJobCount() {

@@ -97,4 +97,6 @@ check "monitor shows the cgroup's memory PSI" grep -q '"cgroup_psi_memory_some"'
 jobgov ctl kill --pid $P > /dev/null
 wait $P
 
+[ -x /usr/bin/jobgov-probe-bench ] && . /t/bpf-tests.sh
+
 echo "VM-RESULT: $pass passed, $fail failed"
