@@ -36,7 +36,7 @@ let package = Package(
         .target(
             name: "JobgovCLI",
             dependencies: [
-                "JobgovCore", "Jobserver", "LinuxSystem",
+                "JobgovCore", "Jobserver", "LinuxSystem", "BPFProbes",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             plugins: ["ShellWrapperPlugin"]

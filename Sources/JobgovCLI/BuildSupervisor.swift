@@ -300,6 +300,7 @@ final class BuildSupervisor {
             if let f = forwarding, now < f.until { forwardPending(child: child) } else { forwarding = nil }
             if !triggerAttempted, now - startTime > 1, let dir = cgroup?.unifiedDir {
                 triggerAttempted = true
+                governing?.attachProbes(unifiedDir: dir)
                 let window = PressureTrigger.allowsShortWindows ? 1_000_000 : 2_000_000
                 trigger = try? PressureTrigger(path: dir + "/memory.pressure", kind: .some, stallMicroseconds: 100_000,
                                                windowMicroseconds: window)

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import BPFProbes
 import JobgovCore
 import LinuxSystem
 
@@ -32,6 +33,9 @@ final class GovernorLoop {
     private var trace: Int32 = -1
     private var oomKillsAtStart: UInt64?
     private var unattributedKills = 0
+    /// The eBPF observers, once attached (a second into the build: loading them takes about 0.1 s).
+    private var probes: BuildProbes?
+    private var probesAttempted = false
     /// Recipes that jobgov-shell asks to run again after an OOM kill: its pid → when it first asked.
     private var rerunsAsked: [Int32: Double] = [:]
     private var rerunsGranted = 0
@@ -39,6 +43,8 @@ final class GovernorLoop {
     /// JOBGOV_DEBUG_TICK: print what each tick's readings cost.
     private let debugTicks = getenv("JOBGOV_DEBUG_TICK") != nil
     private var recentlyFinished: [FinishedJob] = []
+    /// OOM victims BPF named before the cgroup's counter showed their kill.
+    private var bpfVictims = 0
     private var killSeenAt: Double?
     private var namedVictims: Set<Int32> = []
     private var underOOMSince: Double?
@@ -86,6 +92,7 @@ final class GovernorLoop {
         let t1 = monotonicSeconds()
         let processes = tree.observe(below: getpid())
         if debugTicks { note("debug: sample \(Int((t1 - t0) * 1e6)) us, processes \(Int((monotonicSeconds() - t1) * 1e6)) us (\(processes.count))") }
+        drainProbes()
         let finished = table.update(processes, launched: launchedPID, now: t) { self.tree.arguments(of: $0) }
         for job in finished {
             model.record(job)
@@ -186,8 +193,11 @@ final class GovernorLoop {
         if let kills, let start = oomKillsAtStart {
             let total = Int(kills - min(kills, start))
             if total > stats.oomKills {
-                unattributedKills += total - stats.oomKills
-                killSeenAt = killSeenAt ?? now
+                // Kills BPF already named are not guessed at again.
+                let named = min(bpfVictims, total - stats.oomKills)
+                bpfVictims -= named
+                unattributedKills += total - stats.oomKills - named
+                if unattributedKills > 0 { killSeenAt = killSeenAt ?? now }
             }
             stats.oomKills = total
         }
@@ -206,8 +216,52 @@ final class GovernorLoop {
         unattributedKills = max(0, unattributedKills - 1)
         let budget = options.settings.budget
         stats.oomVictims.append(command)
-        say("the kernel's OOM killer ended a job: \(short(command)), at its peak \(MemorySize.format(peak)) "
-            + "(budget \(MemorySize.format(budget)), hard limit \(MemorySize.format(budget + MemorySize.reserve(forBudget: budget))))")
+        say("the kernel's OOM killer ended a job: \(short(command))" + (peak > 0 ? ", at its peak \(MemorySize.format(peak))" : "")
+            + " (budget \(MemorySize.format(budget)), hard limit \(MemorySize.format(budget + MemorySize.reserve(forBudget: budget))))")
+    }
+
+    /// Loads the observers jobgov uses (process exits with their exact peaks, reclaim stalls, OOM victims) and
+    /// says once which are on and which are off and why. The high-frequency ones (per-page RSS, the scheduler,
+    /// block I/O) are for `jobgov monitor`, not paid for during a build.
+    func attachProbes(unifiedDir: String) {
+        guard !probesAttempted else { return }
+        probesAttempted = true
+        do {
+            let p = try BuildProbes.open(cgroupV2Path: unifiedDir, leaveOut: [.memory, .blockIO, .runQueue, .execGate, .brake])
+            let wanted: [ProbeObserver] = [.processes, .reclaim, .oom]
+            let on = wanted.filter { p.isAvailable($0) }
+            if on.isEmpty {
+                let why = p.unavailable.first?.reason ?? "not available"
+                say("eBPF observers off (\(why)); running on PSI, cgroup counters and /proc")
+                p.close()
+                return
+            }
+            probes = p
+            var line = "eBPF observers on: " + on.map(\.rawValue).joined(separator: ", ")
+            let off = p.unavailable.filter { u in wanted.contains { $0.rawValue == u.observer } }
+            if !off.isEmpty { line += "; off: " + off.map { "\($0.observer) (\($0.reason))" }.joined(separator: ", ") }
+            say(line)
+        } catch {
+            say("eBPF observers off (\(error)); running on PSI, cgroup counters and /proc")
+        }
+    }
+
+    private func drainProbes() {
+        guard let probes else { return }
+        probes.drain { event in
+            switch event {
+            case .exit(let pid, _, let peak):
+                if peak > 0 { table.notePeak(pid: pid, bytes: peak) }
+            case .oomVictim(let pid, let command, _, let inBuild) where inBuild:
+                // The kernel named the victim: no need to guess from which job disappeared.
+                let job = table.job(containing: pid)
+                bpfVictims += 1
+                unattributedKills += 1
+                nameOOMVictim(job?.command ?? command, peak: job?.peakBytes ?? 0)
+            default:
+                break
+            }
+        }
     }
 
     /// jobgov-shell's question after its recipe died by SIGKILL: "go" once the build had an OOM kill not yet
@@ -289,6 +343,12 @@ final class GovernorLoop {
         }
         if trace >= 0 { close(trace) }
         trace = -1
+        if let probes {
+            let stall = probes.totalStall
+            stats.reclaimStallSeconds = Double(stall.direct + stall.cgroup) / 1e9
+            probes.close()
+        }
+        probes = nil
     }
 
     private func writeTrace(t: Double, decision: GovernorDecision, used: UInt64, limit: UInt64?, sample: Sample) {
@@ -335,6 +395,8 @@ struct RunStatistics {
     var largest: [FinishedJob] = []
     var oomVictims: [String] = []
     var reruns = 0
+    /// Time the build's tasks spent in memory reclaim (BPF), nil without the observers.
+    var reclaimStallSeconds: Double?
     var events: [String] = []
 
     mutating func noteTarget(_ target: Int, rung: Rung, at t: Double) {

@@ -167,6 +167,18 @@ public struct JobTable: Sendable {
         return finished.sorted { $0.startedAt < $1.startedAt }
     }
 
+    /// A process's exact high-water mark at its exit (from BPF): raises the peak of the job it belonged to, even
+    /// for a spike between two readings.
+    public mutating func notePeak(pid: Int32, bytes: UInt64) {
+        guard let id = jobs.first(where: { $0.value.pids.contains(pid) })?.key else { return }
+        jobs[id]!.peakBytes = max(jobs[id]!.peakBytes, bytes)
+    }
+
+    /// The running job a process belongs to.
+    public func job(containing pid: Int32) -> Job? {
+        jobs.values.first { $0.pids.contains(pid) }
+    }
+
     public mutating func setFrozen(_ id: JobID, _ frozen: Bool, now: Double) {
         guard var job = jobs[id], job.frozen != frozen else { return }
         job.frozen = frozen
