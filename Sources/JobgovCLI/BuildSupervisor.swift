@@ -321,6 +321,7 @@ final class BuildSupervisor {
 
             let outstanding = ledger.outstanding(inPool: inPool)
             ledger.noteOutstanding(outstanding)
+            governing?.tokensOut = outstanding
             if now - lastCheck >= options.lostTokenCheckSeconds {
                 lastCheck = now
                 recoverLostTokens(pool: pool, outstanding: outstanding)

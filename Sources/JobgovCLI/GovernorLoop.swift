@@ -27,6 +27,8 @@ final class GovernorLoop {
     private let options: Options
     /// The process jobgov started: a jobserver client whatever its name.
     var launchedPID: Int32 = 0
+    /// Tokens held by clients, as the supervisor last counted them (for the trace).
+    var tokensOut = 0
     private let startTime: Double
     private var previous: Sample?
     private var leaves: [JobID: JobCgroup] = [:]
@@ -356,6 +358,7 @@ final class GovernorLoop {
         var w = JSONObjectWriter()
         w.add("t", (t * 1000).rounded() / 1000)
         w.add("target", decision.targetJobs)
+        w.add("tokens_out", tokensOut)
         w.add("running_jobs", table.jobs.values.filter { !$0.frozen }.count)
         w.add("frozen_jobs", table.jobs.values.filter(\.frozen).count)
         w.add("build_frozen", buildFrozen)
