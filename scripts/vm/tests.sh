@@ -97,6 +97,30 @@ check "monitor shows the cgroup's memory PSI" grep -q '"cgroup_psi_memory_some"'
 jobgov ctl kill --pid $P > /dev/null
 wait $P
 
+# 6. The governor on pure v2: eight 60 MiB jobs at -j8. Plainly, in a cgroup with memory.max 200M, the kernel's
+# OOM killer ends some; under jobgov with a 128 MiB budget (memory.high 128M, memory.max 192M) none is killed.
+cat > mem.mk <<'MK'
+J := j1 j2 j3 j4 j5 j6 j7 j8
+all: $(J)
+$(J):
+	@memjob --name $@ --peak 60 --ramp 1 --hold 0.3 --out $@
+MK
+oom_kills() { sed -n 's/^oom_kill //p' "$1/memory.events"; }
+mkdir /sys/fs/cgroup/plain-mem
+echo 200M > /sys/fs/cgroup/plain-mem/memory.max
+sh -c 'echo $$ > /sys/fs/cgroup/plain-mem/cgroup.procs; exec make -k -s -j8 -f mem.mk' > /dev/null 2>&1
+plain_kills=$(oom_kills /sys/fs/cgroup/plain-mem)
+rmdir /sys/fs/cgroup/plain-mem
+check "plain make -j8 of 8 x 60 MiB in 200M is OOM-killed ($plain_kills kills)" [ "${plain_kills:-0}" -gt 0 ]
+rm -f j1 j2 j3 j4 j5 j6 j7 j8
+jobgov --memory-budget 128M --summary-json gov.json make -s -j8 -f mem.mk > gov.out 2>&1
+check "jobgov make -j8 with a 128M budget exits 0" [ $? -eq 0 ]
+check "  with no OOM kill" grep -q '"oom_kills":0' gov.json
+all_jobs_done() { for j in j1 j2 j3 j4 j5 j6 j7 j8; do [ -f $j ] || return 1; done; }
+check "  and every job done" all_jobs_done
+grep -E '^jobgov: (build|memory)' gov.out
+check "cgroups removed after the governed build" no_jobgov_cgroups
+
 [ -x /usr/bin/jobgov-probe-bench ] && . /t/bpf-tests.sh
 
 echo "VM-RESULT: $pass passed, $fail failed"
