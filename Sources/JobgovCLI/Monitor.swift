@@ -13,7 +13,9 @@ struct Monitor: ParsableCommand {
         `total` counters (finer than its 10-second averages); available memory and the zones' free pages against \
         their min/low/high watermarks; kswapd and direct-reclaim scan rates; CPU use; the slowest disk's \
         average request latency; and for a cgroup its memory use against its limit, its own pressure and its OOM \
-        kills. On a terminal the view is redrawn in place; otherwise one line per interval; --json prints one \
+        kills. With root and a cgroup v2 directory for the build, eBPF observers add a per-job view: the jobs by \
+        memory with their peaks and time stalled in reclaim, and the interval's block I/O p99 and run-queue p90 \
+        latency. On a terminal the view is redrawn in place; otherwise one line per interval; --json prints one \
         JSON object per line.
         """
     )
@@ -62,6 +64,13 @@ struct Monitor: ParsableCommand {
             paths = resolved
         }
         let reader = SensorReader(cgroup: paths)
+        var jobs: MonitorJobs?
+        if let v2 = paths?.v2 {
+            let (opened, why) = MonitorJobs.open(v2Dir: v2, otherDirs: [paths?.v1Memory].compactMap { $0 }, buildPID: pid)
+            jobs = opened
+            if let why { fail("no per-job view (eBPF observers off: \(why))") }
+        }
+        let started = monotonicSeconds()
         let terminal = isatty(1) == 1 && !json
         var previous = reader.sample()
         var shown = 0
@@ -70,16 +79,24 @@ struct Monitor: ParsableCommand {
             let current = reader.sample()
             let frame = MonitorFrame(previous: previous, current: current)
             previous = current
+            let perJob = jobs?.read(now: monotonicSeconds() - started)
             shown += 1
             let text: String
             if json {
-                text = frame.jsonLine + "\n"
+                var line = frame.jsonLine
+                if let perJob, line.hasSuffix("}") { line = String(line.dropLast()) + "," + MonitorJobs.json(perJob) + "}" }
+                text = line + "\n"
             } else if terminal {
                 let title = "jobgov monitor: " + (cgroup ?? pid.map { "build of jobgov \($0)" } ?? "system")
                     + ", every \(interval) s (Ctrl-C to stop)"
                 text = "\u{1B}[H\u{1B}[J" + title + "\n\n" + frame.screen + "\n"
+                    + (perJob.map { "\n" + MonitorJobs.screen($0) } ?? "")
             } else {
-                text = frame.plainLine + "\n"
+                var line = frame.plainLine
+                if let top = perJob?.jobs.first {
+                    line += " | jobs \(perJob!.jobs.count), largest \(MemorySize.format(top.rss)) (pid \(top.pid))"
+                }
+                text = line + "\n"
             }
             writeAll(1, text)
         }

@@ -48,6 +48,11 @@ struct MonitorTests {
             let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
             #expect((object["cgroup_usage"] as? Int ?? 0) > 0, "the build's memory use: \(line)")
             #expect(object["cgroup_psi_memory_some"] != nil, "the build's own pressure: \(line)")
+            // eBPF per-job view: both running jobs, with their commands and memory.
+            let jobs = try #require(object["jobs"] as? [[String: Any]], "no per-job view: \(m.stderr)")
+            #expect(jobs.count == 2, "\(jobs)")
+            #expect(jobs.allSatisfy { ($0["command"] as? String ?? "").contains(Clients.jobScript) }, "\(jobs)")
+            #expect(jobs.allSatisfy { ($0["rss_bytes"] as? Int ?? 0) > 0 }, "\(jobs)")
         }
         #expect(run.finish().status == 0)
     }
