@@ -233,11 +233,11 @@ final class BuildSupervisor {
         if let cgroup {
             // Started after the build so that it does not delay it; nothing is frozen or limited by jobgov
             // before the loop below runs.
-            watchdog = try WatchdogHandle(
-                executable: Self.ownExecutable(),
-                plan: WatchdogPlan(runtimeDirectory: directory.path, unifiedDir: cgroup.unifiedDir,
-                                   memoryDir: cgroup.memoryDir, cpuDir: cgroup.cpuDir, freezerDir: cgroup.freezerDir,
-                                   removeWhenEmpty: cgroup.remainingDirectories))
+            var plan = WatchdogPlan(runtimeDirectory: directory.path, unifiedDir: cgroup.unifiedDir,
+                                    memoryDir: cgroup.memoryDir, cpuDir: cgroup.cpuDir, freezerDir: cgroup.freezerDir,
+                                    removeWhenEmpty: cgroup.remainingDirectories)
+            plan.sysctls = governing?.tuning?.originals ?? []
+            watchdog = try WatchdogHandle(executable: Self.ownExecutable(), plan: plan)
         }
 
         if !options.quiet {

@@ -37,6 +37,8 @@ final class GovernorLoop {
     private var unattributedKills = 0
     /// The eBPF observers, once attached (a second into the build: loading them takes about 0.1 s).
     private var probes: BuildProbes?
+    /// Machine-wide tuning for the last rung (root only; restored on every way out, by the watchdog too).
+    let tuning: SystemTuning? = geteuid() == 0 ? SystemTuning() : nil
     private var probesAttempted = false
     /// Recipes that jobgov-shell asks to run again after an OOM kill: its pid → when it first asked.
     private var rerunsAsked: [Int32: Double] = [:]
@@ -149,8 +151,16 @@ final class GovernorLoop {
             do {
                 if decision.buildFrozen { try cgroup.freeze() } else { try cgroup.thaw() }
                 buildFrozen = decision.buildFrozen
-                if buildFrozen { stats.buildFreezes += 1 }
-                say(buildFrozen ? "machine nearly out of memory: build frozen until it recovers" : "build thawed")
+                if buildFrozen {
+                    stats.buildFreezes += 1
+                    let problem = tuning?.apply()
+                    say("machine nearly out of memory: build frozen until it recovers"
+                        + (tuning == nil ? "" : problem.map { " (no tuning: \($0))" }
+                            ?? "; kswapd set to reclaim earlier (vm.watermark_scale_factor \(SystemTuning.tunedWatermarkScale)), memory compacted"))
+                } else {
+                    tuning?.restore()
+                    say("build thawed" + (tuning == nil ? "" : "; vm.watermark_scale_factor restored"))
+                }
             } catch {
                 say("cannot \(decision.buildFrozen ? "freeze" : "thaw") the build: \(error.description)")
             }
@@ -331,6 +341,7 @@ final class GovernorLoop {
             table.setFrozen(id, false, now: monotonicSeconds() - startTime)
         }
         if buildFrozen { try? cgroup?.thaw() }
+        tuning?.restore()
         if let path = options.historyFile {
             let text = MemoryHistoryFormat.encode(model.updatedHistory)
             let directory = String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])

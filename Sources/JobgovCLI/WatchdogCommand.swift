@@ -16,10 +16,12 @@ struct WatchdogCommand: ParsableCommand {
     @Option var cpu: String?
     @Option var freezer: String?
     @Option var remove: [String] = []
+    @Option var sysctl: [String] = []
 
     func run() throws {
-        let plan = WatchdogPlan(runtimeDirectory: runtimeDir, unifiedDir: unified, memoryDir: memory, cpuDir: cpu,
+        var plan = WatchdogPlan(runtimeDirectory: runtimeDir, unifiedDir: unified, memoryDir: memory, cpuDir: cpu,
                                 freezerDir: freezer, removeWhenEmpty: remove)
+        plan.sysctls = sysctl.compactMap(SystemTuning.decode)
         throw ExitCode(WatchdogRunner.run(pipeFD: pipeFd, plan: plan))
     }
 }

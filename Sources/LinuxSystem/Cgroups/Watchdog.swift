@@ -12,6 +12,8 @@ public struct WatchdogPlan: Equatable, Sendable {
     public var freezerDir: String?
     /// Directories to remove once the build has no process left, deepest first.
     public var removeWhenEmpty: [String]
+    /// Sysctls to give back their values if jobgov dies while it has them tuned.
+    public var sysctls: [SystemTuning.Setting] = []
 
     public init(runtimeDirectory: String?, unifiedDir: String?, memoryDir: String?, cpuDir: String?,
                 freezerDir: String?, removeWhenEmpty: [String]) {
@@ -31,6 +33,7 @@ public struct WatchdogPlan: Equatable, Sendable {
         if let v = cpuDir { out += ["--cpu", v] }
         if let v = freezerDir { out += ["--freezer", v] }
         for v in removeWhenEmpty { out += ["--remove", v] }
+        for s in sysctls { out += ["--sysctl", SystemTuning.encode(s)] }
         return out
     }
 }
@@ -81,6 +84,7 @@ public enum WatchdogRunner {
             for pid in BuildCgroup.processes(in: dir) { kill(pid, SIGCONT) }
         }
         if let runtime = plan.runtimeDirectory { removeDirectoryTree(runtime) }
+        SystemTuning.restore(plan.sysctls)
     }
 
     static func removeWhenEmpty(_ plan: WatchdogPlan) {
