@@ -25,7 +25,7 @@ public struct GovernorSettings: Sendable, Equatable {
     public var raiseMargin: Double = 0.03
     /// At most one job frozen per this interval, at most one thawed per the other.
     public var freezeIntervalSeconds: Double = 0.1
-    public var thawIntervalSeconds: Double = 1.0
+    public var thawIntervalSeconds: Double = 0.5
     /// A job whose memory grew within this many seconds is taken to be still growing.
     public var growingSeconds: Double = 1.0
     /// A job growing past its prediction is expected to keep growing at its current rate for this long.
@@ -302,15 +302,21 @@ public struct Governor: Sendable {
             decision.thaw = [oldest.id]
             lastThaw = input.now
             reasons.append("thaw oldest")
-        } else if let oldestFrozen = frozen.first, input.now - lastThaw >= s.thawIntervalSeconds,
+        } else if !frozen.isEmpty, input.now - lastThaw >= s.thawIntervalSeconds,
                   input.now - lastFreeze >= s.thawIntervalSeconds {
-            // Thawed when what it still needs fits under the budget. A frozen job already at its peak needs nothing
-            // more: thawing it lets it finish and free its memory, the only way memory comes back without swap.
-            let growth = Double(oldestFrozen.expectedPeak(horizon: s.growthHorizonSeconds)) - Double(oldestFrozen.rssBytes)
-            if predictedRunning + max(0, growth) <= budget {
-                decision.thaw = [oldestFrozen.id]
+            // Thawed, oldest first, as many as what they still need fits under the budget. A frozen job already at
+            // its peak needs nothing more: thawing it lets it finish and free its memory, the only way memory comes
+            // back without swap. Thawing one at a time serialised a whole phase of heavy jobs (measured).
+            var expected = predictedRunning
+            for job in frozen {
+                let growth = max(0, Double(job.expectedPeak(horizon: s.growthHorizonSeconds)) - Double(job.rssBytes))
+                guard expected + growth <= budget else { break }
+                expected += growth
+                decision.thaw.append(job.id)
+            }
+            if !decision.thaw.isEmpty {
                 lastThaw = input.now
-                reasons.append("thaw")
+                reasons.append(decision.thaw.count == 1 ? "thaw" : "thaw \(decision.thaw.count)")
             }
         }
         if !frozen.isEmpty || !decision.freeze.isEmpty { decision.rung = .freezeJobs }
