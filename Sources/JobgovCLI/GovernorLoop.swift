@@ -291,6 +291,13 @@ final class GovernorLoop {
         if unattributedKills > 0, let job, namedVictims.insert(pid).inserted {
             nameOOMVictim(job.command, peak: job.peakBytes)
         }
+        // A job that reached the whole budget by itself cannot fit alone either: running it again would only end
+        // the same way.
+        if let job, job.peakBytes >= options.settings.budget {
+            rerunsAsked[pid] = nil
+            rerunsGranted += 1
+            return "no it needs more than the whole budget (\(MemorySize.format(job.peakBytes)) of \(MemorySize.format(options.settings.budget)))"
+        }
         // Alone: no other job holds memory, frozen ones included (they keep their pages).
         let others = table.jobs.values.filter { $0.id.pid != pid }
         let need = job.map { max($0.peakBytes, model.predictedPeak(of: $0.command)) } ?? model.nextJobPeak

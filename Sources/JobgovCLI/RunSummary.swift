@@ -37,7 +37,7 @@ struct RunSummary {
             memory += "; \(s.jobFreezes) job freeze\(s.jobFreezes == 1 ? "" : "s")"
             if s.buildFreezes > 0 { memory += ", \(s.buildFreezes) whole-build freeze\(s.buildFreezes == 1 ? "" : "s")" }
             if s.frozenSeconds > 0 { memory += ", \(formatSeconds(s.frozenSeconds)) frozen in all" }
-            if let stall = s.reclaimStallSeconds, stall >= 0.001 { memory += "; \(formatSeconds(stall)) stalled in reclaim" }
+            if let stall = s.reclaimStallSeconds, stall >= 0.05 { memory += "; \(formatSeconds(stall)) stalled in reclaim" }
             memory += "; \(s.oomKills) OOM kill\(s.oomKills == 1 ? "" : "s")"
             if s.reruns > 0 { memory += " (\(s.reruns) job\(s.reruns == 1 ? "" : "s") run again)" }
             out.append(memory)
