@@ -291,12 +291,13 @@ final class GovernorLoop {
         if unattributedKills > 0, let job, namedVictims.insert(pid).inserted {
             nameOOMVictim(job.command, peak: job.peakBytes)
         }
-        // A job that reached the whole budget by itself cannot fit alone either: running it again would only end
-        // the same way.
-        if let job, job.peakBytes >= options.settings.budget {
+        // A job that by itself filled nearly all of the hard limit cannot fit alone either: running it again would
+        // only end the same way. (Against the hard limit, not the budget: a job between the two fits alone.)
+        let hardLimit = options.settings.budget + MemorySize.reserve(forBudget: options.settings.budget)
+        if let job, Double(job.peakBytes) >= 0.9 * Double(hardLimit) {
             rerunsAsked[pid] = nil
             rerunsGranted += 1
-            return "no it needs more than the whole budget (\(MemorySize.format(job.peakBytes)) of \(MemorySize.format(options.settings.budget)))"
+            return "no it alone took \(MemorySize.format(job.peakBytes)) of the \(MemorySize.format(hardLimit)) hard limit"
         }
         // Alone: no other job holds memory, frozen ones included (they keep their pages).
         let others = table.jobs.values.filter { $0.id.pid != pid }
