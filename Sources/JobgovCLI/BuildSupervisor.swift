@@ -212,9 +212,9 @@ final class BuildSupervisor {
            let shell = RerunShell.write(into: directory.path) {
             // make takes a command-line SHELL over the makefile's; the makefile's own (or the user's) is what
             // jobgov-shell then runs.
-            let (rewritten, realShell) = RerunShell.install(shell, argv: argv, makefileShell: RerunShell.makefileShell(argv: argv))
-            argv = rewritten
-            buildEnv["JOBGOV_SHELL"] = realShell
+            let plan = RerunShellPlan.install(shell, argv: argv, makefileShell: RerunShell.makefileShell(argv: argv))
+            argv = plan.argv
+            buildEnv["JOBGOV_SHELL"] = plan.shell
         }
         let envList = buildEnv.map { "\($0.key)=\($0.value)" }.sorted()
         let defaults = [SIGCHLD] + handled.filter { !ignored.contains($0) }

@@ -180,10 +180,12 @@ final class GovernorLoop {
                 say("cannot freeze job \(id.pid): \(error.description)")
             }
         }
-        // Processes a frozen job forked while it was being moved are moved after it.
+        // Processes a frozen job forked while it was being moved are moved after it; only those (each move takes
+        // the kernel's cgroup lock, and this runs every tick).
         for (id, leaf) in leaves {
             guard let job = table.jobs[id], job.frozen else { continue }
-            for pid in job.pids { try? leaf.adopt(pid) }
+            let inside = Set(leaf.directories.flatMap { BuildCgroup.processes(in: $0) })
+            for pid in job.pids where !inside.contains(pid) { try? leaf.adopt(pid) }
         }
         for id in decision.thaw {
             guard let leaf = leaves[id] else { continue }

@@ -61,14 +61,7 @@ final class MonitorJobs {
         } else {
             var pids = Set<Int32>()
             for dir in cgroupDirs { pids.formUnion(BuildCgroup.processes(in: dir)) }
-            processes = pids.compactMap { pid in
-                guard let stat = readSmallFile("/proc/\(pid)/stat"),
-                      let close = stat.lastIndex(of: ")"),
-                      let ppid = stat[stat.index(after: close)...].split(separator: " ").dropFirst().first.flatMap({ Int32($0) })
-                else { return nil }
-                let name = stat.firstIndex(of: "(").map { String(stat[stat.index(after: $0)..<close]) } ?? ""
-                return ProcessObservation(pid: pid, parent: ppid, name: name)
-            }
+            processes = pids.compactMap { tree.observation(of: $0) }
         }
         for i in processes.indices {
             if let r = records[processes[i].pid] {

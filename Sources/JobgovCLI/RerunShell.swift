@@ -32,11 +32,6 @@ enum RerunShell {
         return path
     }
 
-    static func install(_ wrapper: String, argv: [String], makefileShell: String?) -> ([String], String) {
-        let r = RerunShellPlan.install(wrapper, argv: argv, makefileShell: makefileShell)
-        return (r.argv, r.shell)
-    }
-
     /// The top-level makefile's `SHELL =` assignment, if any.
     static func makefileShell(argv: [String]) -> String? {
         let (directory, file) = RerunShellPlan.makefileLocation(argv: argv)

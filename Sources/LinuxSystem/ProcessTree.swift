@@ -158,6 +158,13 @@ extension ProcessTree {
         return out
     }
 
+    /// One process read on its own (its parent from its stat line), for callers that list processes another way
+    /// (a cgroup's `cgroup.procs`).
+    public func observation(of pid: Int32) -> ProcessObservation? {
+        guard let stat = readSmallFile("\(procRoot)/\(pid)/stat") else { return nil }
+        return Self.parseStat(stat, pid: pid, parent: nil)
+    }
+
     /// The argument vector of `pid` (`/proc/PID/cmdline`), nil once it has exited or for a kernel thread.
     public func arguments(of pid: Int32) -> [String]? {
         guard let text = readSmallFile("\(procRoot)/\(pid)/cmdline", limit: 64 << 10), !text.isEmpty else { return nil }
@@ -169,13 +176,15 @@ extension ProcessTree {
 
     /// `/proc/PID/stat`: the name sits in parentheses and may itself hold spaces and parentheses, so fields are
     /// counted from the last `)`. Field 22 is the start time, 24 the resident pages.
-    static func parseStat(_ text: String, pid: Int32, parent: Int32) -> ProcessObservation? {
+    /// `parent` nil: taken from the line (field 4).
+    static func parseStat(_ text: String, pid: Int32, parent: Int32?) -> ProcessObservation? {
         guard let open = text.firstIndex(of: "("), let close = text.lastIndex(of: ")") else { return nil }
         let name = String(text[text.index(after: open)..<close])
         let fields = text[text.index(after: close)...].split(separator: " ")
         // fields[0] is the state (field 3), so field N is fields[N - 3].
-        guard fields.count > 21, let start = UInt64(fields[19]), let rss = UInt64(fields[21]) else { return nil }
-        return ProcessObservation(pid: pid, parent: parent, name: name, startTicks: start, rssBytes: rss * pageSize)
+        guard fields.count > 21, let start = UInt64(fields[19]), let rss = UInt64(fields[21]),
+              let ppid = parent ?? Int32(fields[1]) else { return nil }
+        return ProcessObservation(pid: pid, parent: ppid, name: name, startTicks: start, rssBytes: rss * pageSize)
     }
 
     static func statusKilobytes(_ text: String, field: String) -> UInt64? {

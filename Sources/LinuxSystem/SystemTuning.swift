@@ -65,14 +65,14 @@ public final class SystemTuning {
         }
     }
 
-    /// Writes a sysctl (truncating, so that a shorter value replaces a longer one in a plain file too); nil or why not.
+    /// Writes a sysctl; nil, or why not.
     static func write(_ path: String, _ value: String) -> String? {
-        let fd = open(path, O_WRONLY | O_TRUNC | O_CLOEXEC)
-        guard fd >= 0 else { return "cannot open \(path): \(String(cString: strerror(errno)))" }
-        defer { close(fd) }
-        let bytes = Array(value.utf8)
-        let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
-        return n == bytes.count ? nil : "cannot write \(path): \(String(cString: strerror(errno)))"
+        do {
+            try writeCgroupFile(path, value)
+            return nil
+        } catch {
+            return error.description
+        }
     }
 
     /// `path=value` for the watchdog's command line, and back.

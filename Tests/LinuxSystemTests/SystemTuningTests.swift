@@ -71,3 +71,15 @@ struct SystemTuningTests {
         #expect(read(path) == original)
     }
 }
+
+@Suite("Process observations from procfs")
+struct ProcessObservationTests {
+    @Test func ownProcessReadsItsParentNameAndMemory() throws {
+        let me = try #require(ProcessTree().observation(of: getpid()))
+        #expect(me.parent == getppid())
+        #expect(!me.name.isEmpty)
+        #expect(me.rssBytes > 0)
+        #expect(me.startTicks > 0)
+        #expect(ProcessTree().observation(of: Int32.max) == nil, "a process that does not exist")
+    }
+}

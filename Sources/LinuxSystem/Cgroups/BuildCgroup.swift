@@ -394,7 +394,8 @@ func parentDirectory(_ path: String) -> String {
 
 /// Writes a value to a cgroup control file in one write(2), as the kernel expects.
 public func writeCgroupFile(_ path: String, _ value: String) throws(CgroupError) {
-    let fd = retryingInterrupts { open(path, O_WRONLY | O_CLOEXEC) }
+    // O_TRUNC as a shell's `>` does: cgroupfs and procfs ignore it, a plain file (a test's fake /proc/sys) needs it.
+    let fd = retryingInterrupts { open(path, O_WRONLY | O_TRUNC | O_CLOEXEC) }
     guard fd >= 0 else { throw CgroupError("cannot open \(path)", errno: errno) }
     defer { close(fd) }
     let bytes = Array(value.utf8)
