@@ -97,6 +97,11 @@ struct MistakeTests {
         (["-j", "0", "make"], "invalid job count '0' for --jobs", Int32(2)),
         (["--jobserver-style", "carrier-pigeon", "make"], "carrier-pigeon", Int32(2)),
         (["--", "/etc/passwd"], "cannot execute /etc/passwd", Int32(126)),
+        (["--memory-threshold", "150", "make"], "expected a percentage above 0 and at most 100", Int32(2)),
+        (["--io-latency", "soon", "make"], "expected milliseconds above 0", Int32(2)),
+        (["--memory-threshold", "90", "--freeze-threshold", "80", "make"],
+         "the freeze threshold (80%) must not be below the memory threshold (90%)", Int32(2)),
+        (["--config", "/no/such/jobgov.conf", "make"], "cannot read the config file /no/such/jobgov.conf", Int32(2)),
     ])
     func mistakes(arguments: [String], message: String, status: Int32) throws {
         let s = try Scratch()
@@ -115,7 +120,8 @@ struct MistakeTests {
         let r = try jobgov(["--help"], in: s)
         #expect(r.status == 0)
         for phrase in ["bare -j", "No -j at all", "Exit status", "jobgov ctl jobs", "cmake --build",
-                       "--memory-budget", "--cpu-max", "--no-cgroup", "jobgov monitor"] {
+                       "--memory-budget", "--cpu-max", "--no-cgroup", "jobgov monitor", "--fixed-jobs",
+                       "--summary-json", "--no-rerun", "freezes the newest job"] {
             #expect(r.stdout.contains(phrase), "\(phrase)")
         }
         let run = try jobgov(["run", "--help"], in: s)
