@@ -43,7 +43,6 @@ final class GovernorLoop {
     /// Recipes that jobgov-shell asks to run again after an OOM kill: its pid → when it first asked.
     private var rerunsAsked: [Int32: Double] = [:]
     private var rerunsGranted = 0
-    private var lastUsed: UInt64 = 0
     /// JOBGOV_DEBUG_TICK: print what each tick's readings cost.
     private let debugTicks = getenv("JOBGOV_DEBUG_TICK") != nil
     private var recentlyFinished: [FinishedJob] = []
@@ -66,9 +65,10 @@ final class GovernorLoop {
         self.startTime = startTime
         self.governor = Governor(settings: options.settings,
                                  initialTarget: nil)
-        let history = options.historyFile.flatMap { readSmallFile($0, limit: 8 << 20) }.map(MemoryHistoryFormat.decode) ?? [:]
+        let history = options.historyFile.flatMap { readSmallFile($0, limit: 8 << 20) }
+            .map(MemoryHistoryFormat.decodeWithSeconds) ?? (peaks: [:], seconds: [:])
         self.model = MemoryModel(prior: MemoryModel.defaultPrior(budget: options.settings.budget, cpus: options.settings.cpus),
-                                 history: history)
+                                 history: history.peaks, historySeconds: history.seconds)
         self.sensors = SensorReader(cgroup: CgroupPaths(v2: cgroup?.unifiedDir, v1Memory: cgroup?.memoryDir))
         if let path = options.traceFile {
             trace = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
@@ -119,12 +119,14 @@ final class GovernorLoop {
             // A recipe waiting to run again after an OOM kill holds nothing and runs nothing until jobgov says go;
             // counting its old peak as growth to come would keep the others frozen while it waits for them.
             if rerunsAsked[job.id.pid] != nil { continue }
+            let ranFor = t - job.startedAt - job.frozenSeconds - (job.frozenSince.map { t - $0 } ?? 0)
             running.append(GovernorInput.RunningJob(
                 id: job.id, startedAt: job.startedAt, rssBytes: job.rssBytes, peakBytes: job.peakBytes,
                 predictedPeakBytes: model.predictedPeak(of: job.command), frozen: job.frozen,
                 // A frozen job keeps the growth it had when it was frozen: thawed, it will grow again.
                 growing: job.frozen ? job.growthRate > 0 : t - job.lastGrowthAt < options.settings.growingSeconds,
-                growthRate: job.growthRate))
+                growthRate: job.growthRate,
+                remainingSeconds: model.knownSeconds(of: job.command).map { $0 - ranFor }))
         }
         let input = GovernorInput(
             now: t, memoryUsedBytes: used, jobs: running, nextJobPeakBytes: model.nextJobPeak,
@@ -133,7 +135,6 @@ final class GovernorLoop {
             cpuBusy: previous.flatMap { buildCPUShare(from: $0, to: sample, cpus: options.settings.cpus) },
             ioLatencySeconds: previous.flatMap { ioLatency(from: $0, to: sample) })
         previous = sample
-        lastUsed = used
         var decision = governor.decide(input)
         // While a recipe waits to run again alone, nothing new starts.
         if !rerunsAsked.isEmpty { decision.targetJobs = min(decision.targetJobs, max(1, table.jobs.count)) }
@@ -279,7 +280,7 @@ final class GovernorLoop {
     }
 
     /// jobgov-shell's question after its recipe died by SIGKILL: "go" once the build had an OOM kill not yet
-    /// re-run and the job fits (or runs alone), "wait" until then, "no" when no OOM kill explains the SIGKILL.
+    /// re-run and the job can run alone, "wait" until then, "no" when no OOM kill explains the SIGKILL.
     func rerunVerdict(shellPID pid: Int32, now: Double) -> String {
         let first = rerunsAsked[pid] ?? now
         rerunsAsked[pid] = first
@@ -301,15 +302,17 @@ final class GovernorLoop {
             rerunsGranted += 1
             return "no it alone took \(MemorySize.format(job.peakBytes)) of the \(MemorySize.format(hardLimit)) hard limit"
         }
-        // Alone: no other job holds memory, frozen ones included (they keep their pages).
-        let others = table.jobs.values.filter { $0.id.pid != pid }
-        let need = job.map { max($0.peakBytes, model.predictedPeak(of: $0.command)) } ?? model.nextJobPeak
-        let fits = Double(lastUsed) + Double(need) <= options.settings.memoryThreshold * Double(options.settings.budget)
-        guard others.isEmpty || fits else { return "wait" }
+        // Alone: no other job holds memory, frozen ones included (they keep their pages). Nothing new starts while a
+        // recipe waits, so the others drain. Other recipes waiting to run again hold nothing and do not count, or
+        // two of them would wait for each other; the first to ask again goes, the rest then wait for it. (Running
+        // it beside others "if it fits" was tried: the killed job's peak is often not seen before it asks, and it
+        // was let go beside a job as big as itself.)
+        let others = table.jobs.values.filter { $0.id.pid != pid && rerunsAsked[$0.id.pid] == nil }
+        guard others.isEmpty else { return "wait" }
         rerunsAsked[pid] = nil
         rerunsGranted += 1
         stats.reruns += 1
-        say("running again, \(others.isEmpty ? "alone" : "with room for it"), a job the OOM killer ended: "
+        say("running again, alone, a job the OOM killer ended: "
             + short(job?.command ?? "pid \(pid)"))
         return "go"
     }
@@ -353,7 +356,7 @@ final class GovernorLoop {
         if buildFrozen { try? cgroup?.thaw() }
         tuning?.restore()
         if let path = options.historyFile {
-            let text = MemoryHistoryFormat.encode(model.updatedHistory)
+            let text = MemoryHistoryFormat.encode(model.updatedHistory, seconds: model.updatedHistorySeconds)
             let directory = String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])
             makeDirectories(directory)
             let tmp = path + ".tmp.\(getpid())"

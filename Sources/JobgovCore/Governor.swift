@@ -56,9 +56,14 @@ public struct GovernorInput: Sendable, Equatable {
         public var growing: Bool
         /// How fast its memory grows now, bytes per second.
         public var growthRate: Double
+        /// How much longer it is expected to run (its measured or typical duration less the time it has run,
+        /// frozen time not counted); nil when nothing is known.
+        public var remainingSeconds: Double?
 
         public init(id: JobID, startedAt: Double, rssBytes: UInt64, peakBytes: UInt64, predictedPeakBytes: UInt64,
-                    frozen: Bool = false, growing: Bool = false, growthRate: Double = 0) {
+                    frozen: Bool = false, growing: Bool = false, growthRate: Double = 0,
+                    remainingSeconds: Double? = nil) {
+            self.remainingSeconds = remainingSeconds
             self.id = id
             self.startedAt = startedAt
             self.rssBytes = rssBytes
@@ -74,8 +79,33 @@ public struct GovernorInput: Sendable, Equatable {
         /// seconds if further. Growth past the prediction is what gives away a job the model knows nothing about
         /// (the links at the end of a first build); growth within it is already counted.
         func expectedPeak(horizon: Double) -> UInt64 {
-            guard growing, peakBytes >= predictedPeakBytes else { return max(predictedPeakBytes, peakBytes) }
+            guard isSurprise else { return max(predictedPeakBytes, peakBytes) }
             return max(peakBytes + peakBytes / 4, rssBytes + UInt64(max(0, growthRate * horizon)))
+        }
+
+        /// The job in a memory plan made at `now`: growing to its expected peak by its expected end. A job that
+        /// outgrew its prediction is a surprise whose end is not known either: it is held at its peak.
+        func planItem(now: Double, horizon: Double) -> MemoryPlan.Item {
+            MemoryPlan.Item(bytes: Double(rssBytes), peakBytes: Double(expectedPeak(horizon: horizon)),
+                            endsAt: isSurprise ? nil : remainingSeconds.map { now + max(0.1, $0) })
+        }
+
+        /// It still grows and has passed its prediction (by more than the wobble of a measured peak): the model
+        /// does not know this job.
+        var isSurprise: Bool { growing && peakBytes > predictedPeakBytes + predictedPeakBytes / 16 }
+
+        /// How much it will grow within `seconds` at its present rate, but not past its expected peak unless it is a
+        /// surprise (a job the model knows stops growing at its peak).
+        func growth(within seconds: Double, horizon: Double) -> Double {
+            let atRate = max(0, growthRate) * seconds
+            if isSurprise { return atRate }
+            return min(atRate, max(0, Double(expectedPeak(horizon: horizon)) - Double(rssBytes)))
+        }
+
+        /// A surprise with most of its growth still ahead of it: freezing it now stops that growth while it holds
+        /// little.
+        func isYoungSurprise(horizon: Double) -> Bool {
+            isSurprise && 2 * rssBytes <= expectedPeak(horizon: horizon)
         }
     }
 
@@ -178,16 +208,16 @@ public struct Governor: Sendable {
         self.target = max(1, min(settings.maxJobs, initialTarget ?? settings.maxJobs))
     }
 
-    /// How many jobs fit: the running ones oldest first at their predicted peaks, then new ones at the next job's
-    /// predicted peak, under `limit` bytes. Memory outside the jobs (make, page cache, frozen jobs) is counted as is.
+    /// How many jobs fit: the running ones oldest first, then new ones, while the memory plan's highest point stays
+    /// under `limit` bytes. Memory outside the running jobs (make, page cache, frozen jobs) is held as it is.
     static func jobsThatFit(_ input: GovernorInput, running: [GovernorInput.RunningJob], limit: Double, maxJobs: Int,
                             horizon: Double) -> Int {
         let inJobs = running.reduce(UInt64(0)) { $0 + $1.rssBytes }
-        var used = Double(input.memoryUsedBytes) - Double(inJobs)
+        var plan = MemoryPlan(now: input.now, baseBytes: Double(input.memoryUsedBytes) - Double(inJobs))
         var count = 0
         for job in running {
-            used += Double(job.expectedPeak(horizon: horizon))
-            if used > limit && count >= 1 { return count }
+            plan.add(job.planItem(now: input.now, horizon: horizon))
+            if plan.peakBytes > limit && count >= 1 { return count }
             count += 1
         }
         // New jobs: the first at the high estimate, each further one at the typical peak. A job started in the last
@@ -197,13 +227,23 @@ public struct Governor: Sendable {
         let next = Double(max(input.nextJobPeakBytes, recentBig, 1 << 20))
         let typical = Double(max(min(input.typicalJobPeakBytes ?? input.nextJobPeakBytes, input.nextJobPeakBytes),
                                  recentBig, 1 << 20))
+        // Which job comes next is not known, nor how long it will run: it is planned at its peak throughout.
         var cost = next
-        while count < maxJobs && used + cost <= limit {
-            used += cost
+        while count < maxJobs {
+            let trial = plan.adding(MemoryPlan.Item(bytes: 0, peakBytes: cost, endsAt: nil))
+            guard trial.peakBytes <= limit else { break }
+            plan = trial
             cost = typical
             count += 1
         }
         return max(1, count)
+    }
+
+    /// The plan of the running jobs, everything else (frozen jobs included) held as it is.
+    static func runningPlan(_ input: GovernorInput, running: [GovernorInput.RunningJob], horizon: Double) -> MemoryPlan {
+        let inJobs = running.reduce(0.0) { $0 + Double($1.rssBytes) }
+        return MemoryPlan(now: input.now, baseBytes: Double(input.memoryUsedBytes) - inJobs,
+                          items: running.map { $0.planItem(now: input.now, horizon: horizon) })
     }
 
     public mutating func decide(_ input: GovernorInput) -> GovernorDecision {
@@ -279,22 +319,36 @@ public struct Governor: Sendable {
         // Freeze on what memory will be in half a second at the jobs' present growth, not on their predicted peaks:
         // predictions steer admission; freezing costs throughput and is kept for real shortage. It still acts
         // before the budget is reached, while the job frozen is small: at the limit, freezing frees nothing.
-        let nearFuture = used + running.reduce(0.0) { $0 + max(0, $1.growthRate) * s.freezeHorizonSeconds }
-        if used > s.freezeThreshold * budget || nearFuture > budget {
+        // One exception: when the running jobs' plan no longer fits because jobs turned out heavier than predicted
+        // (a batch of them at a phase change), the newest of those are frozen at once, while they hold little:
+        // frozen later they would sit on memory the others need. Jobs the model knows are left to admission.
+        let h = s.growthHorizonSeconds
+        let nearFuture = used + running.reduce(0.0) { $0 + $1.growth(within: s.freezeHorizonSeconds, horizon: h) }
+        let plan = Self.runningPlan(input, running: running, horizon: h)
+        let overUsed = used > s.freezeThreshold * budget
+        if overUsed || nearFuture > budget || plan.peakBytes > budget {
             if running.count >= 2 && input.now - lastFreeze >= s.freezeIntervalSeconds {
                 // The newest first, never the oldest; several at once when together they grow faster than the
                 // room left (a phase of heavy jobs that all started together), each of them while still small.
                 var ahead = nearFuture
+                var usedSettled = !overUsed
+                var kept = running
                 var toFreeze: [JobID] = []
                 for job in running.dropFirst().reversed() {
+                    let pressing = ahead > budget || !usedSettled
+                    let overPlan = Self.runningPlan(input, running: kept, horizon: h).peakBytes > budget
+                    if !pressing && !overPlan { break }
+                    if !pressing && !job.isYoungSurprise(horizon: h) { continue }
                     toFreeze.append(job.id)
-                    ahead -= max(0, job.growthRate) * s.freezeHorizonSeconds
-                    if ahead <= budget && used - Double(job.rssBytes) <= s.freezeThreshold * budget { break }
-                    if ahead <= budget && toFreeze.count >= 1 && used <= s.freezeThreshold * budget { break }
+                    kept.removeAll { $0.id == job.id }
+                    ahead -= job.growth(within: s.freezeHorizonSeconds, horizon: h)
+                    usedSettled = usedSettled || used - Double(job.rssBytes) <= s.freezeThreshold * budget
                 }
-                decision.freeze = toFreeze
-                lastFreeze = input.now
-                reasons.append(toFreeze.count == 1 ? "freeze newest" : "freeze \(toFreeze.count) newest")
+                if !toFreeze.isEmpty {
+                    decision.freeze = toFreeze
+                    lastFreeze = input.now
+                    reasons.append(toFreeze.count == 1 ? "freeze newest" : "freeze \(toFreeze.count) newest")
+                }
             }
         } else if let oldest = jobs.first, oldest.frozen {
             // The jobs older than it have ended: the oldest job always runs, whatever memory says, or the build
@@ -304,14 +358,18 @@ public struct Governor: Sendable {
             reasons.append("thaw oldest")
         } else if !frozen.isEmpty, input.now - lastThaw >= s.thawIntervalSeconds,
                   input.now - lastFreeze >= s.thawIntervalSeconds {
-            // Thawed, oldest first, as many as what they still need fits under the budget. A frozen job already at
-            // its peak needs nothing more: thawing it lets it finish and free its memory, the only way memory comes
-            // back without swap. Thawing one at a time serialised a whole phase of heavy jobs (measured).
-            var expected = predictedRunning
+            // Thawed, oldest first, as many as the plan fits under the budget. A frozen job already at its peak
+            // needs nothing more: thawing it lets it finish and free its memory, the only way memory comes back
+            // without swap. Thawing one at a time serialised a whole phase of heavy jobs (measured).
+            // The near-future check that freezes must not fire again at once on the jobs' old growth rates.
+            var thawed = plan
+            var ahead = nearFuture
             for job in frozen {
-                let growth = max(0, Double(job.expectedPeak(horizon: s.growthHorizonSeconds)) - Double(job.rssBytes))
-                guard expected + growth <= budget else { break }
-                expected += growth
+                let trial = thawed.adding(job.planItem(now: input.now, horizon: h), fromBase: Double(job.rssBytes))
+                let grows = job.growth(within: s.freezeHorizonSeconds, horizon: h)
+                guard trial.peakBytes <= budget, ahead + grows <= budget else { break }
+                thawed = trial
+                ahead += grows
                 decision.thaw.append(job.id)
             }
             if !decision.thaw.isEmpty {

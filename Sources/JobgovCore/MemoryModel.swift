@@ -9,6 +9,9 @@ public struct MemoryModel: Sendable {
     public private(set) var history: [String: UInt64]
     /// Peaks of this build's finished jobs, by command.
     public private(set) var measured: [String: UInt64] = [:]
+    /// How long each command ran (frozen time not counted), seconds: from the history, then from this build.
+    public private(set) var historySeconds: [String: Double]
+    public private(set) var measuredSeconds: [String: Double] = [:]
     private var finishedPeaks: [UInt64] = []
     private var started: Set<String> = []
     /// What a job is assumed to need before anything was measured.
@@ -20,9 +23,10 @@ public struct MemoryModel: Sendable {
         min(max(budget / UInt64(max(1, 2 * cpus)), 64 << 20), 2 << 30)
     }
 
-    public init(prior: UInt64, history: [String: UInt64] = [:]) {
+    public init(prior: UInt64, history: [String: UInt64] = [:], historySeconds: [String: Double] = [:]) {
         self.prior = prior
         self.history = history
+        self.historySeconds = historySeconds
     }
 
     public var finishedCount: Int { finishedPeaks.count }
@@ -32,6 +36,15 @@ public struct MemoryModel: Sendable {
     public mutating func record(_ job: FinishedJob) {
         finishedPeaks.append(job.peakBytes)
         measured[job.command] = max(measured[job.command] ?? 0, job.peakBytes)
+        let seconds = max(0, job.seconds - job.frozenSeconds)
+        measuredSeconds[job.command] = max(measuredSeconds[job.command] ?? 0, seconds)
+    }
+
+    /// How long a job running `command` ran before (frozen time not counted), in this build or an earlier one; nil
+    /// when it never ran. A typical duration is not offered: the first jobs to finish are the short ones, and a
+    /// plan built on them would expect every job to end soon.
+    public func knownSeconds(of command: String) -> Double? {
+        measuredSeconds[command] ?? historySeconds[command]
     }
 
     /// The peak expected of a running job that runs `command`: its own measured peak, else the typical job's
@@ -69,6 +82,7 @@ public struct MemoryModel: Sendable {
 
     /// The history to keep for the next build: this build's measured peaks over the older ones.
     public var updatedHistory: [String: UInt64] { history.merging(measured) { _, new in new } }
+    public var updatedHistorySeconds: [String: Double] { historySeconds.merging(measuredSeconds) { _, new in new } }
 
     static func percentile90(_ values: [UInt64]) -> UInt64 {
         let sorted = values.sorted()
@@ -76,20 +90,36 @@ public struct MemoryModel: Sendable {
     }
 }
 
-/// The history file's format: one `PEAK<TAB>COMMAND` line per command, with `\`, tab and newline escaped.
+/// The history file's format: one `PEAK<TAB>MILLISECONDS<TAB>COMMAND` line per command, with `\`, tab and newline
+/// escaped in the command. `PEAK<TAB>COMMAND` lines (jobgov before durations were kept) are read too.
 public enum MemoryHistoryFormat {
-    public static func encode(_ history: [String: UInt64]) -> String {
-        history.sorted { $0.key < $1.key }.map { "\($0.value)\t\(escape($0.key))\n" }.joined()
+    public static func encode(_ history: [String: UInt64], seconds: [String: Double] = [:]) -> String {
+        history.sorted { $0.key < $1.key }.map { entry in
+            let duration = seconds[entry.key].map { "\(Int(($0 * 1000).rounded()))\t" } ?? ""
+            return "\(entry.value)\t\(duration)\(escape(entry.key))\n"
+        }.joined()
     }
 
     /// Lines that do not parse are skipped: a damaged history costs predictions, not the build.
-    public static func decode(_ text: String) -> [String: UInt64] {
-        var out: [String: UInt64] = [:]
+    public static func decode(_ text: String) -> [String: UInt64] { decodeWithSeconds(text).peaks }
+
+    public static func decodeWithSeconds(_ text: String) -> (peaks: [String: UInt64], seconds: [String: Double]) {
+        var peaks: [String: UInt64] = [:]
+        var seconds: [String: Double] = [:]
         for line in text.split(separator: "\n") {
             guard let tab = line.firstIndex(of: "\t"), let peak = UInt64(line[..<tab]) else { continue }
-            out[unescape(line[line.index(after: tab)...])] = peak
+            var rest = line[line.index(after: tab)...]
+            var duration: Double?
+            // Commands never hold a raw tab (it is escaped), so a second tab means a duration field.
+            if let second = rest.firstIndex(of: "\t"), let ms = UInt64(rest[..<second]) {
+                duration = Double(ms) / 1000
+                rest = rest[rest.index(after: second)...]
+            }
+            let command = unescape(rest)
+            peaks[command] = peak
+            if let duration { seconds[command] = duration }
         }
-        return out
+        return (peaks, seconds)
     }
 
     static func escape(_ s: String) -> String {

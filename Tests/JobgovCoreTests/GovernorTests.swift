@@ -242,6 +242,99 @@ struct GovernorTests {
     }
 }
 
+@Suite("Memory plan and time-aware admission")
+struct MemoryPlanTests {
+    private func job(_ pid: Int32, started: Double, rss: UInt64, peak: UInt64? = nil, predicted: UInt64,
+                     remaining: Double? = nil, growing: Bool = false, rate: Double = 0) -> GovernorInput.RunningJob {
+        GovernorInput.RunningJob(id: JobID(pid: pid, startTicks: 0), startedAt: started, rssBytes: rss * MiB,
+                                 peakBytes: (peak ?? rss) * MiB, predictedPeakBytes: predicted * MiB,
+                                 growing: growing, growthRate: rate * Double(MiB), remainingSeconds: remaining)
+    }
+
+    @Test func jobsThatEndAtDifferentTimesDoNotPeakTogether() {
+        // A at its peak, ending in 0.2 s; B young, reaching 400 MiB in 2 s. Their peaks sum to 800 MiB, but when A
+        // ends B holds about 76 MiB, and when B peaks A is gone.
+        let plan = MemoryPlan(now: 10, baseBytes: 0, items: [
+            .init(bytes: 400, peakBytes: 400, endsAt: 10.2),
+            .init(bytes: 40, peakBytes: 400, endsAt: 12),
+        ])
+        #expect(abs(plan.peakBytes - (400 + 40 + 360 * 0.1)) < 1e-6)
+        // Without ends it is the plain sum of peaks.
+        let unknown = MemoryPlan(now: 10, baseBytes: 5, items: [
+            .init(bytes: 400, peakBytes: 400, endsAt: nil), .init(bytes: 40, peakBytes: 400, endsAt: nil),
+        ])
+        #expect(unknown.peakBytes == 805)
+        // A frozen job thawed into the plan leaves the base it was counted in.
+        let thawed = MemoryPlan(now: 0, baseBytes: 100).adding(.init(bytes: 100, peakBytes: 300, endsAt: 1), fromBase: 100)
+        #expect(thawed.baseBytes == 0)
+        #expect(thawed.peakBytes == 300)
+    }
+
+    @Test func knownDurationsAdmitMoreThanTheSumOfPeaks() {
+        // Four jobs of 200 MiB known from the history, started a second apart, each running 4 s; budget 1000.
+        // They hold 400 MiB (plus 20 outside them). As a sum of peaks (820) only one more 150 MiB job fits; knowing
+        // they end one after the other, more do.
+        let now = 10.0
+        func jobs(known: Bool) -> [GovernorInput.RunningJob] {
+            (0..<4).map { i in
+                let age = 3.5 - Double(i)  // the oldest is 3.5 s in, near its end
+                return job(Int32(i + 1), started: now - age, rss: UInt64(200 * age / 4), predicted: 200,
+                           remaining: known ? 4 - age : nil)
+            }
+        }
+        func target(_ known: Bool) -> Int {
+            var g = Governor(settings: GovernorSettings(maxJobs: 16, budget: 1000 * MiB, cpus: 2))
+            return g.decide(GovernorInput(now: now, memoryUsedBytes: 420 * MiB, jobs: jobs(known: known),
+                                          nextJobPeakBytes: 150 * MiB, typicalJobPeakBytes: 150 * MiB)).targetJobs
+        }
+        #expect(target(false) == 5)
+        #expect(target(true) > 5)
+    }
+
+    @Test func aHeavyBatchIsFrozenWhileSmallAndKnownJobsAreLeftAlone() {
+        // A phase change: eight jobs predicted at 20 MiB (the light phase's mean) started together and are at
+        // 40 MiB, growing 100 MiB/s. Memory is low and half a second of growth still fits, but together they will
+        // pass the budget: the newest surprises are frozen now, the oldest never.
+        let surprises = (1...8).map {
+            job(Int32($0), started: 5 + Double($0) * 0.01, rss: 40, predicted: 20, growing: true, rate: 100)
+        }
+        var g = Governor(settings: GovernorSettings(maxJobs: 16, budget: 1000 * MiB, cpus: 2))
+        let d = g.decide(GovernorInput(now: 5.3, memoryUsedBytes: 330 * MiB, jobs: surprises,
+                                       nextJobPeakBytes: 20 * MiB))
+        #expect(!d.freeze.isEmpty)
+        #expect(!d.freeze.contains(JobID(pid: 1, startTicks: 0)))
+        #expect(d.freeze.first == JobID(pid: 8, startTicks: 0), "newest first")
+        // The same memory in jobs the model knows (history says 140 MiB each, and that is what they reach) is
+        // admission's business: nothing is frozen while use and its near future fit.
+        let known = (1...8).map {
+            job(Int32($0), started: 5 + Double($0) * 0.01, rss: 40, predicted: 140, growing: true, rate: 100)
+        }
+        var g2 = Governor(settings: GovernorSettings(maxJobs: 16, budget: 1000 * MiB, cpus: 2))
+        let d2 = g2.decide(GovernorInput(now: 5.3, memoryUsedBytes: 330 * MiB, jobs: known, nextJobPeakBytes: 140 * MiB))
+        #expect(d2.freeze.isEmpty)
+    }
+
+    @Test func aThawDoesNotTripTheNextFreeze() {
+        // Two running jobs and four frozen ones that were growing 150 MiB/s. Thawing all four would, at those
+        // rates, pass the budget within half a second: only as many are thawed as the freeze check accepts, so
+        // the next tick freezes nothing.
+        var g = Governor(settings: GovernorSettings(maxJobs: 16, budget: 1000 * MiB, cpus: 2))
+        var jobs = [job(1, started: 0, rss: 300, predicted: 320, remaining: 0.5),
+                    job(2, started: 1, rss: 200, predicted: 220, remaining: 0.5)]
+        for pid in Int32(3)...6 {
+            var j = job(pid, started: 2 + Double(pid) * 0.01, rss: 60, predicted: 150, growing: true, rate: 150)
+            j.frozen = true
+            jobs.append(j)
+        }
+        let used: UInt64 = 300 + 200 + 4 * 60
+        let d = g.decide(GovernorInput(now: 3, memoryUsedBytes: used * MiB, jobs: jobs, nextJobPeakBytes: 150 * MiB))
+        #expect(!d.thaw.isEmpty && d.thaw.count < 4, "thawed \(d.thaw.count)")
+        for i in jobs.indices where d.thaw.contains(jobs[i].id) { jobs[i].frozen = false }
+        let next = g.decide(GovernorInput(now: 3.1, memoryUsedBytes: used * MiB, jobs: jobs, nextJobPeakBytes: 150 * MiB))
+        #expect(next.freeze.isEmpty)
+    }
+}
+
 @Suite("JobTable")
 struct JobTableTests {
     @Test func childrenOfClientsAreJobsAndSubMakesAreNot() {
@@ -326,10 +419,25 @@ struct MemoryModelTests {
         #expect(model.updatedHistory["ld all"] == 900 * MiB)
     }
 
+    @Test func durationsAreKnownPerCommandOnly() {
+        var model = MemoryModel(prior: 256 * MiB, history: ["cc a": 50 * MiB], historySeconds: ["cc a": 2.5])
+        #expect(model.knownSeconds(of: "cc a") == 2.5)
+        #expect(model.knownSeconds(of: "cc b") == nil, "no typical duration: the first jobs to end are the short ones")
+        model.record(FinishedJob(command: "cc b", startedAt: 1, endedAt: 5, peakBytes: 10 * MiB, frozenSeconds: 1))
+        #expect(model.knownSeconds(of: "cc b") == 3, "frozen time is not running time")
+        #expect(model.updatedHistorySeconds == ["cc a": 2.5, "cc b": 3])
+    }
+
     @Test func historyFileRoundTripsOddCommands() {
         let history = ["cc -c 'a\tb'.c": 5, "echo \"x\ny\" \\": 7, "plain": UInt64(1) << 40]
         #expect(MemoryHistoryFormat.decode(MemoryHistoryFormat.encode(history)) == history)
         #expect(MemoryHistoryFormat.decode("garbage\n12\tok\nx\ty\n") == ["ok": 12])
+        // With durations (milliseconds), and the older lines without them, side by side.
+        let text = MemoryHistoryFormat.encode(history, seconds: ["plain": 1.25])
+        #expect(text.contains("\(UInt64(1) << 40)\t1250\tplain\n"))
+        let both = MemoryHistoryFormat.decodeWithSeconds(text + "9\told style\n")
+        #expect(both.peaks == history.merging(["old style": 9]) { a, _ in a })
+        #expect(both.seconds == ["plain": 1.25])
         let a = MemoryHistoryFormat.fileName(directory: "/src", command: ["make"])
         #expect(a == MemoryHistoryFormat.fileName(directory: "/src", command: ["make"]))
         #expect(a != MemoryHistoryFormat.fileName(directory: "/src2", command: ["make"]))
