@@ -66,9 +66,9 @@ final class GovernorLoop {
         self.governor = Governor(settings: options.settings,
                                  initialTarget: nil)
         let history = options.historyFile.flatMap { readSmallFile($0, limit: 8 << 20) }
-            .map(MemoryHistoryFormat.decodeWithSeconds) ?? (peaks: [:], seconds: [:])
+            .map(MemoryHistoryFormat.decodeAll) ?? MemoryHistoryFormat.Contents()
         self.model = MemoryModel(prior: MemoryModel.defaultPrior(budget: options.settings.budget, cpus: options.settings.cpus),
-                                 history: history.peaks, historySeconds: history.seconds)
+                                 history: history.peaks, historySeconds: history.seconds, historyOrder: history.order)
         self.sensors = SensorReader(cgroup: CgroupPaths(v2: cgroup?.unifiedDir, v1Memory: cgroup?.memoryDir))
         if let path = options.traceFile {
             trace = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
@@ -131,6 +131,7 @@ final class GovernorLoop {
         let input = GovernorInput(
             now: t, memoryUsedBytes: used, jobs: running, nextJobPeakBytes: model.nextJobPeak,
             typicalJobPeakBytes: model.typicalJobPeak,
+            upcomingJobPeaksBytes: model.upcomingPeaks(count: max(governor.ceiling, options.settings.maxJobs)),
             systemAvailableBytes: sample.memory?.available, systemTotalBytes: sample.memory?.total,
             cpuBusy: previous.flatMap { buildCPUShare(from: $0, to: sample, cpus: options.settings.cpus) },
             ioLatencySeconds: previous.flatMap { ioLatency(from: $0, to: sample) })
@@ -356,7 +357,8 @@ final class GovernorLoop {
         if buildFrozen { try? cgroup?.thaw() }
         tuning?.restore()
         if let path = options.historyFile {
-            let text = MemoryHistoryFormat.encode(model.updatedHistory, seconds: model.updatedHistorySeconds)
+            let text = MemoryHistoryFormat.encode(model.updatedHistory, seconds: model.updatedHistorySeconds,
+                                                  order: model.updatedHistoryOrder)
             let directory = String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])
             makeDirectories(directory)
             let tmp = path + ".tmp.\(getpid())"

@@ -117,6 +117,9 @@ public struct GovernorInput: Sendable, Equatable {
     public var nextJobPeakBytes: UInt64
     /// The typical job's peak (a mean): what each further new job is counted at.
     public var typicalJobPeakBytes: UInt64?
+    /// The peaks of the jobs expected to start next, in order (from the history's record of the order an earlier
+    /// build started them); empty when not known.
+    public var upcomingJobPeaksBytes: [UInt64]
     /// The machine's available and total memory (MemAvailable, MemTotal), when known.
     public var systemAvailableBytes: UInt64?
     public var systemTotalBytes: UInt64?
@@ -126,10 +129,11 @@ public struct GovernorInput: Sendable, Equatable {
     public var ioLatencySeconds: Double?
 
     public init(now: Double, memoryUsedBytes: UInt64, jobs: [RunningJob], nextJobPeakBytes: UInt64,
-                typicalJobPeakBytes: UInt64? = nil,
+                typicalJobPeakBytes: UInt64? = nil, upcomingJobPeaksBytes: [UInt64] = [],
                 systemAvailableBytes: UInt64? = nil, systemTotalBytes: UInt64? = nil, cpuBusy: Double? = nil,
                 ioLatencySeconds: Double? = nil) {
         self.typicalJobPeakBytes = typicalJobPeakBytes
+        self.upcomingJobPeaksBytes = upcomingJobPeaksBytes
         self.now = now
         self.memoryUsedBytes = memoryUsedBytes
         self.jobs = jobs
@@ -227,13 +231,22 @@ public struct Governor: Sendable {
         let next = Double(max(input.nextJobPeakBytes, recentBig, 1 << 20))
         let typical = Double(max(min(input.typicalJobPeakBytes ?? input.nextJobPeakBytes, input.nextJobPeakBytes),
                                  recentBig, 1 << 20))
-        // Which job comes next is not known, nor how long it will run: it is planned at its peak throughout.
-        var cost = next
+        // When the history says which jobs come next, they are counted at their own peaks, the first new one at
+        // the largest of the next three (the order varies a little from build to build). How long a new job will
+        // run is not known for sure: it is planned at its peak throughout.
+        let upcoming = input.upcomingJobPeaksBytes.map { Double($0) }
+        var index = 0
         while count < maxJobs {
+            let cost: Double
+            if index < upcoming.count {
+                cost = max(index == 0 ? upcoming.prefix(3).max()! : upcoming[index], Double(1 << 20))
+            } else {
+                cost = index == 0 ? next : typical
+            }
             let trial = plan.adding(MemoryPlan.Item(bytes: 0, peakBytes: cost, endsAt: nil))
             guard trial.peakBytes <= limit else { break }
             plan = trial
-            cost = typical
+            index += 1
             count += 1
         }
         return max(1, count)

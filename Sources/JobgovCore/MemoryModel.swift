@@ -12,8 +12,15 @@ public struct MemoryModel: Sendable {
     /// How long each command ran (frozen time not counted), seconds: from the history, then from this build.
     public private(set) var historySeconds: [String: Double]
     public private(set) var measuredSeconds: [String: Double] = [:]
+    /// The order commands started in, in the earlier build and in this one: builds start their jobs in much the
+    /// same order each time, so the history tells which jobs come next.
+    public private(set) var historyOrder: [String]
+    private let historyIndex: [String: Int]
+    public private(set) var startOrder: [String] = []
     private var finishedPeaks: [UInt64] = []
     private var started: Set<String> = []
+    /// The furthest point of the earlier build's order this build has reached.
+    private var position = -1
     /// What a job is assumed to need before anything was measured.
     public let prior: UInt64
 
@@ -23,15 +30,39 @@ public struct MemoryModel: Sendable {
         min(max(budget / UInt64(max(1, 2 * cpus)), 64 << 20), 2 << 30)
     }
 
-    public init(prior: UInt64, history: [String: UInt64] = [:], historySeconds: [String: Double] = [:]) {
+    public init(prior: UInt64, history: [String: UInt64] = [:], historySeconds: [String: Double] = [:],
+                historyOrder: [String] = []) {
         self.prior = prior
         self.history = history
         self.historySeconds = historySeconds
+        self.historyOrder = historyOrder
+        var index: [String: Int] = [:]
+        for (i, command) in historyOrder.enumerated() where index[command] == nil { index[command] = i }
+        self.historyIndex = index
     }
 
     public var finishedCount: Int { finishedPeaks.count }
 
-    public mutating func noteStarted(_ command: String) { started.insert(command) }
+    public mutating func noteStarted(_ command: String) {
+        guard started.insert(command).inserted else { return }
+        startOrder.append(command)
+        if let i = historyIndex[command] { position = max(position, i) }
+    }
+
+    /// The peaks of the next jobs to start, in the order the earlier build started them: the history's jobs not
+    /// started yet, from a little before the furthest point this build has reached (parallel jobs start in a
+    /// slightly different order each time). Jobs well before that point were passed over: not part of this build
+    /// (an incremental one), so not coming.
+    public func upcomingPeaks(count: Int) -> [UInt64] {
+        guard !historyOrder.isEmpty else { return [] }
+        var out: [UInt64] = []
+        for command in historyOrder[max(0, position - Self.reorderWindow)...] where out.count < count {
+            if !started.contains(command), let peak = history[command] { out.append(peak) }
+        }
+        return out
+    }
+
+    public static let reorderWindow = 8
 
     public mutating func record(_ job: FinishedJob) {
         finishedPeaks.append(job.peakBytes)
@@ -83,6 +114,8 @@ public struct MemoryModel: Sendable {
     /// The history to keep for the next build: this build's measured peaks over the older ones.
     public var updatedHistory: [String: UInt64] { history.merging(measured) { _, new in new } }
     public var updatedHistorySeconds: [String: Double] { historySeconds.merging(measuredSeconds) { _, new in new } }
+    /// This build's order, then the earlier build's commands that did not run this time.
+    public var updatedHistoryOrder: [String] { startOrder + historyOrder.filter { !started.contains($0) } }
 
     static func percentile90(_ values: [UInt64]) -> UInt64 {
         let sorted = values.sorted()
@@ -90,22 +123,33 @@ public struct MemoryModel: Sendable {
     }
 }
 
-/// The history file's format: one `PEAK<TAB>MILLISECONDS<TAB>COMMAND` line per command, with `\`, tab and newline
-/// escaped in the command. `PEAK<TAB>COMMAND` lines (jobgov before durations were kept) are read too.
+/// The history file's format: one `PEAK<TAB>MILLISECONDS<TAB>COMMAND` line per command, in the order the commands
+/// started, with `\`, tab and newline escaped in the command. `PEAK<TAB>COMMAND` lines (jobgov before durations
+/// were kept) are read too.
 public enum MemoryHistoryFormat {
-    public static func encode(_ history: [String: UInt64], seconds: [String: Double] = [:]) -> String {
-        history.sorted { $0.key < $1.key }.map { entry in
-            let duration = seconds[entry.key].map { "\(Int(($0 * 1000).rounded()))\t" } ?? ""
-            return "\(entry.value)\t\(duration)\(escape(entry.key))\n"
+    public struct Contents: Sendable, Equatable {
+        public var peaks: [String: UInt64] = [:]
+        public var seconds: [String: Double] = [:]
+        /// Commands in the order they started.
+        public var order: [String] = []
+        public init() {}
+    }
+
+    public static func encode(_ history: [String: UInt64], seconds: [String: Double] = [:], order: [String] = []) -> String {
+        let ordered = order.filter { history[$0] != nil }
+        let listed = Set(ordered)
+        let rest = history.keys.filter { !listed.contains($0) }.sorted()
+        return (ordered + rest).map { command in
+            let duration = seconds[command].map { "\(Int(($0 * 1000).rounded()))\t" } ?? ""
+            return "\(history[command]!)\t\(duration)\(escape(command))\n"
         }.joined()
     }
 
     /// Lines that do not parse are skipped: a damaged history costs predictions, not the build.
-    public static func decode(_ text: String) -> [String: UInt64] { decodeWithSeconds(text).peaks }
+    public static func decode(_ text: String) -> [String: UInt64] { decodeAll(text).peaks }
 
-    public static func decodeWithSeconds(_ text: String) -> (peaks: [String: UInt64], seconds: [String: Double]) {
-        var peaks: [String: UInt64] = [:]
-        var seconds: [String: Double] = [:]
+    public static func decodeAll(_ text: String) -> Contents {
+        var out = Contents()
         for line in text.split(separator: "\n") {
             guard let tab = line.firstIndex(of: "\t"), let peak = UInt64(line[..<tab]) else { continue }
             var rest = line[line.index(after: tab)...]
@@ -116,10 +160,11 @@ public enum MemoryHistoryFormat {
                 rest = rest[rest.index(after: second)...]
             }
             let command = unescape(rest)
-            peaks[command] = peak
-            if let duration { seconds[command] = duration }
+            if out.peaks[command] == nil { out.order.append(command) }
+            out.peaks[command] = peak
+            if let duration { out.seconds[command] = duration }
         }
-        return (peaks, seconds)
+        return out
     }
 
     static func escape(_ s: String) -> String {

@@ -419,6 +419,44 @@ struct MemoryModelTests {
         #expect(model.updatedHistory["ld all"] == 900 * MiB)
     }
 
+    @Test func theHistorysOrderSaysWhichJobsComeNext() {
+        // The earlier build: four light compiles, then three heavy ones, then a link.
+        let order = ["cc 1", "cc 2", "cc 3", "cc 4", "heavy 1", "heavy 2", "heavy 3", "ld"]
+        let peaks: [String: UInt64] = ["cc 1": 10, "cc 2": 10, "cc 3": 10, "cc 4": 10,
+                                       "heavy 1": 200, "heavy 2": 200, "heavy 3": 200, "ld": 400]
+        var model = MemoryModel(prior: 64, history: peaks, historyOrder: order)
+        #expect(model.upcomingPeaks(count: 3) == [10, 10, 10])
+        for c in order.prefix(4) { model.noteStarted(c) }
+        #expect(model.upcomingPeaks(count: 10) == [200, 200, 200, 400])
+        model.noteStarted("heavy 2")
+        #expect(model.upcomingPeaks(count: 2) == [200, 200], "heavy 1 and 3: started out of order is fine")
+        #expect(model.updatedHistoryOrder == ["cc 1", "cc 2", "cc 3", "cc 4", "heavy 2", "heavy 1", "heavy 3", "ld"])
+        // An incremental build that starts far along passes over what came well before: it is not coming.
+        var long = (0..<40).map { "cc \($0)" }
+        long.append("ld")
+        var incremental = MemoryModel(prior: 64, history: Dictionary(uniqueKeysWithValues: long.map { ($0, 10) }),
+                                      historyOrder: long)
+        incremental.noteStarted("cc 39")
+        #expect(incremental.upcomingPeaks(count: 100).count == MemoryModel.reorderWindow + 1)
+    }
+
+    @Test func upcomingJobsAreAdmittedAtTheirOwnPeaks() {
+        // Two light jobs run; the history says three 300 MiB jobs come next. The mean of everything pending (the
+        // fallback) would admit several; knowing the order, only what fits of the heavy ones is admitted.
+        func target(_ upcoming: [UInt64]) -> Int {
+            var g = Governor(settings: GovernorSettings(maxJobs: 16, budget: 1000 * MiB, cpus: 2))
+            let jobs = (1...2).map {
+                GovernorInput.RunningJob(id: JobID(pid: Int32($0), startTicks: 0), startedAt: 0, rssBytes: 10 * MiB,
+                                         peakBytes: 10 * MiB, predictedPeakBytes: 10 * MiB)
+            }
+            return g.decide(GovernorInput(now: 1, memoryUsedBytes: 20 * MiB, jobs: jobs, nextJobPeakBytes: 300 * MiB,
+                                          typicalJobPeakBytes: 60 * MiB, upcomingJobPeaksBytes: upcoming)).targetJobs
+        }
+        #expect(target([]) == 2 + 1 + 11)   // 20 running, 300 for the first, then 60 each: 980 of 1000
+        let heavyNext: [UInt64] = [300 * MiB, 300 * MiB, 300 * MiB, 10 * MiB, 10 * MiB]
+        #expect(target(heavyNext) == 2 + 5 + 1)   // 20, three of 300, two of 10, then one more at 60: 1000
+    }
+
     @Test func durationsAreKnownPerCommandOnly() {
         var model = MemoryModel(prior: 256 * MiB, history: ["cc a": 50 * MiB], historySeconds: ["cc a": 2.5])
         #expect(model.knownSeconds(of: "cc a") == 2.5)
@@ -435,9 +473,12 @@ struct MemoryModelTests {
         // With durations (milliseconds), and the older lines without them, side by side.
         let text = MemoryHistoryFormat.encode(history, seconds: ["plain": 1.25])
         #expect(text.contains("\(UInt64(1) << 40)\t1250\tplain\n"))
-        let both = MemoryHistoryFormat.decodeWithSeconds(text + "9\told style\n")
+        let both = MemoryHistoryFormat.decodeAll(text + "9\told style\n")
         #expect(both.peaks == history.merging(["old style": 9]) { a, _ in a })
         #expect(both.seconds == ["plain": 1.25])
+        // Lines keep the order the commands started in.
+        let ordered = MemoryHistoryFormat.encode(["b": 1, "a": 2, "c": 3], order: ["c", "a", "gone"])
+        #expect(MemoryHistoryFormat.decodeAll(ordered).order == ["c", "a", "b"])
         let a = MemoryHistoryFormat.fileName(directory: "/src", command: ["make"])
         #expect(a == MemoryHistoryFormat.fileName(directory: "/src", command: ["make"]))
         #expect(a != MemoryHistoryFormat.fileName(directory: "/src2", command: ["make"]))
