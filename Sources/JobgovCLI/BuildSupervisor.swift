@@ -356,6 +356,13 @@ final class BuildSupervisor {
             _ = detector.observe(outstanding: 0, bound: 0)
             return
         }
+        // A client at the memory limit (or a frozen job's parent) can hold a token it has read but not yet forked
+        // a job for, for as long as the pressure lasts: nothing is lost, so nothing is counted until it is over.
+        // (A governed ninja build once had a token re-created while jobs were frozen; this is the likely cause.)
+        if let decision = governing?.lastDecision, decision.rung >= .throttle {
+            _ = detector.observe(outstanding: 0, bound: 0)
+            return
+        }
         let processes = tree.snapshot(below: getpid(), poolPath: pool.fifoPath)
         let bound = tokenHoldingBound(processes: processes, launchedPID: launchedPID)
         let lost = detector.observe(outstanding: outstanding, bound: bound)
