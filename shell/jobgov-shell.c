@@ -255,10 +255,12 @@ shell:
 static char **simple_command(const char *shell, char **argv) {
     static char *words[16384];
     static char copy[131072];  // the kernel's limit for one argument (MAX_ARG_STRLEN)
-    const char *line = argv[1] && same(argv[1], "-c") && !argv[3] ? argv[2] : 0;
+    const char *line = argv[1] && argv[2] && !argv[3] && same(argv[1], "-c") ? argv[2] : 0;
     if (!line || !same(shell, "/bin/sh")) return 0;
-    static unsigned char special[256];
-    for (const char *s = "#;\"*?[]&|<>(){}$`'\\^~!=\n%"; *s; s++) special[(unsigned char)*s] = 1;
+    static const unsigned char special[256] = {
+        ['#'] = 1, [';'] = 1, ['"'] = 1, ['*'] = 1, ['?'] = 1, ['['] = 1, [']'] = 1, ['&'] = 1, ['|'] = 1,
+        ['<'] = 1, ['>'] = 1, ['('] = 1, [')'] = 1, ['{'] = 1, ['}'] = 1, ['$'] = 1, ['`'] = 1, ['\''] = 1,
+        ['\\'] = 1, ['^'] = 1, ['~'] = 1, ['!'] = 1, ['='] = 1, ['\n'] = 1, ['%'] = 1};
     int n = 0;
     char *out = copy;
     for (const char *s = line; *s; s++) {
@@ -363,6 +365,7 @@ static int run(char **argv, char **envp) {
         }
     }
     if (!shell || !*shell) shell = "/bin/sh";
+    if (!argv[0]) return 127;  // no arguments at all (argc 0): nothing to pass on
     argv[0] = (char *)shell;
     struct command c = {shell, argv, simple_command(shell, argv),
                         path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", envp};
