@@ -10,7 +10,8 @@
 // - On x86_64 and aarch64 it is built without libc (-nostdlib -static -ffreestanding: its own _start and system
 //   calls, a few KB). Starting a dynamically linked program costs the loader and libc's start-up, several times
 //   the exec itself; elsewhere it is built against libc, from the same code.
-// - The child starts with clone(CLONE_VM | CLONE_VFORK), as posix_spawn does: no page tables to copy.
+// - The child starts with clone(CLONE_VM | CLONE_VFORK), as posix_spawn does: no page tables to copy (the libc
+//   build forks).
 // - A simple recipe line runs without a shell, as make itself does when SHELL is /bin/sh, so that a recipe costs
 //   two executions (this and the command), as plain make has one.
 // - Nothing else runs on the common path: one pass over the environment, no socket unless the recipe was killed.
@@ -23,15 +24,16 @@
 #endif
 
 static int run(char **argv, char **envp);
-static void end_by_signal(int signal);
+static void end_by_signal(int sig);
+#define sys1(n, a) sys6(n, (long)(a), 0, 0, 0, 0, 0)
+#define sys3(n, a, b, c) sys6(n, (long)(a), (long)(b), (long)(c), 0, 0, 0)
+#define sys4(n, a, b, c, d) sys6(n, (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
 
 #if FREESTANDING
 // What libc's headers would give; these numbers are the same on both architectures unless marked.
-typedef long ssize_t;
 typedef unsigned long size_t;
 #define ENOENT 2
 #define EINTR 4
-#define ENOEXEC 8
 #define EACCES 13
 #define ENOTDIR 20
 #define SIGKILL 9
@@ -44,9 +46,9 @@ typedef unsigned long size_t;
 #define CLONE_VFORK 0x4000
 #define RLIMIT_CORE 4
 #if defined(__x86_64__)
-enum { SYS_read = 0, SYS_write = 1, SYS_close = 3, SYS_rt_sigaction = 13, SYS_rt_sigprocmask = 14,
-       SYS_clock_nanosleep = 230, SYS_getpid = 39, SYS_socket = 41, SYS_connect = 42, SYS_clone = 56, SYS_execve = 59,
-       SYS_exit = 60, SYS_wait4 = 61, SYS_kill = 62, SYS_prlimit64 = 302 };
+enum { SYS_read = 0, SYS_write = 1, SYS_close = 3, SYS_rt_sigaction = 13, SYS_rt_sigprocmask = 14, SYS_getpid = 39,
+       SYS_socket = 41, SYS_connect = 42, SYS_clone = 56, SYS_execve = 59, SYS_exit = 60, SYS_wait4 = 61,
+       SYS_kill = 62, SYS_clock_nanosleep = 230, SYS_prlimit64 = 302 };
 #else
 enum { SYS_read = 63, SYS_write = 64, SYS_close = 57, SYS_rt_sigaction = 134, SYS_rt_sigprocmask = 135,
        SYS_clock_nanosleep = 115, SYS_getpid = 172, SYS_socket = 198, SYS_connect = 203, SYS_clone = 220,
@@ -120,21 +122,19 @@ void *memcpy(void *d, const void *s, size_t n) {
     return d;
 }
 
-#define sys4(n, a, b, c, d) sys6(n, (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
-
 // Ends this program by the signal that ended the recipe: the signal's default action, unblocked, and no core dump
 // of this program (it would overwrite the recipe's own core).
-static void end_by_signal(int signal) {
+static void end_by_signal(int sig) {
     struct { long handler, flags, restorer, mask; } dfl = {0, 0, 0, 0};
-    unsigned long mask = 1UL << (signal - 1);
+    unsigned long mask = 1UL << (sig - 1);
     struct { unsigned long soft, hard; } limit;
     if (sys4(SYS_prlimit64, 0, RLIMIT_CORE, 0, &limit) == 0) {
         limit.soft = 0;
         sys4(SYS_prlimit64, 0, RLIMIT_CORE, &limit, 0);
     }
-    sys4(SYS_rt_sigaction, signal, &dfl, 0, 8);
+    sys4(SYS_rt_sigaction, sig, &dfl, 0, 8);
     sys4(SYS_rt_sigprocmask, SIG_UNBLOCK, &mask, 0, 8);
-    sys6(SYS_kill, sys6(SYS_getpid, 0, 0, 0, 0, 0, 0), signal, 0, 0, 0, 0);
+    sys3(SYS_kill, sys1(SYS_getpid, 0), sig, 0);
 }
 
 #else // against libc, for other architectures
@@ -158,19 +158,19 @@ static long clone_run(long flags, void *stack_top, int (*fn)(void *), void *arg)
     if (pid == 0) _exit(fn(arg));
     return pid < 0 ? -errno : pid;
 }
-static void end_by_signal(int signal) {
+static void end_by_signal(int sig) {
     struct rlimit limit;
     if (getrlimit(RLIMIT_CORE, &limit) == 0) {
         limit.rlim_cur = 0;
         setrlimit(RLIMIT_CORE, &limit);
     }
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigaction(sig, &dfl, 0);
     sigset_t set;
     sigemptyset(&set);
-    sigaddset(&set, signal);
+    sigaddset(&set, sig);
     sigprocmask(SIG_UNBLOCK, &set, 0);
-    struct sigaction dfl = {.sa_handler = SIG_DFL};
-    sigaction(signal, &dfl, 0);
-    kill(getpid(), signal);
+    kill(getpid(), sig);
 }
 int main(int argc, char **argv, char **envp) {
     (void)argc;
@@ -178,11 +178,6 @@ int main(int argc, char **argv, char **envp) {
 }
 #endif
 
-#define sys1(n, a) sys6(n, (long)(a), 0, 0, 0, 0, 0)
-#define sys3(n, a, b, c) sys6(n, (long)(a), (long)(b), (long)(c), 0, 0, 0)
-#ifndef sys4
-#define sys4(n, a, b, c, d) sys6(n, (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
-#endif
 
 static size_t length(const char *s) {
     size_t n = 0;
@@ -370,15 +365,15 @@ static int run(char **argv, char **envp) {
     struct command c = {shell, argv, simple_command(shell, argv),
                         path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", envp};
     int status = run_child(&c);
-    int signal = status & 0x7f;  // WTERMSIG; 0 for a normal exit
-    if (signal == SIGKILL && control && !no_rerun) {
+    int sig = status & 0x7f;  // WTERMSIG; 0 for a normal exit
+    if (sig == SIGKILL && control && !no_rerun) {
         status = maybe_rerun(control, &c, status);
-        signal = status & 0x7f;
+        sig = status & 0x7f;
     }
-    if (signal != 0) {
+    if (sig != 0) {
         // End the way the shell ended, so that make reports "Killed" as it would have.
-        end_by_signal(signal);
-        return 128 + signal;
+        end_by_signal(sig);
+        return 128 + sig;
     }
     return (status >> 8) & 0xff;
 }
