@@ -10,8 +10,8 @@
 // - On x86_64 and aarch64 it is built without libc (-nostdlib -static -ffreestanding: its own _start and system
 //   calls, a few KB). Starting a dynamically linked program costs the loader and libc's start-up, several times
 //   the exec itself; elsewhere it is built against libc, from the same code.
-// - The child starts with clone(CLONE_VM | CLONE_VFORK), as posix_spawn does: no page tables to copy (the libc
-//   build forks).
+// - The child starts with clone(CLONE_VM | CLONE_VFORK) (vfork in the libc build), as posix_spawn does: no page
+//   tables to copy.
 // - A simple recipe line runs without a shell, as make itself does when SHELL is /bin/sh, so that a recipe costs
 //   two executions (this and the command), as plain make has one.
 // - Nothing else runs on the common path: one pass over the environment, no socket unless the recipe was killed.
@@ -151,10 +151,10 @@ static long sys6(long n, long a, long b, long c, long d, long e, long f) {
     long r = syscall(n, a, b, c, d, e, f);
     return r == -1 ? -errno : r;
 }
-// fork, not vfork: the child does more than exec (a PATH search), which vfork from C does not allow.
+// vfork, like the clone above: the child only runs fn, which ends in execve or _exit, and never returns here.
 static long clone_run(long flags, void *stack_top, int (*fn)(void *), void *arg) {
     (void)flags, (void)stack_top;
-    pid_t pid = fork();
+    pid_t pid = vfork();
     if (pid == 0) _exit(fn(arg));
     return pid < 0 ? -errno : pid;
 }
