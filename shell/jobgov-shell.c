@@ -178,7 +178,6 @@ int main(int argc, char **argv, char **envp) {
 }
 #endif
 
-
 static size_t length(const char *s) {
     size_t n = 0;
     while (s[n]) n++;
