@@ -4,123 +4,375 @@
 // /bin/sh) with the same arguments and waits. If the shell dies by SIGKILL, it asks jobgov (over $JOBGOV_CONTROL)
 // whether that was an OOM kill; jobgov answers "wait" until memory allows the job alone, then "go", and the recipe
 // runs once more. Otherwise it ends exactly as the shell did (same status, same signal), so make reports as usual.
-// Written in C and kept small: it is started once per recipe line, so it must cost well under a millisecond.
+//
+// It is started once per recipe line, so it must cost next to nothing (a build of 3000 `@true` recipes pays it
+// 3000 times). Hence:
+// - On x86_64 and aarch64 it is built without libc (-nostdlib -static -ffreestanding: its own _start and system
+//   calls, a few KB). Starting a dynamically linked program costs the loader and libc's start-up, several times
+//   the exec itself; elsewhere it is built against libc, from the same code.
+// - The child starts with clone(CLONE_VM | CLONE_VFORK) (vfork in the libc build), as posix_spawn does: no page
+//   tables to copy.
+// - A simple recipe line runs without a shell, as make itself does when SHELL is /bin/sh, so that a recipe costs
+//   two executions (this and the command), as plain make has one.
+// - Nothing else runs on the common path: one pass over the environment, no socket unless the recipe was killed.
+#ifndef FREESTANDING  // -DFREESTANDING=0 builds against libc anywhere (tests do, to try that build too)
+#if defined(__x86_64__) || defined(__aarch64__)
+#define FREESTANDING 1
+#else
+#define FREESTANDING 0
+#endif
+#endif
+
+static int run(char **argv, char **envp);
+static void end_by_signal(int sig);
+#define sys1(n, a) sys6(n, (long)(a), 0, 0, 0, 0, 0)
+#define sys3(n, a, b, c) sys6(n, (long)(a), (long)(b), (long)(c), 0, 0, 0)
+#define sys4(n, a, b, c, d) sys6(n, (long)(a), (long)(b), (long)(c), (long)(d), 0, 0)
+
+#if FREESTANDING
+// What libc's headers would give; these numbers are the same on both architectures unless marked.
+typedef unsigned long size_t;
+#define ENOENT 2
+#define EINTR 4
+#define EACCES 13
+#define ENOTDIR 20
+#define SIGKILL 9
+#define SIGCHLD 17
+#define SIG_UNBLOCK 1
+#define AF_UNIX 1
+#define SOCK_STREAM 1
+#define SOCK_CLOEXEC 02000000
+#define CLONE_VM 0x100
+#define CLONE_VFORK 0x4000
+#define RLIMIT_CORE 4
+#if defined(__x86_64__)
+enum { SYS_read = 0, SYS_write = 1, SYS_close = 3, SYS_rt_sigaction = 13, SYS_rt_sigprocmask = 14, SYS_getpid = 39,
+       SYS_socket = 41, SYS_connect = 42, SYS_clone = 56, SYS_execve = 59, SYS_exit = 60, SYS_wait4 = 61,
+       SYS_kill = 62, SYS_clock_nanosleep = 230, SYS_prlimit64 = 302 };
+#else
+enum { SYS_read = 63, SYS_write = 64, SYS_close = 57, SYS_rt_sigaction = 134, SYS_rt_sigprocmask = 135,
+       SYS_clock_nanosleep = 115, SYS_getpid = 172, SYS_socket = 198, SYS_connect = 203, SYS_clone = 220,
+       SYS_execve = 221, SYS_exit = 93, SYS_wait4 = 260, SYS_kill = 129, SYS_prlimit64 = 261 };
+#endif
+
+// A system call: the result, or -errno.
+static long sys6(long n, long a, long b, long c, long d, long e, long f) {
+#if defined(__x86_64__)
+    register long r10 __asm__("r10") = d, r8 __asm__("r8") = e, r9 __asm__("r9") = f;
+    long ret;
+    __asm__ volatile("syscall" : "=a"(ret) : "a"(n), "D"(a), "S"(b), "d"(c), "r"(r10), "r"(r8), "r"(r9)
+                     : "rcx", "r11", "memory");
+    return ret;
+#else
+    register long x8 __asm__("x8") = n, x0 __asm__("x0") = a, x1 __asm__("x1") = b, x2 __asm__("x2") = c,
+                  x3 __asm__("x3") = d, x4 __asm__("x4") = e, x5 __asm__("x5") = f;
+    __asm__ volatile("svc 0" : "+r"(x0) : "r"(x8), "r"(x1), "r"(x2), "r"(x3), "r"(x4), "r"(x5) : "memory");
+    return x0;
+#endif
+}
+
+// clone_run(flags, stack_top, fn, arg): a child that calls fn(arg) on its own stack and exits with its result.
+// With CLONE_VM | CLONE_VFORK it shares this process's memory, and this process sleeps until the child has
+// called execve or exited (so the child may use static memory). Written in assembly because after clone the
+// child must not return into a C frame.
+long clone_run(long flags, void *stack_top, int (*fn)(void *), void *arg);
+#if defined(__x86_64__)
+__asm__(".pushsection .text\n.type clone_run,@function\nclone_run:\n"
+        "  and $-16, %rsi\n  sub $16, %rsi\n"
+        "  mov %rdx, (%rsi)\n  mov %rcx, 8(%rsi)\n"          // fn and arg on the child's stack
+        "  xor %edx, %edx\n  xor %r10d, %r10d\n  xor %r8d, %r8d\n"
+        "  mov $56, %eax\n  syscall\n"                         // clone(flags, stack, 0, 0, 0)
+        "  test %rax, %rax\n  jnz 1f\n"
+        "  xor %ebp, %ebp\n  pop %rax\n  pop %rdi\n  call *%rax\n"  // child: fn(arg)
+        "  mov %eax, %edi\n  mov $60, %eax\n  syscall\n  hlt\n"    // exit(result)
+        "1: ret\n.popsection\n");
+#else
+__asm__(".pushsection .text\n.type clone_run,%function\nclone_run:\n"
+        "  and x1, x1, #-16\n  stp x2, x3, [x1, #-16]!\n"     // fn and arg on the child's stack
+        "  mov x2, xzr\n  mov x3, xzr\n  mov x4, xzr\n"
+        "  mov x8, #220\n  svc 0\n"                            // clone(flags, stack, 0, 0, 0)
+        "  cbnz x0, 1f\n"
+        "  ldp x1, x0, [sp], #16\n  mov x29, xzr\n  blr x1\n"  // child: fn(arg)
+        "  mov x8, #93\n  svc 0\n"                             // exit(result)
+        "1: ret\n.popsection\n");
+#endif
+
+// The kernel starts here: argc, then argv and the environment, on the stack.
+void start_c(long *sp);
+void start_c(long *sp) {
+    char **argv = (char **)(sp + 1);
+    int status = run(argv, argv + sp[0] + 1);
+    sys6(SYS_exit, status, 0, 0, 0, 0, 0);
+}
+#if defined(__x86_64__)
+__asm__(".pushsection .text\n.global _start\n_start:\n"
+        "  xor %ebp, %ebp\n  mov %rsp, %rdi\n  and $-16, %rsp\n  call start_c\n  hlt\n.popsection\n");
+#else
+__asm__(".pushsection .text\n.global _start\n_start:\n  mov x29, xzr\n  mov x0, sp\n  bl start_c\n  brk #0\n.popsection\n");
+#endif
+
+// The compiler may emit calls to these for struct copies and zeroing, even freestanding.
+void *memset(void *d, int c, size_t n) {
+    for (unsigned char *p = d; n--;) *p++ = (unsigned char)c;
+    return d;
+}
+void *memcpy(void *d, const void *s, size_t n) {
+    unsigned char *p = d;
+    for (const unsigned char *q = s; n--;) *p++ = *q++;
+    return d;
+}
+
+// Ends this program by the signal that ended the recipe: the signal's default action, unblocked, and no core dump
+// of this program (it would overwrite the recipe's own core).
+static void end_by_signal(int sig) {
+    struct { long handler, flags, restorer, mask; } dfl = {0, 0, 0, 0};
+    unsigned long mask = 1UL << (sig - 1);
+    struct { unsigned long soft, hard; } limit;
+    if (sys4(SYS_prlimit64, 0, RLIMIT_CORE, 0, &limit) == 0) {
+        limit.soft = 0;
+        sys4(SYS_prlimit64, 0, RLIMIT_CORE, &limit, 0);
+    }
+    sys4(SYS_rt_sigaction, sig, &dfl, 0, 8);
+    sys4(SYS_rt_sigprocmask, SIG_UNBLOCK, &mask, 0, 8);
+    sys3(SYS_kill, sys1(SYS_getpid, 0), sig, 0);
+}
+
+#else // against libc, for other architectures
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
-#include <spawn.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
-#include <sys/un.h>
-#include <sys/wait.h>
-#include <time.h>
+#include <sys/syscall.h>
 #include <unistd.h>
-
-extern char **environ;
-
-// One request, one reply line ("go", "wait", "no ..."); NULL when jobgov cannot be reached.
-static char *ask(const char *socket_path, const char *request, char *reply, size_t size) {
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return NULL;
-    struct sockaddr_un addr = {.sun_family = AF_UNIX};
-    if (strlen(socket_path) >= sizeof(addr.sun_path)) { close(fd); return NULL; }
-    strcpy(addr.sun_path, socket_path);
-    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0) { close(fd); return NULL; }
-    size_t len = strlen(request), off = 0;
-    while (off < len) {
-        ssize_t n = write(fd, request + off, len - off);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) { close(fd); return NULL; }
-        off += (size_t)n;
+#define CLONE_VM 0
+#define CLONE_VFORK 0
+static long sys6(long n, long a, long b, long c, long d, long e, long f) {
+    long r = syscall(n, a, b, c, d, e, f);
+    return r == -1 ? -errno : r;
+}
+// vfork, like the clone above: the child only runs fn, which ends in execve or _exit, and never returns here.
+static long clone_run(long flags, void *stack_top, int (*fn)(void *), void *arg) {
+    (void)flags, (void)stack_top;
+    pid_t pid = vfork();
+    if (pid == 0) _exit(fn(arg));
+    return pid < 0 ? -errno : pid;
+}
+static void end_by_signal(int sig) {
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_CORE, &limit) == 0) {
+        limit.rlim_cur = 0;
+        setrlimit(RLIMIT_CORE, &limit);
     }
-    size_t got = 0;
-    while (got + 1 < size) {
-        ssize_t n = read(fd, reply + got, size - 1 - got);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) break;
-        got += (size_t)n;
-        if (memchr(reply, '\n', got)) break;
+    struct sigaction dfl = {.sa_handler = SIG_DFL};
+    sigaction(sig, &dfl, 0);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, sig);
+    sigprocmask(SIG_UNBLOCK, &set, 0);
+    kill(getpid(), sig);
+}
+int main(int argc, char **argv, char **envp) {
+    (void)argc;
+    return run(argv, envp);
+}
+#endif
+
+static size_t length(const char *s) {
+    size_t n = 0;
+    while (s[n]) n++;
+    return n;
+}
+static int same(const char *a, const char *b) {
+    while (*a && *a == *b) a++, b++;
+    return *a == *b;
+}
+// s after the prefix, or NULL.
+static const char *after(const char *s, const char *prefix) {
+    while (*prefix) {
+        if (*s++ != *prefix++) return 0;
     }
-    close(fd);
-    reply[got] = 0;
-    return got > 0 ? reply : NULL;
+    return s;
+}
+static void say(const char *a, const char *b, const char *c) {
+    const char *parts[] = {a, b, c, "\n"};
+    for (int i = 0; i < 4; i++) sys3(SYS_write, 2, parts[i], length(parts[i]));
 }
 
-// make runs a simple recipe line (no shell syntax, no builtin) without a shell when SHELL is /bin/sh; doing the
-// same here keeps a recipe under jobgov-shell at two executions (this and the command), as plain make has one.
-// The rules are make's own (job.c: sh_chars, sh_cmds).
-static char **simple_command(const char *shell, char **argv) {
-    static char *words[256];
-    static char copy[8192];
-    if (strcmp(shell, "/bin/sh") != 0 || !argv[1] || strcmp(argv[1], "-c") != 0 || !argv[2] || argv[3]) return NULL;
-    const char *line = argv[2];
-    if (strlen(line) >= sizeof copy || strpbrk(line, "#;\"*?[]&|<>(){}$`'\\^~!=\n%")) return NULL;
-    strcpy(copy, line);
-    int n = 0;
-    for (char *w = strtok(copy, " \t"); w; w = strtok(NULL, " \t")) {
-        if (n == 255) return NULL;
-        words[n++] = w;
+// What the child runs: `words` when the line needs no shell, else (or if those cannot run) the shell.
+struct command {
+    const char *shell;
+    char **argv;   // as make gave it, argv[0] replaced by the shell
+    char **words;  // a simple line split into words, or NULL
+    const char *path;
+    char **envp;
+};
+
+static char path_buffer[4096];
+
+// In the child: runs the command like the shell's PATH search (execvp); if that fails (not found, not
+// executable, a script without #!), the shell runs the line instead and says why, in its own words.
+static int child(void *arg) {
+    struct command *c = arg;
+    if (c->words) {
+        const char *name = c->words[0];
+        for (const char *s = name; *s; s++) {
+            if (*s == '/') {
+                sys3(SYS_execve, name, c->words, c->envp);
+                goto shell;
+            }
+        }
+        size_t name_length = length(name);
+        for (const char *dir = c->path; dir; ) {
+            const char *end = dir;
+            while (*end && *end != ':') end++;
+            size_t n = (size_t)(end - dir);
+            if (n + 1 + name_length < sizeof path_buffer) {
+                char *p = path_buffer;
+                for (size_t i = 0; i < n; i++) *p++ = dir[i];
+                if (n > 0) *p++ = '/';  // an empty entry is the current directory
+                for (size_t i = 0; i <= name_length; i++) *p++ = name[i];
+                long err = sys3(SYS_execve, path_buffer, c->words, c->envp);
+                if (err != -ENOENT && err != -ENOTDIR && err != -EACCES) break;
+            }
+            dir = *end ? end + 1 : 0;
+        }
     }
-    if (n == 0) return NULL;
-    words[n] = NULL;
+shell:
+    sys3(SYS_execve, c->shell, c->argv, c->envp);
+    say("jobgov-shell: cannot run ", c->shell, "");
+    return 127;
+}
+
+// make runs a simple recipe line (no shell syntax, no builtin) without a shell when SHELL is /bin/sh; this does
+// the same. The rules are make's own (job.c: sh_chars, sh_cmds), a little stricter.
+static char **simple_command(const char *shell, char **argv) {
+    static char *words[16384];
+    static char copy[131072];  // the kernel's limit for one argument (MAX_ARG_STRLEN)
+    const char *line = argv[1] && argv[2] && !argv[3] && same(argv[1], "-c") ? argv[2] : 0;
+    if (!line || !same(shell, "/bin/sh")) return 0;
+    static const unsigned char special[256] = {
+        ['#'] = 1, [';'] = 1, ['"'] = 1, ['*'] = 1, ['?'] = 1, ['['] = 1, [']'] = 1, ['&'] = 1, ['|'] = 1,
+        ['<'] = 1, ['>'] = 1, ['('] = 1, [')'] = 1, ['{'] = 1, ['}'] = 1, ['$'] = 1, ['`'] = 1, ['\''] = 1,
+        ['\\'] = 1, ['^'] = 1, ['~'] = 1, ['!'] = 1, ['='] = 1, ['\n'] = 1, ['%'] = 1};
+    int n = 0;
+    char *out = copy;
+    for (const char *s = line; *s; s++) {
+        if (special[(unsigned char)*s] || out >= copy + sizeof copy - 1) return 0;
+        if (*s == ' ' || *s == '\t') {
+            *out++ = 0;
+            continue;
+        }
+        if (out == copy || out[-1] == 0) {
+            if ((size_t)n == sizeof words / sizeof *words - 1) return 0;
+            words[n++] = out;
+        }
+        *out++ = *s;
+    }
+    *out = 0;
+    if (n == 0) return 0;
+    words[n] = 0;
     static const char *builtins[] = {".", ":", "alias", "bg", "break", "case", "cd", "command", "continue", "echo",
         "eval", "exec", "exit", "export", "fc", "fg", "for", "getopts", "hash", "if", "jobs", "kill", "login",
         "logout", "read", "readonly", "return", "set", "shift", "test", "times", "trap", "type", "ulimit", "umask",
-        "unalias", "unset", "until", "wait", "while", "[", NULL};
+        "unalias", "unset", "until", "wait", "while", "[", 0};
     for (const char **b = builtins; *b; b++) {
-        if (strcmp(words[0], *b) == 0) return NULL;
+        if (same(words[0], *b)) return 0;
     }
     return words;
 }
 
-static int run_shell(const char *shell, char **argv) {
-    pid_t pid;
-    char **direct = simple_command(shell, argv);
-    int err = direct ? posix_spawnp(&pid, direct[0], NULL, NULL, direct, environ)
-                     : posix_spawn(&pid, shell, NULL, NULL, argv, environ);
-    if (err == ENOENT && direct) {
-        fprintf(stderr, "%s: %s: not found\n", shell, direct[0]);
-        return 127 << 8;
-    }
-    if (err != 0) {
-        fprintf(stderr, "jobgov-shell: cannot run %s: %s\n", shell, strerror(err));
+static char child_stack[16384] __attribute__((aligned(16)));
+
+// Runs the command to its end; its wait status.
+static int run_child(struct command *c) {
+    long pid = clone_run(CLONE_VM | CLONE_VFORK | SIGCHLD, child_stack + sizeof child_stack, child, c);
+    if (pid < 0) {
+        say("jobgov-shell: cannot start ", c->shell, "");
         return 127 << 8;
     }
     int status;
-    while (waitpid(pid, &status, 0) < 0) {
-        if (errno != EINTR) return 127 << 8;
+    long r;
+    while ((r = sys4(SYS_wait4, pid, &status, 0, 0)) == -EINTR) {}
+    return r < 0 ? 127 << 8 : status;
+}
+
+// One request, one reply line ("go", "wait", "no ..."); 0 when jobgov cannot be reached.
+static int ask(const char *socket_path, const char *request, char *reply, size_t size) {
+    struct { unsigned short family; char path[108]; } addr = {AF_UNIX, {0}};
+    size_t n = length(socket_path);
+    if (n >= sizeof addr.path) return 0;
+    for (size_t i = 0; i < n; i++) addr.path[i] = socket_path[i];
+    long fd = sys3(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return 0;
+    size_t got = 0;
+    if (sys3(SYS_connect, fd, &addr, sizeof addr) == 0) {
+        size_t len = length(request), off = 0;
+        while (off < len) {
+            long w = sys3(SYS_write, fd, request + off, len - off);
+            if (w == -EINTR) continue;
+            if (w <= 0) break;
+            off += (size_t)w;
+        }
+        while (off == len && got + 1 < size) {
+            long r = sys3(SYS_read, fd, reply + got, size - 1 - got);
+            if (r == -EINTR) continue;
+            if (r <= 0) break;
+            got += (size_t)r;
+            if (reply[got - 1] == '\n') break;
+        }
+    }
+    sys1(SYS_close, fd);
+    reply[got] = 0;
+    return got > 0;
+}
+
+// The recipe died by SIGKILL: asks jobgov whether to run it again; the final wait status.
+static int maybe_rerun(const char *control, struct command *c, int status) {
+    char request[32] = "rerun ", digits[16], reply[256];
+    long pid = sys1(SYS_getpid, 0);
+    int n = 0, at = 6;
+    do digits[n++] = (char)('0' + pid % 10); while ((pid /= 10) > 0);
+    while (n > 0) request[at++] = digits[--n];
+    request[at++] = '\n';
+    request[at] = 0;
+    while (ask(control, request, reply, sizeof reply)) {
+        if (after(reply, "go")) return run_child(c);
+        if (!after(reply, "wait")) break;
+        struct { long sec, nsec; } pause = {0, 200 * 1000 * 1000};
+        sys4(SYS_clock_nanosleep, 1, 0, &pause, 0);  // CLOCK_MONOTONIC
     }
     return status;
 }
 
-int main(int argc, char **argv) {
-    const char *shell = getenv("JOBGOV_SHELL");
-    if (!shell || !*shell) shell = "/bin/sh";
-    (void)argc;
-    argv[0] = (char *)shell;
-    int status = run_shell(shell, argv);
-    const char *control = getenv("JOBGOV_CONTROL");
-    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL && control && getenv("JOBGOV_NO_RERUN") == NULL) {
-        char request[64], reply[256];
-        snprintf(request, sizeof request, "rerun %d\n", (int)getpid());
-        for (;;) {
-            if (!ask(control, request, reply, sizeof reply)) break;
-            if (strncmp(reply, "go", 2) == 0) {
-                status = run_shell(shell, argv);
-                break;
-            }
-            if (strncmp(reply, "wait", 4) != 0) break;
-            struct timespec pause = {0, 200 * 1000 * 1000};
-            nanosleep(&pause, NULL);
+static int run(char **argv, char **envp) {
+    const char *shell = 0, *control = 0, *path = 0;
+    int no_rerun = 0;
+    for (char **e = envp; *e; e++) {
+        const char *v;
+        if (**e == 'J') {
+            if ((v = after(*e, "JOBGOV_SHELL="))) shell = v;
+            else if ((v = after(*e, "JOBGOV_CONTROL="))) control = v;
+            else if (after(*e, "JOBGOV_NO_RERUN=")) no_rerun = 1;
+        } else if (**e == 'P' && (v = after(*e, "PATH="))) {
+            path = v;
         }
     }
-    if (WIFSIGNALED(status)) {
-        // End the way the shell ended, so make reports "Killed" as it would have.
-        signal(WTERMSIG(status), SIG_DFL);
-        kill(getpid(), WTERMSIG(status));
-        return 128 + WTERMSIG(status);
+    if (!shell || !*shell) shell = "/bin/sh";
+    if (!argv[0]) return 127;  // no arguments at all (argc 0): nothing to pass on
+    argv[0] = (char *)shell;
+    struct command c = {shell, argv, simple_command(shell, argv),
+                        path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", envp};
+    int status = run_child(&c);
+    int sig = status & 0x7f;  // WTERMSIG; 0 for a normal exit
+    if (sig == SIGKILL && control && !no_rerun) {
+        status = maybe_rerun(control, &c, status);
+        sig = status & 0x7f;
     }
-    return WEXITSTATUS(status);
+    if (sig != 0) {
+        // End the way the shell ended, so that make reports "Killed" as it would have.
+        end_by_signal(sig);
+        return 128 + sig;
+    }
+    return (status >> 8) & 0xff;
 }
