@@ -357,30 +357,30 @@ struct {
     __type(value, struct rss_cache);
 } jg_rss_cache SEC(".maps");
 
-/* Up to 6.1 the counters are atomics in struct mm_rss_stat; a ___old flavour lets CO-RE find them there. */
-struct mm_struct___old {
-    struct mm_rss_stat rss_stat;
-} __attribute__((preserve_access_index));
-
-/* Reads the file, anon and shmem resident counters of `mm` (a BTF pointer) into the cache, in bytes, with plain
- * loads; returns their sum. */
-static __always_inline __u64 rss_read(struct rss_cache *c, struct mm_struct *mm, __u32 shift)
+/* Reads the process's resident memory into the cache, in bytes; returns file + anon + shmem.
+ * 6.2+: the event carries only (mm, member); the three counters are read from mm (a BTF pointer: plain loads), so
+ * every event sees all three. Up to 6.1 (struct mm_rss_stat exists) the event carries the member's count, which
+ * is taken as is while the other two keep their last values: plain loads of mm->rss_stat.count[i] do not verify
+ * there ("Type 'atomic_long_t' is not a struct"), and probe reads would cost three helper calls per event. */
+static __always_inline __u64 rss_read(struct rss_cache *c, struct mm_struct *mm, int member, unsigned long long *ctx,
+                                      __u32 shift)
 {
-    __s64 file, anon, shmem;
     if (bpf_core_type_exists(struct mm_rss_stat)) {
-        struct mm_struct___old *old = (void *)mm;
-        file = old->rss_stat.count[0];
-        anon = old->rss_stat.count[1];
-        shmem = old->rss_stat.count[3];
+        long count = (long)ctx[2];
+        __u64 bytes = (__u64)(count < 0 ? 0 : count) << shift;
+        if (member == 0)
+            c->rss[0] = bytes;
+        else if (member == 1)
+            c->rss[1] = bytes;
+        else
+            c->rss[2] = bytes;
     } else {
-        /* 6.2+: one percpu_counter per member; its count is what the tracepoint reports. */
-        file = mm->rss_stat[0].count;
-        anon = mm->rss_stat[1].count;
-        shmem = mm->rss_stat[3].count;
+        /* one percpu_counter per member; its count is what the tracepoint reports */
+        __s64 file = mm->rss_stat[0].count, anon = mm->rss_stat[1].count, shmem = mm->rss_stat[3].count;
+        c->rss[0] = (__u64)(file < 0 ? 0 : file) << shift;
+        c->rss[1] = (__u64)(anon < 0 ? 0 : anon) << shift;
+        c->rss[2] = (__u64)(shmem < 0 ? 0 : shmem) << shift;
     }
-    c->rss[0] = (__u64)(file < 0 ? 0 : file) << shift;
-    c->rss[1] = (__u64)(anon < 0 ? 0 : anon) << shift;
-    c->rss[2] = (__u64)(shmem < 0 ? 0 : shmem) << shift;
     return c->rss[0] + c->rss[1] + c->rss[2];
 }
 
@@ -459,7 +459,7 @@ int BPF_PROG(jg_rss, struct mm_struct *mm, int member)
         }
     }
     struct jg_config *cfg = config();
-    __u64 now = rss_read(c, mm, (cfg ? cfg->page_shift : 12) & 31);
+    __u64 now = rss_read(c, mm, member, ctx, (cfg ? cfg->page_shift : 12) & 31);
     if (now > c->peak)
         c->peak = now;
     __u64 moved = now > c->flushed_now ? now - c->flushed_now : c->flushed_now - now;
