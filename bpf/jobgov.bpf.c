@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
-/* jobgov's observers and in-kernel actuators. Every program is a raw tracepoint (no tracefs needed, cheapest
- * attachment; fentry/kprobes do not load on the project's machines). Work is filtered to the build's cgroup v2
- * subtree first thing, so other processes pay one helper call. Layouts and constants: jobgov_probes.h. */
+/* jobgov's observers and in-kernel actuators. Programs on hot tracepoints (kmem:rss_stat, the scheduler, process
+ * lifecycle) are BTF-typed raw tracepoints (tp_btf): their arguments are kernel pointers the program reads with
+ * plain loads, where a plain raw tracepoint pays a bpf_probe_read_kernel call (about 45 ns here) per field. The
+ * rarely firing ones (reclaim, OOM, block I/O) stay plain raw tracepoints. Neither needs tracefs; fentry and
+ * kprobes do not load on the project's machines. Work is filtered to the build's cgroup v2 subtree first thing.
+ * Layouts and constants: jobgov_probes.h. Costs and how they were measured: README.md. */
 #include "kernel_types.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
@@ -95,9 +98,11 @@ struct {
     __type(value, __u64);
 } jg_rq_start SEC(".maps");
 
-/* thread id → time it became runnable (build tasks only) */
+/* thread id → time it became runnable, 0 while it runs (build tasks only). An entry lives as long as its task:
+ * written in place (no bucket lock, no allocation) at each wakeup and switch-in, removed when the task ends; LRU
+ * so that tasks that left the build and ended elsewhere cannot fill it. */
 struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
+    __uint(type, BPF_MAP_TYPE_LRU_HASH);
     __uint(max_entries, 16384);
     __type(key, __u32);
     __type(value, __u64);
@@ -113,28 +118,83 @@ struct {
     __type(value, __u32);
 } jg_level SEC(".maps");
 
+/* Bumped by every fork, exec and exit in the build. Each can create or free an address space, and a freed one's
+ * address can come back for a new one, so kmem:rss_stat's per-CPU cache checks an entry again once it is older. */
+struct {
+    __uint(type, BPF_MAP_TYPE_ARRAY);
+    __uint(max_entries, 1);
+    __type(key, __u32);
+    __type(value, __u64);
+} jg_gen SEC(".maps");
+
 static __always_inline struct jg_config *config(void)
 {
     __u32 zero = 0;
     return bpf_map_lookup_elem(&jg_config, &zero);
 }
 
-/* The current task is in the build's cgroup or below it. */
+static __always_inline void bump_generation(void)
+{
+    __u32 zero = 0;
+    __u64 *g = bpf_map_lookup_elem(&jg_gen, &zero);
+    if (g)
+        __sync_fetch_and_add(g, 1);
+}
+
+/* The current task is in the build's cgroup or below it (one helper call). */
 static __always_inline bool current_in_build(void)
 {
     return bpf_current_task_under_cgroup(&jg_cgroup, 0) == 1;
 }
 
-/* Any task is in the build's cgroup or below: its v2 cgroup's ancestor at the build's level is the build. */
+/* The build's depth: learned from the kernel (jg_level), else what user space computed. */
+static __always_inline __u32 build_level(struct jg_config *c)
+{
+    __u32 zero = 0;
+    __u32 *learned = bpf_map_lookup_elem(&jg_level, &zero);
+    return learned && *learned ? *learned - 1 : c->build_level;
+}
+
+/* How far below the build a task's cgroup is walked up with plain loads; deeper ones take one probe read. */
+#define JG_WALK_LEVELS 6
+
+/* Any task (a BTF pointer: tp_btf arguments, bpf_get_current_task_btf) is in the build's cgroup or below: its v2
+ * cgroup's ancestor at the build's level is the build. Plain loads only, and tasks in shallower cgroups (on most
+ * machines: everything else) are out after three; cgroup->ancestors[] cannot be indexed by a variable with plain
+ * loads, so the walk goes up through the parents. */
 static __always_inline bool task_in_build(struct task_struct *t, struct jg_config *c)
+{
+    struct cgroup *cg = t->cgroups->dfl_cgrp;
+    if (!cg)
+        return false;
+    int level = cg->level;
+    __u32 want = build_level(c);
+    if (level < 0 || (__u32)level < want || want > 255)
+        return false;
+#pragma unroll
+    for (int i = 0; i < JG_WALK_LEVELS; i++) {
+        if ((__u32)level == want)
+            return cg->kn->id == c->build_cgroup_id;
+        cg = cg->self.parent->cgroup;
+        level--;
+        if (!cg)
+            return false;
+    }
+    if ((__u32)level == want)
+        return cg->kn->id == c->build_cgroup_id;
+    struct cgroup *ancestor = NULL;
+    bpf_core_read(&ancestor, sizeof(ancestor), &cg->ancestors[want]);
+    return ancestor && BPF_CORE_READ(ancestor, kn, id) == c->build_cgroup_id;
+}
+
+/* For a task given as a plain pointer (raw_tp arguments): every field is a probe read. */
+static __always_inline bool task_in_build_raw(struct task_struct *t, struct jg_config *c)
 {
     struct cgroup *cg = BPF_CORE_READ(t, cgroups, dfl_cgrp);
     if (!cg)
         return false;
     int level = BPF_CORE_READ(cg, level);
-    __u32 zero = 0;
-    __u32 *learned = bpf_map_lookup_elem(&jg_level, &zero);
-    __u32 want = learned && *learned ? *learned - 1 : c->build_level;
+    __u32 want = build_level(c);
     if (level < 0 || (__u32)level < want || want > 255)
         return false;
     struct cgroup *ancestor = NULL;
@@ -166,6 +226,12 @@ static __always_inline void learn_level(struct task_struct *t)
             break;
         }
     }
+}
+
+static __always_inline __u64 counter_value(__u32 index)
+{
+    __u64 *v = bpf_map_lookup_elem(&jg_counters, &index);
+    return v ? *v : 0;
 }
 
 static __always_inline void count(__u32 index, __u64 delta)
@@ -223,7 +289,19 @@ static __always_inline void submit(struct jg_event *e, bool urgent)
     bpf_ringbuf_submit(e, flags);
 }
 
-static __always_inline void emit_short(__u32 kind, __u32 pid, __u32 aux, __u64 value)
+/* The command name of `t` (a BTF pointer to the current task) with two plain loads, or of the current task with a
+ * helper call when there is no such pointer. */
+static __always_inline void copy_comm(struct jg_event *e, struct task_struct *t)
+{
+    if (t) {
+        *(__u64 *)&e->comm[0] = *(__u64 *)&t->comm[0];
+        *(__u64 *)&e->comm[8] = *(__u64 *)&t->comm[8];
+    } else {
+        bpf_get_current_comm(e->comm, sizeof(e->comm));
+    }
+}
+
+static __always_inline void emit_short(__u32 kind, __u32 pid, __u32 aux, __u64 value, struct task_struct *current)
 {
     struct jg_event *e = reserve(kind, JG_EVENT_SHORT);
     if (!e)
@@ -231,7 +309,7 @@ static __always_inline void emit_short(__u32 kind, __u32 pid, __u32 aux, __u64 v
     e->pid = pid;
     e->aux = aux;
     e->value = value;
-    bpf_get_current_comm(e->comm, sizeof(e->comm));
+    copy_comm(e, current);
     submit(e, kind == JG_EV_GATE || kind == JG_EV_BRAKE || kind == JG_EV_OOM);
 }
 
@@ -246,23 +324,30 @@ static __always_inline struct jg_proc *proc_entry(__u32 tgid)
 }
 
 /* ---- memory: kmem:rss_stat ----
- * It fires on every page the process maps or unmaps, so the hot path touches only a per-CPU cache of the process
- * last seen on this CPU; the shared map is written when another process comes along or the process's RSS moved by
- * JG_RSS_FLUSH_BYTES since the last write (so the map lags by less than that). The exit event's peak is exact: the
- * kernel's own high-water mark (signal->maxrss, what getrusage reports). */
+ * It fires for every page (or batch of pages) any process on the machine maps or unmaps: about 75 times for a
+ * process that only runs /bin/true, once per 4 KiB page an allocating process touches. So the hot path is a few
+ * plain loads and no helper call: a per-CPU cache holds the address space (mm) of the build process last seen on
+ * this CPU, and one of a process outside the build whose events are skipped. An event for the cached build mm reads
+ * the mm's three resident counters (plain loads: the argument is a BTF pointer) and keeps its peak; the shared map
+ * is written when the RSS moved by JG_RSS_FLUSH_BYTES since the last write, or when another process takes the cache
+ * over (so the map lags by less than that). Anything else (the cache is older than the last fork, exec or exit in
+ * the build, or the mm is another) takes the slow path: is the mm the current task's own (not a fork copying into
+ * a child, an exit or exec tearing an mm down, reclaim), and is that task in the build. The exit event's peak is
+ * exact: the kernel's own high-water mark (signal->maxrss, what getrusage reports). */
 #define JG_RSS_FLUSH_BYTES (1ULL << 20)
-/* Each event is one page (or one batch) mapped or unmapped; reading the counter costs a probe read, so only every
- * 8th event of a process reads it: running values lag by at most 8 events. */
-#define JG_RSS_SAMPLE 8
 
 struct rss_cache {
+    __u64 mm;      /* a build process's own address space, cached here; 0: none */
+    __u64 gen;     /* jg_gen when mm was last checked */
     __u32 tgid;
-    __u32 events; /* since the process came to this CPU; the counter is read on every JG_RSS_SAMPLE-th */
-    __u64 mm;
-    __u64 rss[3]; /* file, anon, shmem */
-    __u64 peak;
+    __u32 epoch;   /* its jg_procs entry's epoch when taken over */
+    __u64 ticket;  /* its jg_procs entry's owner when taken over */
+    __u64 rss[3];  /* file, anon, shmem pages at the last event */
+    __u64 peak;    /* bytes, like the rest */
     __u64 flushed_now;
     __u64 flushed_peak;
+    __u64 skip_mm; /* the address space of the process outside the build last seen here */
+    __u64 skip_gen;
 };
 
 struct {
@@ -272,21 +357,52 @@ struct {
     __type(value, struct rss_cache);
 } jg_rss_cache SEC(".maps");
 
+/* Reads the process's resident memory into the cache, in bytes; returns file + anon + shmem.
+ * 6.2+: the event carries only (mm, member); the three counters are read from mm (a BTF pointer: plain loads), so
+ * every event sees all three. Up to 6.1 (struct mm_rss_stat exists) the event carries the member's count, which
+ * is taken as is while the other two keep their last values: plain loads of mm->rss_stat.count[i] do not verify
+ * there ("Type 'atomic_long_t' is not a struct"), and probe reads would cost three helper calls per event. */
+static __always_inline __u64 rss_read(struct rss_cache *c, struct mm_struct *mm, int member, unsigned long long *ctx,
+                                      __u32 shift)
+{
+    if (bpf_core_type_exists(struct mm_rss_stat)) {
+        long count = (long)ctx[2];
+        __u64 bytes = (__u64)(count < 0 ? 0 : count) << shift;
+        if (member == 0)
+            c->rss[0] = bytes;
+        else if (member == 1)
+            c->rss[1] = bytes;
+        else
+            c->rss[2] = bytes;
+    } else {
+        /* one percpu_counter per member; its count is what the tracepoint reports */
+        __s64 file = mm->rss_stat[0].count, anon = mm->rss_stat[1].count, shmem = mm->rss_stat[3].count;
+        c->rss[0] = (__u64)(file < 0 ? 0 : file) << shift;
+        c->rss[1] = (__u64)(anon < 0 ? 0 : anon) << shift;
+        c->rss[2] = (__u64)(shmem < 0 ? 0 : shmem) << shift;
+    }
+    return c->rss[0] + c->rss[1] + c->rss[2];
+}
+
+/* Writes the cached process's values to its jg_procs entry, if there is anything new and the entry is still its:
+ * the same program (epoch), not ended. The current values only if this cache is the one that took the process over
+ * last (another CPU's are newer); the peak always. */
 static __always_inline void rss_flush(struct rss_cache *c)
 {
-    if (!c->tgid)
+    __u64 now = c->rss[0] + c->rss[1] + c->rss[2];
+    if (!c->tgid || (now == c->flushed_now && c->peak == c->flushed_peak))
         return;
     __u32 tgid = c->tgid;
     struct jg_proc *p = bpf_map_lookup_elem(&jg_procs, &tgid);
-    if (!p || p->mm != c->mm)
-        return; /* gone, or a newer program (exec) owns the entry */
-    __u64 now = c->rss[0] + c->rss[1] + c->rss[2];
-    __u64 t = bpf_ktime_get_ns();
-    if (t > p->updated_ns) {
+    if (!p || p->mm != c->mm || p->epoch != c->epoch || p->exited) {
+        c->tgid = 0;
+        c->mm = 0;
+        return;
+    }
+    if (p->owner == c->ticket) {
         p->rss_file = c->rss[0];
         p->rss_anon = c->rss[1];
         p->rss_shmem = c->rss[2];
-        p->updated_ns = t;
     }
     if (c->peak > p->rss_peak)
         p->rss_peak = c->peak;
@@ -294,74 +410,56 @@ static __always_inline void rss_flush(struct rss_cache *c)
     c->flushed_peak = c->peak;
 }
 
-static __always_inline __s64 rss_count(struct mm_struct *mm, int member)
-{
-    /* 6.2+: the tracepoint reports percpu_counter_read_positive(&mm->rss_stat[member]), i.e. its count. */
-    __s64 v = 0;
-    switch (member) {
-    case 0: v = BPF_CORE_READ(mm, rss_stat[0].count); break;
-    case 1: v = BPF_CORE_READ(mm, rss_stat[1].count); break;
-    case 3: v = BPF_CORE_READ(mm, rss_stat[3].count); break;
-    default: break;
-    }
-    return v < 0 ? 0 : v;
-}
-
-SEC("raw_tp/rss_stat")
+SEC("tp_btf/rss_stat")
 int BPF_PROG(jg_rss, struct mm_struct *mm, int member)
 {
-    /* Members: 0 file, 1 anon, 2 swap entries (not resident), 3 shmem. */
-    if (member == 2 || member < 0 || member > 3)
-        return 0;
+    if (member == 2)
+        return 0; /* swap entries: not resident (a page swapped out also moves the anon counter) */
     __u32 zero = 0;
     struct rss_cache *c = bpf_map_lookup_elem(&jg_rss_cache, &zero);
-    struct jg_config *cfg = config();
-    if (!cfg || !c)
+    __u64 *gen = bpf_map_lookup_elem(&jg_gen, &zero);
+    if (!c || !gen)
         return 0;
-    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    if (c->tgid != tgid || c->mm != (__u64)mm) {
-        /* Slow path, once per process per CPU: is it the build's, and is mm the caller's own? (Not during
-         * reclaim of another process's pages or an exit teardown.) The fast path needs neither check: the cache
-         * only ever holds a build process with its own mm. */
-        if (!current_in_build())
+    __u64 g = *gen;
+    if (c->mm != (__u64)mm || c->gen != g) {
+        if (c->skip_mm == (__u64)mm && c->skip_gen == g)
+            return 0; /* a process outside the build, seen here before */
+        /* Slow path. */
+        struct task_struct *cur = bpf_get_current_task_btf();
+        if ((__u64)cur->mm != (__u64)mm)
+            return 0; /* not the current task's own pages: a fork copying, an mm torn down, reclaim */
+        __u32 tgid = cur->tgid;
+        if (c->mm == (__u64)mm && c->tgid == tgid) {
+            c->gen = g; /* the same process; a fork, exec or exit elsewhere made the entry older */
+        } else if (!current_in_build()) {
+            c->skip_mm = (__u64)mm;
+            c->skip_gen = g;
             return 0;
-        struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-        if (BPF_CORE_READ(task, mm) != mm)
-            return 0;
-        rss_flush(c);
-        struct jg_proc *p = proc_entry(tgid);
-        if (!p)
-            return 0;
-        if (p->mm != (__u64)mm) {
-            /* first sight of this address space: start from zero */
-            p->mm = (__u64)mm;
-            p->rss_file = p->rss_anon = p->rss_shmem = 0;
+        } else {
+            rss_flush(c);
+            struct jg_proc *p = proc_entry(tgid);
+            if (!p)
+                return 0;
+            if (p->mm != (__u64)mm) {
+                /* first sight of this address space: start from zero */
+                p->mm = (__u64)mm;
+                p->rss_file = p->rss_anon = p->rss_shmem = 0;
+            }
+            c->tgid = tgid;
+            c->mm = (__u64)mm;
+            c->gen = g;
+            c->epoch = p->epoch;
+            c->ticket = __sync_fetch_and_add(&p->owner, 1) + 1;
+            c->rss[0] = p->rss_file;
+            c->rss[1] = p->rss_anon;
+            c->rss[2] = p->rss_shmem;
+            c->peak = p->rss_peak;
+            c->flushed_now = c->rss[0] + c->rss[1] + c->rss[2];
+            c->flushed_peak = c->peak;
         }
-        c->tgid = tgid;
-        c->mm = (__u64)mm;
-        c->rss[0] = p->rss_file;
-        c->rss[1] = p->rss_anon;
-        c->rss[2] = p->rss_shmem;
-        c->peak = p->rss_peak;
-        c->flushed_now = c->rss[0] + c->rss[1] + c->rss[2];
-        c->flushed_peak = c->peak;
-        c->events = 0;
-    } else if (++c->events % JG_RSS_SAMPLE != 0) {
-        return 0;
     }
-    __s64 pages;
-    if (bpf_core_type_exists(struct mm_rss_stat))
-        pages = (long)ctx[2]; /* up to 6.1: (mm, member, count) */
-    else
-        pages = rss_count(mm, member);
-    __u64 bytes = (__u64)(pages < 0 ? 0 : pages) << (cfg->page_shift & 31);
-    if (member == 0)
-        c->rss[0] = bytes;
-    else if (member == 1)
-        c->rss[1] = bytes;
-    else
-        c->rss[2] = bytes;
-    __u64 now = c->rss[0] + c->rss[1] + c->rss[2];
+    struct jg_config *cfg = config();
+    __u64 now = rss_read(c, mm, member, ctx, (cfg ? cfg->page_shift : 12) & 31);
     if (now > c->peak)
         c->peak = now;
     __u64 moved = now > c->flushed_now ? now - c->flushed_now : c->flushed_now - now;
@@ -372,26 +470,28 @@ int BPF_PROG(jg_rss, struct mm_struct *mm, int member)
 
 /* ---- process lifecycle ---- */
 
-SEC("raw_tp/sched_process_fork")
+SEC("tp_btf/sched_process_fork")
 int BPF_PROG(jg_fork, struct task_struct *parent, struct task_struct *child)
 {
     if (!current_in_build())
         return 0;
-    int pid = BPF_CORE_READ(child, pid);
-    if (pid != BPF_CORE_READ(child, tgid))
+    int pid = child->pid;
+    if (pid != child->tgid)
         return 0; /* a thread, not a process */
-    emit_short(JG_EV_FORK, BPF_CORE_READ(parent, tgid), pid, 0);
+    bump_generation();
+    emit_short(JG_EV_FORK, parent->tgid, pid, 0, parent);
     return 0;
 }
 
-SEC("raw_tp/sched_process_exec")
+SEC("tp_btf/sched_process_exec")
 int BPF_PROG(jg_exec, struct task_struct *task, pid_t old_pid, struct linux_binprm *bprm)
 {
     if (!current_in_build())
         return 0;
+    bump_generation();
     learn_level(task);
     struct jg_config *c = config();
-    __u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    __u32 tgid = task->tgid;
     bool gate = c && c->gate_closed;
     if (gate) {
         /* Stop before the new program runs a single instruction: the signal is taken on the way to user space. */
@@ -400,21 +500,28 @@ int BPF_PROG(jg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
         bpf_send_signal(SIGSTOP);
         count(JG_CNT_GATE_STOPS, 1);
     }
-    /* A new program: its memory starts from scratch. */
-    struct jg_proc fresh = {};
-    bpf_map_update_elem(&jg_procs, &tgid, &fresh, BPF_ANY);
-    __u32 zero = 0;
-    struct rss_cache *cache = bpf_map_lookup_elem(&jg_rss_cache, &zero);
-    if (cache && cache->tgid == tgid)
-        cache->tgid = 0;
+    /* A new program: its memory starts from scratch. (Only an entry that exists: the memory and reclaim
+     * observers create one when they have something to say. Its other threads are gone by now.) */
+    struct jg_proc *p = bpf_map_lookup_elem(&jg_procs, &tgid);
+    if (p) {
+        p->rss_file = p->rss_anon = p->rss_shmem = p->rss_peak = 0;
+        p->stall_ns[JG_STALL_DIRECT] = p->stall_ns[JG_STALL_MEMCG] = 0;
+        p->exited = 0;
+        p->mm = 0;
+        p->epoch++;
+    }
 
     struct jg_event *e = reserve(JG_EV_EXEC, sizeof(struct jg_event));
     if (e) {
         e->pid = tgid;
-        e->ppid = BPF_CORE_READ(task, real_parent, tgid);
-        bpf_get_current_comm(e->comm, sizeof(e->comm));
-        unsigned long start = BPF_CORE_READ(task, mm, arg_start);
-        unsigned long end = BPF_CORE_READ(task, mm, arg_end);
+        e->ppid = task->real_parent->tgid;
+        copy_comm(e, task);
+        struct mm_struct *mm = task->mm;
+        unsigned long start = 0, end = 0;
+        if (mm) {
+            start = mm->arg_start;
+            end = mm->arg_end;
+        }
         __u64 len = end > start ? end - start : 0;
         if (len > JG_ARGS_LEN)
             len = JG_ARGS_LEN;
@@ -423,28 +530,31 @@ int BPF_PROG(jg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
         submit(e, false);
     }
     if (gate)
-        emit_short(JG_EV_GATE, tgid, 0, 0);
+        emit_short(JG_EV_GATE, tgid, 0, 0, task);
     return 0;
 }
 
-SEC("raw_tp/sched_process_exit")
+SEC("tp_btf/sched_process_exit")
 int BPF_PROG(jg_exit, struct task_struct *task)
 {
     if (!current_in_build())
         return 0;
-    __u64 id = bpf_get_current_pid_tgid();
-    __u32 tgid = id >> 32;
-    if ((__u32)id != tgid)
+    bump_generation(); /* threads too: the last one to end frees the mm */
+    __u32 tid = task->pid, tgid = task->tgid;
+    if (bpf_map_lookup_elem(&jg_runnable, &tid))
+        bpf_map_delete_elem(&jg_runnable, &tid);
+    if (tid != tgid)
         return 0; /* a thread */
     __u32 zero = 0;
     struct rss_cache *cache = bpf_map_lookup_elem(&jg_rss_cache, &zero);
     if (cache && cache->tgid == tgid) {
         rss_flush(cache);
         cache->tgid = 0;
+        cache->mm = 0;
     }
     /* The kernel's high-water mark, set for the thread group as its last thread exits (in pages). */
     struct jg_config *cfg = config();
-    __u64 peak = (__u64)BPF_CORE_READ(task, signal, maxrss) << ((cfg ? cfg->page_shift : 12) & 31);
+    __u64 peak = (__u64)task->signal->maxrss << ((cfg ? cfg->page_shift : 12) & 31);
     struct jg_proc *p = bpf_map_lookup_elem(&jg_procs, &tgid);
     if (p) {
         if (p->rss_peak > peak)
@@ -453,10 +563,12 @@ int BPF_PROG(jg_exit, struct task_struct *task)
             p->rss_peak = peak;
         p->exited = 1;
     }
-    int code = BPF_CORE_READ(task, exit_code);
-    emit_short(JG_EV_EXIT, tgid, (__u32)code, peak);
-    bpf_map_delete_elem(&jg_gated, &tgid);
-    bpf_map_delete_elem(&jg_braked, &tgid);
+    emit_short(JG_EV_EXIT, tgid, (__u32)task->exit_code, peak, task);
+    /* Only when the gate or the brake ever stopped anything can the process be in their maps. */
+    if (counter_value(JG_CNT_GATE_STOPS))
+        bpf_map_delete_elem(&jg_gated, &tgid);
+    if (counter_value(JG_CNT_BRAKE_STOPS))
+        bpf_map_delete_elem(&jg_braked, &tgid);
     return 0;
 }
 
@@ -482,7 +594,7 @@ static __always_inline int reclaim_begin(__u32 kind)
     bpf_map_update_elem(&jg_braked, &tgid, &now, BPF_ANY);
     bpf_send_signal(SIGSTOP);
     count(JG_CNT_BRAKE_STOPS, 1);
-    emit_short(JG_EV_BRAKE, tgid, kind, 0);
+    emit_short(JG_EV_BRAKE, tgid, kind, 0, NULL);
     return 0;
 }
 
@@ -506,7 +618,7 @@ static __always_inline int reclaim_end(void)
     }
     struct jg_config *c = config();
     if (c && ns >= c->min_stall_ns)
-        emit_short(JG_EV_STALL, tgid, kind, ns);
+        emit_short(JG_EV_STALL, tgid, kind, ns, NULL);
     return 0;
 }
 
@@ -537,7 +649,7 @@ int BPF_PROG(jg_oom)
         e->pid = BPF_CORE_READ(t, tgid);
         BPF_CORE_READ_STR_INTO(&e->comm, t, comm);
         e->value = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
-        e->aux = c && task_in_build(t, c);
+        e->aux = c && task_in_build_raw(t, c);
     } else {
         /* up to 6.7: mark_victim(int pid); the caller is the victim in most memcg OOMs */
         struct task_struct *cur = (struct task_struct *)bpf_get_current_task();
@@ -579,40 +691,49 @@ int BPF_PROG(jg_rq_done, struct request *rq)
     return 0;
 }
 
-/* ---- run-queue latency of the build's tasks ---- */
+/* ---- run-queue latency of the build's tasks ----
+ * sched_wakeup and sched_switch fire for every task on the machine: the build check comes first and is plain loads
+ * (task_in_build) or one helper call (current_in_build); only the build's tasks get a map entry. */
+
+static __always_inline void mark_runnable(__u32 tid)
+{
+    __u64 now = bpf_ktime_get_ns();
+    __u64 *since = bpf_map_lookup_elem(&jg_runnable, &tid);
+    if (since)
+        *since = now;
+    else
+        bpf_map_update_elem(&jg_runnable, &tid, &now, BPF_ANY);
+}
 
 static __always_inline int runnable(struct task_struct *t)
 {
     struct jg_config *c = config();
     if (!c || !task_in_build(t, c))
         return 0;
-    __u32 tid = BPF_CORE_READ(t, pid);
-    __u64 now = bpf_ktime_get_ns();
-    bpf_map_update_elem(&jg_runnable, &tid, &now, BPF_ANY);
+    mark_runnable(t->pid);
     return 0;
 }
 
-SEC("raw_tp/sched_wakeup")
+SEC("tp_btf/sched_wakeup")
 int BPF_PROG(jg_wakeup, struct task_struct *t) { return runnable(t); }
 
-SEC("raw_tp/sched_wakeup_new")
+SEC("tp_btf/sched_wakeup_new")
 int BPF_PROG(jg_wakeup_new, struct task_struct *t) { return runnable(t); }
 
-SEC("raw_tp/sched_switch")
+SEC("tp_btf/sched_switch")
 int BPF_PROG(jg_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
     /* prev is current here: a preempted build task goes back on the run queue. */
-    if (BPF_CORE_READ(prev, __state) == TASK_RUNNING && current_in_build()) {
-        __u32 tid = BPF_CORE_READ(prev, pid);
-        __u64 now = bpf_ktime_get_ns();
-        bpf_map_update_elem(&jg_runnable, &tid, &now, BPF_ANY);
-    }
-    __u32 tid = BPF_CORE_READ(next, pid);
+    if (prev->__state == TASK_RUNNING && current_in_build())
+        mark_runnable(prev->pid);
+    /* Only build tasks have an entry, so the lookup is the build check for next (a task that left the build while
+     * it waited still has its wait counted). */
+    __u32 tid = next->pid;
     __u64 *since = bpf_map_lookup_elem(&jg_runnable, &tid);
-    if (!since)
+    if (!since || !*since)
         return 0;
     __u64 us = (bpf_ktime_get_ns() - *since) / 1000;
-    bpf_map_delete_elem(&jg_runnable, &tid);
+    *since = 0;
     hist_add(JG_HIST_RUNQ, us);
     return 0;
 }

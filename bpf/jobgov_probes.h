@@ -87,9 +87,9 @@ struct jg_proc {
     __u64 rss_peak;
     __u64 stall_ns[NR_JG_STALL];
     __u32 exited; /* the process ended; the entry stays until user space reads it */
-    __u32 reserved;
-    __u64 mm;         /* which address space the rss values belong to (kernel pointer, an identity only) */
-    __u64 updated_ns; /* when the rss values were written (per-CPU caches flush in any order) */
+    __u32 epoch;  /* programs it executed: a per-CPU cache of an earlier one no longer writes here */
+    __u64 mm;     /* which address space the rss values belong to (kernel pointer, an identity only) */
+    __u64 owner;  /* ticket of the per-CPU cache that took the process over last: only it writes current values */
 };
 
 #endif

@@ -36,7 +36,13 @@ enum { BPF_RB_AVAIL_DATA = 0 };
 #pragma clang attribute push(__attribute__((preserve_access_index)), apply_to = record)
 
 struct kernfs_node { __u64 id; };
+struct cgroup;
+struct cgroup_subsys_state {
+    struct cgroup *cgroup;
+    struct cgroup_subsys_state *parent;
+};
 struct cgroup {
+    struct cgroup_subsys_state self;
     struct kernfs_node *kn;
     int level;
     struct cgroup *ancestors[];

@@ -33,7 +33,9 @@ public enum ProbeObserver: String, Sendable, CaseIterable {
     var programs: [String] {
         switch self {
         case .processes: ["jg_fork", "jg_exec", "jg_exit"]
-        case .memory: ["jg_rss"]
+        // kmem:rss_stat's per-CPU cache relies on fork, exec and exit to say when an address space may be new
+        // (jg_gen), and the exact peak at exit comes from jg_exit.
+        case .memory: ["jg_rss", "jg_fork", "jg_exec", "jg_exit"]
         case .reclaim: ["jg_dreclaim_beg", "jg_dreclaim_end", "jg_mreclaim_beg", "jg_mreclaim_end"]
         case .oom: ["jg_oom"]
         case .blockIO: ["jg_rq_issue", "jg_rq_done"]
