@@ -423,7 +423,8 @@ int BPF_PROG(jg_rss, struct mm_struct *mm, int member)
     __u64 g = *gen;
     if (c->mm != (__u64)mm || c->gen != g) {
         if (c->skip_mm == (__u64)mm && c->skip_gen == g)
-            return 0; /* a process outside the build, seen here before */
+            return 0; /* a process outside the build, seen here before (one that joins the build without exec
+                       * is seen from the next fork, exec or exit in the build on) */
         /* Slow path. */
         struct task_struct *cur = bpf_get_current_task_btf();
         if ((__u64)cur->mm != (__u64)mm)
