@@ -119,7 +119,7 @@ final class GovernorLoop {
             // A recipe waiting to run again after an OOM kill holds nothing and runs nothing until jobgov says go;
             // counting its old peak as growth to come would keep the others frozen while it waits for them.
             if rerunsAsked[job.id.pid] != nil { continue }
-            let ranFor = t - job.startedAt - job.frozenSeconds - (job.frozenSince.map { t - $0 } ?? 0)
+            let ranFor = t - job.startedAt - job.frozenTime(at: t)
             running.append(GovernorInput.RunningJob(
                 id: job.id, startedAt: job.startedAt, rssBytes: job.rssBytes, peakBytes: job.peakBytes,
                 predictedPeakBytes: model.predictedPeak(of: job.command), frozen: job.frozen,

@@ -56,6 +56,9 @@ public struct Job: Sendable, Equatable {
     /// Seconds spent frozen so far (the current freeze not included).
     public var frozenSeconds: Double = 0
     public var frozenSince: Double?
+
+    /// Seconds spent frozen by `now`, the current freeze included.
+    public func frozenTime(at now: Double) -> Double { frozenSeconds + (frozenSince.map { now - $0 } ?? 0) }
 }
 
 public struct FinishedJob: Sendable, Equatable {
@@ -160,7 +163,7 @@ public struct JobTable: Sendable {
         var finished: [FinishedJob] = []
         for (id, job) in jobs where !seen.contains(id) {
             jobs[id] = nil
-            let frozen = job.frozenSeconds + (job.frozenSince.map { now - $0 } ?? 0)
+            let frozen = job.frozenTime(at: now)
             finished.append(FinishedJob(command: job.command, startedAt: job.startedAt, endedAt: now,
                                         peakBytes: job.peakBytes, frozenSeconds: frozen, lastRSSBytes: job.rssBytes))
         }

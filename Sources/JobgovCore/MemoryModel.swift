@@ -56,7 +56,9 @@ public struct MemoryModel: Sendable {
     public func upcomingPeaks(count: Int) -> [UInt64] {
         guard !historyOrder.isEmpty else { return [] }
         var out: [UInt64] = []
-        for command in historyOrder[max(0, position - Self.reorderWindow)...] where out.count < count {
+        // Every tick calls this: stop as soon as enough are found, not at the end of a long history.
+        for command in historyOrder[max(0, position - Self.reorderWindow)...] {
+            guard out.count < count else { break }
             if !started.contains(command), let peak = history[command] { out.append(peak) }
         }
         return out
