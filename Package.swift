@@ -32,11 +32,18 @@ let package = Package(
                 .product(name: "SystemPackage", package: "swift-system"),
             ]
         ),
+        // The governor's loop (sense, decide, act) behind protocols: the kernel drives it in `jobgov run`, a simulated
+        // build in the simulator.
+        .target(name: "GovernorRuntime", dependencies: ["JobgovCore"]),
+        // A deterministic simulated build (jobs with memory curves, make's and ninja's scheduling, a cgroup with a
+        // hard limit and an OOM killer, a simulated clock) that drives GovernorRuntime's loop.
+        .target(name: "BuildSimulator", dependencies: ["GovernorRuntime", "JobgovCore"]),
+        .executableTarget(name: "jobgov-simulate", dependencies: ["BuildSimulator", "JobgovCore"]),
         // Commands and the supervisor loop; the executable only calls into this.
         .target(
             name: "JobgovCLI",
             dependencies: [
-                "JobgovCore", "Jobserver", "LinuxSystem", "BPFProbes",
+                "JobgovCore", "GovernorRuntime", "Jobserver", "LinuxSystem", "BPFProbes",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             plugins: ["ShellWrapperPlugin"]
@@ -55,6 +62,7 @@ let package = Package(
         .executableTarget(name: "jobgov-probe-bench", dependencies: ["BPFProbes"]),
 
         .testTarget(name: "JobgovCoreTests", dependencies: ["JobgovCore"]),
+        .testTarget(name: "GovernorSimulationTests", dependencies: ["BuildSimulator", "GovernorRuntime", "JobgovCore"]),
         .testTarget(name: "JobserverTests", dependencies: ["Jobserver", "LinuxSystem"]),
         .testTarget(
             name: "LinuxSystemTests", dependencies: ["LinuxSystem", "JobgovCore"], resources: [.copy("Fixtures")]),

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import GovernorRuntime
 import JobgovCore
 import Jobserver
 import LinuxSystem
@@ -87,6 +88,9 @@ final class BuildSupervisor {
     private var pressureEvents = 0
     private var watchdog: WatchdogHandle?
     private var governing: GovernorLoop?
+    private var kernel: KernelBuild?
+    private var historyPath: String?
+    private var traceFD: Int32 = -1
 
     /// This executable, for starting the watchdog.
     static func ownExecutable() -> String {
@@ -187,11 +191,23 @@ final class BuildSupervisor {
             settings.cpuThreshold = choices.cpuThreshold
             settings.ioLatencyThreshold = choices.ioLatencySeconds
             settings.priorJobPeakBytes = MemoryModel.defaultPrior(budget: budget.bytes, cpus: onlineCPUs())
-            let history = choices.history ? historyFile(env: env) : nil
-            let loop = GovernorLoop(options: .init(settings: settings, historyFile: history, traceFile: choices.traceFile,
-                                                   quiet: options.quiet),
-                                    cgroup: cgroup, startTime: startTime)
-            if loop.traceFailed { throw SystemError("cannot write the trace file \(choices.traceFile ?? "")") }
+            // make runs its recipes through jobgov-shell, which runs a recipe again when asked: a job can be ended
+            // early while small instead of waiting at the hard limit.
+            settings.canEvict = choices.rerun && options.plan.kind == .gnuMake && cgroup != nil
+            historyPath = choices.history ? historyFile(env: env) : nil
+            let history = historyPath.flatMap { readSmallFile($0, limit: 8 << 20) }
+                .map(MemoryHistoryFormat.decodeAll) ?? MemoryHistoryFormat.Contents()
+            let quiet = options.quiet
+            let kernel = KernelBuild(cgroup: cgroup, cpus: onlineCPUs()) { if !quiet { note($0) } }
+            let loop = GovernorLoop(options: .init(settings: settings, history: history), sensor: kernel,
+                                    actuator: kernel) { if !quiet { note($0) } }
+            if let path = choices.traceFile {
+                traceFD = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+                if traceFD < 0 { throw SystemError("cannot write the trace file \(path)") }
+                let fd = traceFD
+                loop.trace = { writeAll(fd, $0) }
+            }
+            self.kernel = kernel
             governing = loop
             ledger.setJobs(loop.initialTarget)
         }
@@ -236,7 +252,7 @@ final class BuildSupervisor {
             var plan = WatchdogPlan(runtimeDirectory: directory.path, unifiedDir: cgroup.unifiedDir,
                                     memoryDir: cgroup.memoryDir, cpuDir: cgroup.cpuDir, freezerDir: cgroup.freezerDir,
                                     removeWhenEmpty: cgroup.remainingDirectories)
-            plan.sysctls = governing?.tuning?.originals ?? []
+            plan.sysctls = kernel?.tuning?.originals ?? []
             watchdog = try WatchdogHandle(executable: Self.ownExecutable(), plan: plan)
         }
 
@@ -300,7 +316,7 @@ final class BuildSupervisor {
             if let f = forwarding, now < f.until { forwardPending(child: child) } else { forwarding = nil }
             if !triggerAttempted, now - startTime > 1, let dir = cgroup?.unifiedDir {
                 triggerAttempted = true
-                governing?.attachProbes(unifiedDir: dir)
+                kernel?.attachProbes(unifiedDir: dir)
                 let window = PressureTrigger.allowsShortWindows ? 1_000_000 : 2_000_000
                 trigger = try? PressureTrigger(path: dir + "/memory.pressure", kind: .some, stallMicroseconds: 100_000,
                                                windowMicroseconds: window)
@@ -311,7 +327,7 @@ final class BuildSupervisor {
             let interval = governing?.lastDecision?.calm == true ? 5 * tick : tick
             if let governing, now - lastGovern >= interval * 0.9 {
                 lastGovern = now
-                let target = governing.tick(now: now)
+                let target = governing.tick(now: now - startTime)
                 if debugAccounting { note("debug: tick \(Int((monotonicSeconds() - now) * 1e6)) us") }
                 if target != ledger.targetJobs {
                     ledger.setJobs(target)
@@ -328,10 +344,32 @@ final class BuildSupervisor {
             }
         }
         if realtime { setRealtimePriority(false) }
-        governing?.finish()
+        finishGoverning()
         let atEnd = pool.tokensInPool()
         return Outcome(exit: exit!, elapsed: monotonicSeconds() - startTime, ledger: ledger, tokensInPoolAtEnd: atEnd,
                        statistics: governing?.stats, budget: budget)
+    }
+
+    /// Ends the governor's work: thaws and restores everything, keeps the history, closes the trace.
+    private func finishGoverning() {
+        guard let governing else { return }
+        let history = governing.finish(now: monotonicSeconds() - startTime)
+        if let stall = kernel?.closeProbes() { governing.reclaimStallSeconds = stall }
+        if let path = historyPath {
+            let text = MemoryHistoryFormat.encode(history.peaks, seconds: history.seconds, order: history.order,
+                                                  shapes: history.shapes)
+            let directory = String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])
+            makeDirectories(directory)
+            let tmp = path + ".tmp.\(getpid())"
+            let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            if fd >= 0 {
+                writeAll(fd, text)
+                close(fd)
+                rename(tmp, path)
+            }
+        }
+        if traceFD >= 0 { close(traceFD) }
+        traceFD = -1
     }
 
     /// Writes or absorbs tokens until the pool matches the target (absorbing only what is there to take), and
@@ -386,7 +424,7 @@ final class BuildSupervisor {
             if let governing {
                 // The user's number becomes the ceiling; the governor decides at once how much of it memory allows.
                 governing.setCeiling(n)
-                ledger.setJobs(min(n, governing.tick(now: monotonicSeconds())))
+                ledger.setJobs(min(n, governing.tick(now: monotonicSeconds() - startTime)))
             } else {
                 ledger.setJobs(n)
             }
@@ -394,7 +432,7 @@ final class BuildSupervisor {
             return "ok jobs=\(n) was=\(old)"
         case .success(.rerun(let pid)):
             guard let governing else { return "no the governor is off" }
-            return governing.rerunVerdict(shellPID: pid, now: monotonicSeconds())
+            return governing.rerunVerdict(shellPID: pid, status: nil, now: monotonicSeconds() - startTime)
         case .success(.freeze), .success(.thaw), .success(.kill):
             guard let cgroup else { return "error the build has no cgroup; freezing needs one (run as root or in a delegated cgroup)" }
             do {

@@ -1,3 +1,4 @@
+import GovernorRuntime
 import JobgovCore
 
 /// What jobgov says when the build ends: a few lines for people, and the same and more as JSON for scripts.

@@ -34,11 +34,21 @@ public struct GovernorSettings: Sendable, Equatable {
     public var priorJobPeakBytes: UInt64 = 0
     /// Freezing looks this far ahead at the jobs' present growth.
     public var freezeHorizonSeconds: Double = 0.5
+    /// Where the kernel stops the build (the budget plus its reserve): frozen jobs' memory and the running jobs'
+    /// plan must fit under it, or freezing cannot end well.
+    public var hardLimit: UInt64
+    /// A frozen job's memory can be paged out (swap or compressed RAM for the build), so freezing frees memory.
+    public var canPageOut = false
+    /// A job can be ended early and run again later (make, with jobgov-shell as its SHELL).
+    public var canEvict = false
+    /// A planned end is put this much later than what the same command took before.
+    public var endSlack: Double = 1.25
 
-    public init(maxJobs: Int, budget: UInt64, cpus: Int) {
+    public init(maxJobs: Int, budget: UInt64, cpus: Int, hardLimit: UInt64? = nil) {
         self.maxJobs = max(1, maxJobs)
         self.budget = budget
         self.cpus = max(1, cpus)
+        self.hardLimit = max(budget, hardLimit ?? budget + MemorySize.reserve(forBudget: budget))
     }
 }
 
@@ -56,14 +66,26 @@ public struct GovernorInput: Sendable, Equatable {
         public var growing: Bool
         /// How fast its memory grows now, bytes per second.
         public var growthRate: Double
-        /// How much longer it is expected to run (its measured or typical duration less the time it has run,
-        /// frozen time not counted); nil when nothing is known.
-        public var remainingSeconds: Double?
+        /// How long it has run (frozen time not counted) and how long the same command ran before; the latter nil
+        /// when it never ran.
+        public var ranSeconds: Double
+        public var runSeconds: Double?
+        /// How the same command's memory grew before; nil when not known.
+        public var shape: MemoryShape?
+        /// What it held before its memory was paged out (0: not paged out): it comes back when it runs again.
+        public var pagedOutBytes: UInt64 = 0
+        /// It can be ended and run again later (its recipe runs under jobgov-shell).
+        public var evictable = false
 
         public init(id: JobID, startedAt: Double, rssBytes: UInt64, peakBytes: UInt64, predictedPeakBytes: UInt64,
                     frozen: Bool = false, growing: Bool = false, growthRate: Double = 0,
-                    remainingSeconds: Double? = nil) {
-            self.remainingSeconds = remainingSeconds
+                    ranSeconds: Double = 0, runSeconds: Double? = nil, shape: MemoryShape? = nil,
+                    pagedOutBytes: UInt64 = 0, evictable: Bool = false) {
+            self.ranSeconds = ranSeconds
+            self.runSeconds = runSeconds
+            self.shape = shape
+            self.pagedOutBytes = pagedOutBytes
+            self.evictable = evictable
             self.id = id
             self.startedAt = startedAt
             self.rssBytes = rssBytes
@@ -83,11 +105,20 @@ public struct GovernorInput: Sendable, Equatable {
             return max(peakBytes + peakBytes / 4, rssBytes + UInt64(max(0, growthRate * horizon)))
         }
 
-        /// The job in a memory plan made at `now`: growing to its expected peak by its expected end. A job that
-        /// outgrew its prediction is a surprise whose end is not known either: it is held at its peak.
-        func planItem(now: Double, horizon: Double) -> MemoryPlan.Item {
-            MemoryPlan.Item(bytes: Double(rssBytes), peakBytes: Double(expectedPeak(horizon: horizon)),
-                            endsAt: isSurprise ? nil : remainingSeconds.map { now + max(0.1, $0) })
+        /// What it holds, or will hold again once its paged-out memory is back.
+        var holdingBytes: UInt64 { max(rssBytes, pagedOutBytes) }
+
+        /// The job in a memory plan made at `now`: growing along its measured shape to its expected peak by its
+        /// expected end (put `slack` times later than what it took before). A job that outgrew its prediction, or
+        /// runs longer than the same command did before, is one whose end is not known: it is held at its peak.
+        func planItem(now: Double, horizon: Double, slack: Double = 1.25) -> MemoryPlan.Item {
+            var end: Double?
+            if !isSurprise, let run = runSeconds, ranSeconds < run {
+                end = now + max(0.1, (run - ranSeconds) * slack)
+            }
+            return MemoryPlan.Item(bytes: Double(holdingBytes), peakBytes: Double(expectedPeak(horizon: horizon)),
+                                   endsAt: end, shape: isSurprise ? nil : shape, ranSeconds: ranSeconds,
+                                   runSeconds: runSeconds)
         }
 
         /// It still grows and has passed its prediction (by more than the wobble of a measured peak): the model
@@ -176,6 +207,10 @@ public struct GovernorDecision: Sendable, Equatable {
     public var rung: Rung
     public var freeze: [JobID] = []
     public var thaw: [JobID] = []
+    /// Frozen jobs (or jobs frozen by this decision) whose memory is to be paged out.
+    public var pageOut: [JobID] = []
+    /// Jobs to end now and run again later (their recipe asks; see `admits`).
+    public var evict: [JobID] = []
     /// Whether the whole build should be frozen (nil: leave it as it is).
     public var buildFrozen: Bool
     /// Memory is past the budget, where cgroup v2's memory.high throttles the build.
@@ -204,6 +239,7 @@ public struct Governor: Sendable {
     private var lastLowered: Double = -.infinity
     private var lastFreeze: Double = -.infinity
     private var lastThaw: Double = -.infinity
+    private var lastEvict: Double = -.infinity
     public private(set) var buildFrozen = false
 
     public init(settings: GovernorSettings, initialTarget: Int? = nil) {
@@ -215,12 +251,12 @@ public struct Governor: Sendable {
     /// How many jobs fit: the running ones oldest first, then new ones, while the memory plan's highest point stays
     /// under `limit` bytes. Memory outside the running jobs (make, page cache, frozen jobs) is held as it is.
     static func jobsThatFit(_ input: GovernorInput, running: [GovernorInput.RunningJob], limit: Double, maxJobs: Int,
-                            horizon: Double) -> Int {
+                            horizon: Double, slack: Double = 1.25) -> Int {
         let inJobs = running.reduce(UInt64(0)) { $0 + $1.rssBytes }
         var plan = MemoryPlan(now: input.now, baseBytes: Double(input.memoryUsedBytes) - Double(inJobs))
         var count = 0
         for job in running {
-            plan.add(job.planItem(now: input.now, horizon: horizon))
+            plan.add(job.planItem(now: input.now, horizon: horizon, slack: slack))
             if plan.peakBytes > limit && count >= 1 { return count }
             count += 1
         }
@@ -252,11 +288,24 @@ public struct Governor: Sendable {
         return max(1, count)
     }
 
-    /// The plan of the running jobs, everything else (frozen jobs included) held as it is.
-    static func runningPlan(_ input: GovernorInput, running: [GovernorInput.RunningJob], horizon: Double) -> MemoryPlan {
+    /// The plan of the running jobs, everything else (frozen jobs included) held as it is, less `released` bytes
+    /// that leave (jobs paged out or ended).
+    static func runningPlan(_ input: GovernorInput, running: [GovernorInput.RunningJob], horizon: Double,
+                            slack: Double = 1.25, released: Double = 0) -> MemoryPlan {
         let inJobs = running.reduce(0.0) { $0 + Double($1.rssBytes) }
-        return MemoryPlan(now: input.now, baseBytes: Double(input.memoryUsedBytes) - inJobs,
-                          items: running.map { $0.planItem(now: input.now, horizon: horizon) })
+        return MemoryPlan(now: input.now, baseBytes: Double(input.memoryUsedBytes) - inJobs - released,
+                          items: running.map { $0.planItem(now: input.now, horizon: horizon, slack: slack) })
+    }
+
+    /// Whether one more job of `peakBytes` fits beside the running jobs' plan (frozen jobs' memory held): the rule
+    /// for letting a job that was ended early run again.
+    public func admits(_ input: GovernorInput, peakBytes: UInt64, excluding: Set<JobID> = []) -> Bool {
+        let running = input.jobs.filter { !$0.frozen && !excluding.contains($0.id) }
+        guard input.jobs.allSatisfy({ !$0.frozen }) else { return false }
+        let plan = Self.runningPlan(input, running: running, horizon: settings.growthHorizonSeconds,
+                                    slack: settings.endSlack)
+        return plan.adding(MemoryPlan.Item(bytes: 0, peakBytes: Double(peakBytes), endsAt: nil)).peakBytes
+            <= settings.memoryThreshold * Double(settings.budget)
     }
 
     public mutating func decide(_ input: GovernorInput) -> GovernorDecision {
@@ -337,7 +386,8 @@ public struct Governor: Sendable {
         // frozen later they would sit on memory the others need. Jobs the model knows are left to admission.
         let h = s.growthHorizonSeconds
         let nearFuture = used + running.reduce(0.0) { $0 + $1.growth(within: s.freezeHorizonSeconds, horizon: h) }
-        let plan = Self.runningPlan(input, running: running, horizon: h)
+        let slack = s.endSlack
+        let plan = Self.runningPlan(input, running: running, horizon: h, slack: slack)
         let overUsed = used > s.freezeThreshold * budget
         if overUsed || nearFuture > budget || plan.peakBytes > budget {
             if running.count >= 2 && input.now - lastFreeze >= s.freezeIntervalSeconds {
@@ -349,7 +399,7 @@ public struct Governor: Sendable {
                 var toFreeze: [JobID] = []
                 for job in running.dropFirst().reversed() {
                     let pressing = ahead > budget || !usedSettled
-                    let overPlan = Self.runningPlan(input, running: kept, horizon: h).peakBytes > budget
+                    let overPlan = Self.runningPlan(input, running: kept, horizon: h, slack: slack).peakBytes > budget
                     if !pressing && !overPlan { break }
                     if !pressing && !job.isYoungSurprise(horizon: h) { continue }
                     toFreeze.append(job.id)
@@ -373,13 +423,16 @@ public struct Governor: Sendable {
                   input.now - lastFreeze >= s.thawIntervalSeconds {
             // Thawed, oldest first, as many as the plan fits under the budget. A frozen job already at its peak
             // needs nothing more: thawing it lets it finish and free its memory, the only way memory comes back
-            // without swap. Thawing one at a time serialised a whole phase of heavy jobs (measured).
+            // without swap. Thawing one at a time serialised a whole phase of heavy jobs (measured). A paged-out
+            // job's memory comes back as it runs: it is planned at what it held.
             // The near-future check that freezes must not fire again at once on the jobs' old growth rates.
             var thawed = plan
             var ahead = nearFuture
             for job in frozen {
-                let trial = thawed.adding(job.planItem(now: input.now, horizon: h), fromBase: Double(job.rssBytes))
+                let trial = thawed.adding(job.planItem(now: input.now, horizon: h, slack: slack),
+                                          fromBase: Double(job.rssBytes))
                 let grows = job.growth(within: s.freezeHorizonSeconds, horizon: h)
+                    + Double(job.holdingBytes - job.rssBytes)
                 guard trial.peakBytes <= budget, ahead + grows <= budget else { break }
                 thawed = trial
                 ahead += grows
@@ -390,6 +443,7 @@ public struct Governor: Sendable {
                 reasons.append(decision.thaw.count == 1 ? "thaw" : "thaw \(decision.thaw.count)")
             }
         }
+        resolveHeldMemory(input, jobs: jobs, decision: &decision, reasons: &reasons)
         if !frozen.isEmpty || !decision.freeze.isEmpty { decision.rung = .freezeJobs }
         else if decision.throttle { decision.rung = .throttle }
         decision.targetJobs = target
@@ -398,6 +452,54 @@ public struct Governor: Sendable {
         let unstarted = Double(max(0, target - running.count)) * Double(max(input.nextJobPeakBytes, s.priorJobPeakBytes))
         decision.calm = frozen.isEmpty && decision.rung == .run && predictedRunning + unstarted < 0.5 * budget
         return decision
+    }
+
+    /// Freezing frees nothing by itself: frozen jobs keep their memory. When the jobs left running could not all
+    /// finish under the hard limit beside what the frozen ones hold (the deadlock that ends in the kernel's OOM
+    /// killer), or can no longer reach the budget, the frozen memory must go: paged out where there is swap for the
+    /// build (the job keeps its work and pages back in when thawed), else, where the build tool lets a job run again
+    /// (make under jobgov-shell), the newest frozen or to-be-frozen job is ended while it is small and run again
+    /// later. Decided now, before the build sits at its limit, and at the least cost: newest first, paging before
+    /// ending. Where neither is possible (ninja without swap) admission is what has to keep the build out of here.
+    private mutating func resolveHeldMemory(_ input: GovernorInput, jobs: [GovernorInput.RunningJob],
+                                            decision: inout GovernorDecision, reasons: inout [String]) {
+        let s = settings
+        guard s.canPageOut || s.canEvict else { return }
+        let h = s.growthHorizonSeconds
+        let thawing = Set(decision.thaw)
+        let freezing = Set(decision.freeze)
+        let running = jobs.filter { (!$0.frozen || thawing.contains($0.id)) && !freezing.contains($0.id) }
+        // Newest first: those being frozen now, then those frozen before.
+        let held = jobs.filter { ($0.frozen && !thawing.contains($0.id)) || freezing.contains($0.id) }.reversed()
+        guard !held.isEmpty, !running.isEmpty else { return }
+        var released = 0.0
+        func peak() -> Double {
+            Self.runningPlan(input, running: running, horizon: h, slack: s.endSlack, released: released).peakBytes
+        }
+        var current = peak()
+        let budget = Double(s.budget)
+        let hard = Double(s.hardLimit)
+        for job in held {
+            if s.canPageOut {
+                // Paged out once memory is needed: the running jobs' plan passes the budget.
+                guard current > s.memoryThreshold * budget else { break }
+                guard job.pagedOutBytes == 0, job.rssBytes > 1 << 20 else { continue }
+                decision.pageOut.append(job.id)
+                released += Double(job.rssBytes)
+            } else {
+                guard current > hard else { break }
+                guard job.evictable, input.now - lastEvict >= s.freezeIntervalSeconds else { continue }
+                decision.evict.append(job.id)
+                decision.freeze.removeAll { $0 == job.id }
+                released += Double(job.rssBytes)
+            }
+            current = peak()
+        }
+        if !decision.evict.isEmpty {
+            lastEvict = input.now
+            reasons.append("end \(decision.evict.count) newest to run again")
+        }
+        if !decision.pageOut.isEmpty { reasons.append("page out \(decision.pageOut.count)") }
     }
 
     /// Memory in use once every running job reaches its predicted peak.

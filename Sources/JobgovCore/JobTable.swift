@@ -42,6 +42,8 @@ public struct Job: Sendable, Equatable {
     /// What the job runs: the shell's command for `sh -c CMD`, else the argument vector joined. The memory model's key.
     public var command: String
     public var startedAt: Double
+    /// The short name of its first process (`jobgov-shell` when make runs its recipes through jobgov's shell).
+    public var rootName: String = ""
     /// The processes of the job now (its root first).
     public var pids: [Int32]
     /// Resident memory of all its processes now, and the most seen (also from each process's own high-water mark).
@@ -56,9 +58,30 @@ public struct Job: Sendable, Equatable {
     /// Seconds spent frozen so far (the current freeze not included).
     public var frozenSeconds: Double = 0
     public var frozenSince: Double?
+    /// Its memory was paged out while frozen: what it held before (it comes back as the job touches it after a thaw).
+    public var pagedOutBytes: UInt64 = 0
+    /// When its memory first reached each new high (seconds run, frozen time not counted), for its memory shape.
+    public var readings: [MemoryReading] = []
 
     /// Seconds spent frozen by `now`, the current freeze included.
     public func frozenTime(at now: Double) -> Double { frozenSeconds + (frozenSince.map { now - $0 } ?? 0) }
+    /// Seconds it has run by `now`, frozen time not counted.
+    public func activeSeconds(at now: Double) -> Double { max(0, now - startedAt - frozenTime(at: now)) }
+
+    /// Notes a new high: kept when it is 3% above the last one kept (a few dozen points for any job).
+    mutating func noteReading(bytes: UInt64, now: Double) {
+        if let last = readings.last, bytes < last.bytes + last.bytes / 33 + 1 { return }
+        readings.append(MemoryReading(seconds: activeSeconds(at: now), bytes: bytes))
+    }
+}
+
+public struct MemoryReading: Sendable, Equatable {
+    public var seconds: Double
+    public var bytes: UInt64
+    public init(seconds: Double, bytes: UInt64) {
+        self.seconds = seconds
+        self.bytes = bytes
+    }
 }
 
 public struct FinishedJob: Sendable, Equatable {
@@ -69,11 +92,14 @@ public struct FinishedJob: Sendable, Equatable {
     public var frozenSeconds: Double
     /// Its memory at the last reading before it ended (what an OOM kill found it at).
     public var lastRSSBytes: UInt64 = 0
+    /// How its memory grew, when the readings tell.
+    public var shape: MemoryShape?
     public var seconds: Double { endedAt - startedAt }
 
     public init(command: String, startedAt: Double, endedAt: Double, peakBytes: UInt64, frozenSeconds: Double,
-                lastRSSBytes: UInt64 = 0) {
+                lastRSSBytes: UInt64 = 0, shape: MemoryShape? = nil) {
         self.lastRSSBytes = lastRSSBytes
+        self.shape = shape
         self.command = command
         self.startedAt = startedAt
         self.endedAt = endedAt
@@ -153,19 +179,30 @@ public struct JobTable: Sendable {
                 job.rssBytes = rss
                 job.peakBytes = max(job.peakBytes, rss, peakOfOne)
                 job.pids = members
+                // A paged-out job's readings after a thaw measure page-in, not its shape; once it holds what it
+                // held before, it is whole again.
+                if job.pagedOutBytes > 0 && !job.frozen && rss >= job.pagedOutBytes { job.pagedOutBytes = 0 }
+                if job.pagedOutBytes == 0 && !job.frozen { job.noteReading(bytes: rss, now: now) }
                 jobs[id] = job
             } else {
                 let command = Self.command(of: p.arguments ?? arguments(p.pid) ?? [p.name])
-                jobs[id] = Job(id: id, command: command, startedAt: now, pids: members, rssBytes: rss,
-                               peakBytes: max(rss, peakOfOne), lastGrowthAt: now, lastReadingAt: now)
+                var job = Job(id: id, command: command, startedAt: now, pids: members, rssBytes: rss,
+                              peakBytes: max(rss, peakOfOne), lastGrowthAt: now, lastReadingAt: now)
+                job.rootName = p.name
+                job.noteReading(bytes: rss, now: now)
+                jobs[id] = job
             }
         }
         var finished: [FinishedJob] = []
         for (id, job) in jobs where !seen.contains(id) {
             jobs[id] = nil
             let frozen = job.frozenTime(at: now)
+            let ran = job.activeSeconds(at: now)
+            let shape = MemoryShape.measured(job.readings.map { ($0.seconds, $0.bytes) }, peak: job.peakBytes,
+                                             runSeconds: ran)
             finished.append(FinishedJob(command: job.command, startedAt: job.startedAt, endedAt: now,
-                                        peakBytes: job.peakBytes, frozenSeconds: frozen, lastRSSBytes: job.rssBytes))
+                                        peakBytes: job.peakBytes, frozenSeconds: frozen, lastRSSBytes: job.rssBytes,
+                                        shape: shape))
         }
         return finished.sorted { $0.startedAt < $1.startedAt }
     }
@@ -180,6 +217,11 @@ public struct JobTable: Sendable {
     /// The running job a process belongs to.
     public func job(containing pid: Int32) -> Job? {
         jobs.values.first { $0.pids.contains(pid) }
+    }
+
+    /// Its memory was paged out (bytes it held before), or came back (0).
+    public mutating func setPagedOut(_ id: JobID, bytes: UInt64) {
+        jobs[id]?.pagedOutBytes = bytes
     }
 
     public mutating func setFrozen(_ id: JobID, _ frozen: Bool, now: Double) {

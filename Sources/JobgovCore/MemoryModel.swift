@@ -12,6 +12,9 @@ public struct MemoryModel: Sendable {
     /// How long each command ran (frozen time not counted), seconds: from the history, then from this build.
     public private(set) var historySeconds: [String: Double]
     public private(set) var measuredSeconds: [String: Double] = [:]
+    /// How each command's memory grew over its run: from the history, then from this build.
+    public private(set) var historyShapes: [String: MemoryShape]
+    public private(set) var measuredShapes: [String: MemoryShape] = [:]
     /// The order commands started in, in the earlier build and in this one: builds start their jobs in much the
     /// same order each time, so the history tells which jobs come next.
     public private(set) var historyOrder: [String]
@@ -31,8 +34,9 @@ public struct MemoryModel: Sendable {
     }
 
     public init(prior: UInt64, history: [String: UInt64] = [:], historySeconds: [String: Double] = [:],
-                historyOrder: [String] = []) {
+                historyOrder: [String] = [], historyShapes: [String: MemoryShape] = [:]) {
         self.prior = prior
+        self.historyShapes = historyShapes
         self.history = history
         self.historySeconds = historySeconds
         self.historyOrder = historyOrder
@@ -71,6 +75,14 @@ public struct MemoryModel: Sendable {
         measured[job.command] = max(measured[job.command] ?? 0, job.peakBytes)
         let seconds = max(0, job.seconds - job.frozenSeconds)
         measuredSeconds[job.command] = max(measuredSeconds[job.command] ?? 0, seconds)
+        if let shape = job.shape {
+            measuredShapes[job.command] = measuredShapes[job.command].map { $0.merged(with: shape) } ?? shape
+        }
+    }
+
+    /// How a job running `command` grew before; nil when not known (it is then planned at its peak throughout).
+    public func knownShape(of command: String) -> MemoryShape? {
+        measuredShapes[command] ?? historyShapes[command]
     }
 
     /// How long a job running `command` ran before (frozen time not counted), in this build or an earlier one; nil
@@ -116,6 +128,7 @@ public struct MemoryModel: Sendable {
     /// The history to keep for the next build: this build's measured peaks over the older ones.
     public var updatedHistory: [String: UInt64] { history.merging(measured) { _, new in new } }
     public var updatedHistorySeconds: [String: Double] { historySeconds.merging(measuredSeconds) { _, new in new } }
+    public var updatedHistoryShapes: [String: MemoryShape] { historyShapes.merging(measuredShapes) { _, new in new } }
     /// This build's order, then the earlier build's commands that did not run this time.
     public var updatedHistoryOrder: [String] { startOrder + historyOrder.filter { !started.contains($0) } }
 
@@ -125,25 +138,28 @@ public struct MemoryModel: Sendable {
     }
 }
 
-/// The history file's format: one `PEAK<TAB>MILLISECONDS<TAB>COMMAND` line per command, in the order the commands
-/// started, with `\`, tab and newline escaped in the command. `PEAK<TAB>COMMAND` lines (jobgov before durations
-/// were kept) are read too.
+/// The history file's format: one `PEAK<TAB>MILLISECONDS<TAB>s:SHAPE<TAB>COMMAND` line per command, in the order
+/// the commands started, with `\`, tab and newline escaped in the command (SHAPE: `MemoryShape`'s five reach shares).
+/// Lines without the shape or the duration (older jobgov) are read too.
 public enum MemoryHistoryFormat {
     public struct Contents: Sendable, Equatable {
         public var peaks: [String: UInt64] = [:]
         public var seconds: [String: Double] = [:]
         /// Commands in the order they started.
         public var order: [String] = []
+        public var shapes: [String: MemoryShape] = [:]
         public init() {}
     }
 
-    public static func encode(_ history: [String: UInt64], seconds: [String: Double] = [:], order: [String] = []) -> String {
+    public static func encode(_ history: [String: UInt64], seconds: [String: Double] = [:], order: [String] = [],
+                              shapes: [String: MemoryShape] = [:]) -> String {
         let ordered = order.filter { history[$0] != nil }
         let listed = Set(ordered)
         let rest = history.keys.filter { !listed.contains($0) }.sorted()
         return (ordered + rest).map { command in
             let duration = seconds[command].map { "\(Int(($0 * 1000).rounded()))\t" } ?? ""
-            return "\(history[command]!)\t\(duration)\(escape(command))\n"
+            let shape = seconds[command] != nil ? shapes[command].map { "s:\($0)\t" } ?? "" : ""
+            return "\(history[command]!)\t\(duration)\(shape)\(escape(command))\n"
         }.joined()
     }
 
@@ -161,10 +177,16 @@ public enum MemoryHistoryFormat {
                 duration = Double(ms) / 1000
                 rest = rest[rest.index(after: second)...]
             }
+            var shape: MemoryShape?
+            if duration != nil, rest.hasPrefix("s:"), let third = rest.firstIndex(of: "\t") {
+                shape = MemoryShape(parsing: rest[rest.index(rest.startIndex, offsetBy: 2)..<third])
+                rest = rest[rest.index(after: third)...]
+            }
             let command = unescape(rest)
             if out.peaks[command] == nil { out.order.append(command) }
             out.peaks[command] = peak
             if let duration { out.seconds[command] = duration }
+            if let shape { out.shapes[command] = shape }
         }
         return out
     }

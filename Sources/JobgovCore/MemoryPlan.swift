@@ -1,32 +1,45 @@
 /// The build's memory over the next seconds, as the governor plans it.
 ///
-/// A compiler or linker grows towards its peak over its life and frees everything when it ends, so jobs that started
-/// at different times rarely hold their peaks together. The plan models each job as growing linearly from its memory
-/// now to its expected peak at its expected end, and gone after that; the build's highest point is then at one of
-/// the jobs' ends. A job whose end is not known (nothing measured yet, or it outgrew its prediction) is held at its
-/// peak throughout, which is the plain sum of peaks (Buck2's rule). Freezing remains the backstop for a plan that
-/// turns out wrong.
+/// A compiler or linker frees everything when it ends, so jobs that started at different times rarely hold their
+/// peaks together. Each job is planned from what it holds now along its measured memory shape (the upper envelope of
+/// the curve the same command showed before) to its expected end, and gone after that; a job whose shape is not
+/// known is held at its full peak until its end, and a job whose end is not known (never measured, or running past
+/// what it took before) is held at its peak throughout, which is the plain sum of peaks (Buck2's rule). Every
+/// item's memory only grows until its end, so the build's highest point is at one of the ends.
 public struct MemoryPlan: Sendable {
     public struct Item: Sendable, Equatable {
         /// Memory now, bytes.
         public var bytes: Double
-        /// Memory at its end.
+        /// Memory at its peak.
         public var peakBytes: Double
         /// When it is expected to end (seconds, on the plan's clock); nil: never, for the plan.
         public var endsAt: Double?
+        /// How it grows: its measured shape, how long it has run and how long it runs in all (seconds, frozen time
+        /// not counted). Without all three it is held at its peak.
+        public var shape: MemoryShape?
+        public var ranSeconds: Double
+        public var runSeconds: Double?
 
-        public init(bytes: Double, peakBytes: Double, endsAt: Double?) {
+        public init(bytes: Double, peakBytes: Double, endsAt: Double?, shape: MemoryShape? = nil,
+                    ranSeconds: Double = 0, runSeconds: Double? = nil) {
             self.bytes = bytes
             self.peakBytes = max(bytes, peakBytes)
             self.endsAt = endsAt
+            self.shape = shape
+            self.ranSeconds = ranSeconds
+            self.runSeconds = runSeconds
         }
+
+        /// Growth is planned this much faster than the shape was measured, as the end is planned later than
+        /// measured: a job that ran under contention before may run alone now, and the reverse.
+        public static let growthSpeedup = 1.5
 
         /// Its memory at time `t` of a plan made at `now`.
         func bytes(at t: Double, now: Double) -> Double {
-            guard let end = endsAt else { return peakBytes }
-            guard end > now else { return t <= now ? peakBytes : 0 }
-            if t > end { return 0 }
-            return bytes + (peakBytes - bytes) * max(0, t - now) / (end - now)
+            if let end = endsAt, t > end, end > now || t > now { return 0 }
+            guard let shape, let run = runSeconds, run > 0 else { return peakBytes }
+            let fraction = (ranSeconds + max(0, t - now) * Self.growthSpeedup) / run
+            return max(bytes, peakBytes * shape.level(at: fraction))
         }
     }
 

@@ -1,0 +1,226 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import BPFProbes
+import GovernorRuntime
+import JobgovCore
+import LinuxSystem
+
+/// The governor's loop on the real kernel: readings from cgroupfs, /proc and the eBPF observers; freezing through a
+/// leaf cgroup per job, paging out with process_madvise, the OOM killer's brake and the build-wide freeze on the
+/// build's cgroup.
+final class KernelBuild: BuildSensing, BuildActuating {
+    private let cgroup: BuildCgroup?
+    private let sensors: SensorReader
+    private let tree = ProcessTree()
+    private let cpus: Int
+    private var previous: Sample?
+    private var leaves: [JobID: JobCgroup] = [:]
+    /// The eBPF observers, once attached (a second into the build: loading them takes about 0.1 s).
+    private(set) var probes: BuildProbes?
+    private var probesAttempted = false
+    private var pendingEvents: [BuildEvent] = []
+    /// Machine-wide tuning for the last rung (root only; restored on every way out, by the watchdog too).
+    let tuning: SystemTuning? = geteuid() == 0 ? SystemTuning() : nil
+    /// JOBGOV_DEBUG_TICK: print what each tick's readings cost.
+    private let debugTicks = getenv("JOBGOV_DEBUG_TICK") != nil
+    private let say: (String) -> Void
+
+    init(cgroup: BuildCgroup?, cpus: Int, say: @escaping (String) -> Void) {
+        self.cgroup = cgroup
+        self.cpus = cpus
+        self.say = say
+        self.sensors = SensorReader(cgroup: CgroupPaths(v2: cgroup?.unifiedDir, v1Memory: cgroup?.memoryDir))
+    }
+
+    // MARK: sensing
+
+    func read() -> BuildReading {
+        let t0 = monotonicSeconds()
+        let sample = sensors.sample(.governor)
+        let t1 = monotonicSeconds()
+        var r = BuildReading()
+        r.processes = tree.observe(below: getpid())
+        if debugTicks { note("debug: sample \(Int((t1 - t0) * 1e6)) us, processes \(Int((monotonicSeconds() - t1) * 1e6)) us (\(r.processes.count))") }
+        let memory = sample.cgroupMemory
+        let usage = memory?.usageBytes ?? 0
+        let inactiveFile = memory?.stat["total_inactive_file"] ?? memory?.stat["inactive_file"] ?? 0
+        r.memoryUsageBytes = usage
+        r.memoryUsedBytes = usage > inactiveFile ? usage - inactiveFile : usage
+        r.memoryPeakBytes = memory?.peakBytes
+        r.memoryLimitBytes = memory?.limitBytes
+        r.oomKills = memory?.oomKills
+        r.underOOM = memory?.underOOM == true
+        r.systemAvailableBytes = sample.memory?.available
+        r.systemTotalBytes = sample.memory?.total
+        r.cpuBusy = previous.flatMap { buildCPUShare(from: $0, to: sample, cpus: cpus) }
+        r.ioLatencySeconds = previous.flatMap { ioLatency(from: $0, to: sample) }
+        r.memoryPressure = sample.cgroupPressure[.memory]?.some.avg10 ?? sample.systemPressure[.memory]?.some.avg10 ?? 0
+        r.cpuPressure = sample.systemPressure[.cpu]?.some.avg10 ?? 0
+        previous = sample
+        return r
+    }
+
+    func events() -> [BuildEvent] {
+        guard let probes else { return [] }
+        var out: [BuildEvent] = []
+        probes.drain { event in
+            switch event {
+            case .exit(let pid, _, let peak):
+                out.append(.exited(pid: pid, peakBytes: peak))
+            case .oomVictim(let pid, let command, _, let inBuild) where inBuild:
+                out.append(.oomVictim(pid: pid, command: command))
+            default:
+                break
+            }
+        }
+        return out
+    }
+
+    func arguments(of pid: Int32) -> [String]? { tree.arguments(of: pid) }
+
+    func oomKills() -> UInt64? { cgroup?.oomKills() }
+
+    var namesOOMVictims: Bool { probes?.isAvailable(.oom) == true }
+
+    /// Loads the observers jobgov uses (process exits with their exact peaks, reclaim stalls, OOM victims) and
+    /// says once which are on and which are off and why. The high-frequency ones (per-page RSS, the scheduler,
+    /// block I/O) are for `jobgov monitor`, not paid for during a build.
+    func attachProbes(unifiedDir: String) {
+        guard !probesAttempted else { return }
+        probesAttempted = true
+        do {
+            let p = try BuildProbes.open(cgroupV2Path: unifiedDir, leaveOut: [.memory, .blockIO, .runQueue, .execGate, .brake])
+            let wanted: [ProbeObserver] = [.processes, .reclaim, .oom]
+            let on = wanted.filter { p.isAvailable($0) }
+            if on.isEmpty {
+                let why = p.unavailable.first?.reason ?? "not available"
+                say("eBPF observers off (\(why)); running on PSI, cgroup counters and /proc")
+                p.close()
+                return
+            }
+            probes = p
+            var line = "eBPF observers on: " + on.map(\.rawValue).joined(separator: ", ")
+            let off = p.unavailable.filter { u in wanted.contains { $0.rawValue == u.observer } }
+            if !off.isEmpty { line += "; off: " + off.map { "\($0.observer) (\($0.reason))" }.joined(separator: ", ") }
+            say(line)
+        } catch {
+            say("eBPF observers off (\(error)); running on PSI, cgroup counters and /proc")
+        }
+    }
+
+    /// Time the build's tasks spent in reclaim, from the observers; closes them.
+    func closeProbes() -> Double? {
+        guard let probes else { return nil }
+        let stall = probes.totalStall
+        probes.close()
+        self.probes = nil
+        return Double(stall.direct + stall.cgroup) / 1e9
+    }
+
+    // MARK: acting
+
+    var holdsOOMKiller: Bool { cgroup?.memoryDir != nil }
+
+    func freeze(_ job: Job) -> String? {
+        guard let cgroup else { return "the build has no cgroup" }
+        do throws(CgroupError) {
+            let leaf: JobCgroup
+            if let existing = leaves[job.id] { leaf = existing } else { leaf = try cgroup.makeFreezeLeaf("\(job.id.pid)") }
+            leaves[job.id] = leaf
+            for pid in job.pids { try? leaf.adopt(pid) }
+            try leaf.freeze()
+            return nil
+        } catch {
+            return error.description
+        }
+    }
+
+    func thaw(_ job: Job) -> String? {
+        guard let leaf = leaves[job.id] else { return nil }
+        do throws(CgroupError) {
+            try leaf.thaw()
+            return nil
+        } catch {
+            return error.description
+        }
+    }
+
+    /// Processes a frozen job forked while it was being moved are moved after it; only those (each move takes the
+    /// kernel's cgroup lock, and this runs every tick).
+    func keepFrozen(_ job: Job) {
+        guard let leaf = leaves[job.id] else { return }
+        let inside = Set(leaf.directories.flatMap { BuildCgroup.processes(in: $0) })
+        for pid in job.pids where !inside.contains(pid) { try? leaf.adopt(pid) }
+    }
+
+    func jobEnded(_ id: JobID) {
+        leaves.removeValue(forKey: id)?.remove()
+    }
+
+    func setBuildFrozen(_ frozen: Bool) -> Result<String, ActuatorProblem> {
+        guard let cgroup else { return .failure(ActuatorProblem("the build has no cgroup")) }
+        do throws(CgroupError) {
+            if frozen { try cgroup.freeze() } else { try cgroup.thaw() }
+        } catch {
+            return .failure(ActuatorProblem(error.description))
+        }
+        guard let tuning else { return .success("") }
+        if frozen {
+            if let problem = tuning.apply() { return .success(" (no tuning: \(problem))") }
+            return .success("; kswapd set to reclaim earlier (vm.watermark_scale_factor \(SystemTuning.tunedWatermarkScale)), memory compacted")
+        }
+        tuning.restore()
+        return .success("; vm.watermark_scale_factor restored")
+    }
+
+    func setOOMKiller(enabled: Bool) -> Bool {
+        guard let cgroup else { return false }
+        return (try? cgroup.apply(CgroupLimits(oomKillDisabled: !enabled))) != nil
+    }
+
+    func pageOut(_ job: Job) -> Result<UInt64, ActuatorProblem> {
+        .failure(ActuatorProblem("paging out is not available"))
+    }
+
+    func end(_ job: Job) -> String? {
+        // The root (jobgov-shell) stays: it sees its recipe die and asks to run it again.
+        for pid in job.pids.dropFirst() { kill(pid, SIGKILL) }
+        if let leaf = leaves[job.id] { try? leaf.thaw() }
+        return nil
+    }
+
+    func finish() {
+        for (_, leaf) in leaves { try? leaf.thaw() }
+        if let cgroup, cgroup.isFrozen { try? cgroup.thaw() }
+        tuning?.restore()
+    }
+}
+
+/// The build's CPU time between two samples as a share of all CPUs (from its cgroup), else the machine's busy
+/// share when the build has no cgroup.
+func buildCPUShare(from a: Sample, to b: Sample, cpus: Int) -> Double? {
+    if let x = a.cgroupCPU, let y = b.cgroupCPU, b.time > a.time, y.usageMicroseconds >= x.usageMicroseconds {
+        return Double(y.usageMicroseconds - x.usageMicroseconds) / 1e6 / (b.time - a.time) / Double(cpus)
+    }
+    guard let x = a.cpu, let y = b.cpu else { return nil }
+    return CPUTimes.utilization(previous: x, current: y)
+}
+
+/// The slowest disk's average time per completed request between two samples, in seconds.
+func ioLatency(from a: Sample, to b: Sample) -> Double? {
+    var worst: Double?
+    for (name, y) in b.disks where !name.hasPrefix("loop") && !name.hasPrefix("ram") {
+        guard let x = a.disks[name], let ms = DiskStat.averageLatencyMilliseconds(previous: x, current: y) else { continue }
+        worst = max(worst ?? 0, ms / 1000)
+    }
+    return worst
+}
+
+func makeDirectories(_ path: String) {
+    var prefix = ""
+    for part in path.split(separator: "/") {
+        prefix += "/" + part
+        mkdir(prefix, 0o755)
+    }
+}

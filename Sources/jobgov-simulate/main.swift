@@ -1,0 +1,78 @@
+// Runs the governor against many seeded random simulated builds and prints, per memory shape and build tool, the
+// share of builds with OOM kills or failures, and the makespan against a clairvoyant schedule.
+//   swift run -c release jobgov-simulate [BUILDS] [FIRST-SEED] [--swap] [--seed N]
+#if canImport(Glibc)
+import Glibc
+#endif
+import BuildSimulator
+import JobgovCore
+
+var builds = 400
+var first: UInt64 = 1
+var swap = false
+var only: UInt64?
+/// --log cold|warm|half|other: print that run's messages and per-tick trace.
+var logKind: String?
+var positional: [String] = []
+var args = CommandLine.arguments.dropFirst()
+while let a = args.popFirst() {
+    switch a {
+    case "--swap": swap = true
+    case "--seed": only = args.popFirst().flatMap { UInt64($0) }
+    case "--log": logKind = args.popFirst()
+    default: positional.append(a)
+    }
+}
+if positional.count > 0, let n = Int(positional[0]) { builds = n }
+if positional.count > 1, let s = UInt64(positional[1]) { first = s }
+
+struct Tally {
+    var runs = 0, kills = 0, failed = 0, stuck = 0
+    var ratios: [Double] = []
+    mutating func add(_ o: SimulatedBuild.Outcome, clairvoyant: Double, fits: Bool) {
+        runs += 1
+        if fits && o.oomKills > 0 { kills += 1 }
+        if fits && !o.succeeded { failed += 1 }
+        if o.longestStall > 10 { stuck += 1 }
+        if o.succeeded { ratios.append(o.makespan / clairvoyant) }
+    }
+    var median: Double { ratios.isEmpty ? .nan : ratios.sorted()[ratios.count / 2] }
+    var p90: Double { ratios.isEmpty ? .nan : ratios.sorted()[min(ratios.count - 1, ratios.count * 9 / 10)] }
+}
+
+func f1(_ x: Double) -> String { x.isFinite ? String(Double(Int((x * 10).rounded())) / 10) : "-" }
+func f2(_ x: Double) -> String { x.isFinite ? String(Double(Int((x * 100).rounded())) / 100) : "-" }
+func pad(_ s: String, _ n: Int, right: Bool = false) -> String {
+    let fill = String(repeating: " ", count: max(0, n - s.count))
+    return right ? fill + s : s + fill
+}
+
+var tallies: [String: Tally] = [:]
+let seeds: [UInt64] = only.map { [$0] } ?? Array(first..<(first + UInt64(builds)))
+for seed in seeds {
+    let s = Scenario.random(seed: seed)
+    let c = s.clairvoyantMakespan
+    func log(_ kind: String) -> ((String) -> Void)? { logKind == kind ? { print($0) } : nil }
+    let cold = s.simulate(swap: swap, jitter: 0.3, runSeed: 1, log: log("cold"))
+    let warm = s.simulate(history: cold.history, swap: swap, jitter: 0.3, runSeed: 2, log: log("warm"))
+    let wrong = s.simulate(history: cold.history.scaledPeaks(0.5), swap: swap, jitter: 0.3, runSeed: 3, log: log("half"))
+    let other = Scenario.random(seed: seed, family: s.family, tool: s.tool, variant: 7)
+    let otherTree = s.simulate(history: other.simulate(swap: swap).history, swap: swap, jitter: 0.5, runSeed: 4,
+                               log: log("other"))
+    for (kind, o) in [("cold", cold), ("warm", warm), ("half", wrong), ("other", otherTree)] {
+        tallies["\(s.tool.rawValue) \(kind) \(s.family.rawValue)", default: Tally()].add(o, clairvoyant: c, fits: s.fitsAlone)
+        tallies["\(s.tool.rawValue) \(kind) all", default: Tally()].add(o, clairvoyant: c, fits: s.fitsAlone)
+        if only != nil || (s.fitsAlone && (o.oomKills > 0 || !o.succeeded)) {
+            print("\(s) \(kind): \(o.succeeded ? "ok" : "FAILED") \(f1(o.makespan)) s "
+                  + "(clairvoyant \(f1(c))), \(o.oomKills) OOM kills, \(o.freezes) freezes, "
+                  + "\(o.pageOuts) page-outs, \(o.evictions) evictions, stall \(f1(o.longestStall)) s \(o.note)")
+        }
+    }
+}
+print("case                         runs  oom-runs  failed  stuck  median  p90")
+for key in tallies.keys.sorted() {
+    let t = tallies[key]!
+    print(pad(key, 28) + pad("\(t.runs)", 6, right: true) + pad("\(t.kills)", 10, right: true)
+          + pad("\(t.failed)", 8, right: true) + pad("\(t.stuck)", 7, right: true) + pad(f2(t.median), 8, right: true)
+          + pad(f2(t.p90), 6, right: true))
+}
