@@ -101,3 +101,29 @@ int jobgov_spawn_into_cgroups(const char *path, char *const argv[], char *const 
     *out_pid = pid;
     return 0;
 }
+
+/* Swap and page-out: glibc 2.36 has no wrappers for pidfd_open or process_madvise, and Swift cannot call the
+ * variadic syscall(2). */
+#include <sys/syscall.h>
+#include <sys/uio.h>
+#include <sys/swap.h>
+
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+#ifndef SYS_process_madvise
+#define SYS_process_madvise 440
+#endif
+
+int jobgov_pidfd_open(int pid) { return (int)syscall(SYS_pidfd_open, pid, 0); }
+
+long jobgov_process_madvise(int pidfd, const struct iovec *iov, unsigned long count, int advice) {
+    return syscall(SYS_process_madvise, pidfd, iov, count, advice, 0u);
+}
+
+int jobgov_swapon(const char *path, int priority) {
+    int flags = SWAP_FLAG_PREFER | ((priority << SWAP_FLAG_PRIO_SHIFT) & SWAP_FLAG_PRIO_MASK);
+    return swapon(path, flags);
+}
+
+int jobgov_swapoff(const char *path) { return swapoff(path); }

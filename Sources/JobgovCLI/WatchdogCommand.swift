@@ -5,7 +5,7 @@ import LinuxSystem
 struct WatchdogCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "watchdog",
-        abstract: "Undo freezing and limits if jobgov dies (started by jobgov itself).",
+        abstract: "Undo freezing, limits and jobgov's swap device if jobgov dies (started by jobgov itself).",
         shouldDisplay: false
     )
 
@@ -17,11 +17,15 @@ struct WatchdogCommand: ParsableCommand {
     @Option var freezer: String?
     @Option var remove: [String] = []
     @Option var sysctl: [String] = []
+    @Option var zram: Int?
+    @Option var zramLabel: String?
 
     func run() throws {
         var plan = WatchdogPlan(runtimeDirectory: runtimeDir, unifiedDir: unified, memoryDir: memory, cpuDir: cpu,
                                 freezerDir: freezer, removeWhenEmpty: remove)
         plan.sysctls = sysctl.compactMap(SystemTuning.decode)
+        plan.zramIndex = zram
+        plan.zramLabel = zramLabel
         throw ExitCode(WatchdogRunner.run(pipeFD: pipeFd, plan: plan))
     }
 }

@@ -57,10 +57,19 @@ public final class SystemTuning {
         applied = false
     }
 
+    /// The value jobgov gives each sysctl it tunes: what `restore` recognises as jobgov's. A path not listed here
+    /// is never written back, so the watchdog's command line cannot be used to set arbitrary sysctls.
+    public static let tunedValues: [String: String] = [
+        watermarkScale: String(tunedWatermarkScale),
+        SwappinessTuning.swappiness: String(SwappinessTuning.tunedSwappiness),
+    ]
+
     /// Gives each setting its original value back, but only where it still holds jobgov's tuned value: a value
     /// someone else set meanwhile is theirs (the watchdog calls this without knowing whether jobgov tuned).
     public static func restore(_ settings: [Setting], procSys: String = "/proc/sys") {
-        for s in settings where readSmallFile(procSys + "/" + s.path)?.trimmingWhitespace() == String(tunedWatermarkScale) {
+        for s in settings {
+            guard let tuned = tunedValues[s.path],
+                  readSmallFile(procSys + "/" + s.path)?.trimmingWhitespace() == tuned else { continue }
             _ = write(procSys + "/" + s.path, s.original)
         }
     }
@@ -85,3 +94,53 @@ public final class SystemTuning {
     deinit { restore() }
 }
 
+
+/// vm.swappiness at 0 while jobgov's compressed swap device exists, so that the machine's ordinary reclaim keeps
+/// preferring page cache over other processes' anonymous memory: the swap is there for the frozen jobs jobgov pages
+/// out on purpose (MADV_PAGEOUT ignores swappiness), not to push the user's editor or browser into zram. Restored
+/// as `SystemTuning` restores: when the device goes, when jobgov exits, by the watchdog if it dies (only where the
+/// value is still jobgov's 0).
+///
+/// Where it reaches: on cgroup v2, every cgroup (v2 has no per-cgroup swappiness). On cgroup v1 memory controllers
+/// (a hybrid machine) only the root memory cgroup: each v1 memory cgroup has its own memory.swappiness, copied from
+/// its parent when it is made, which vm.swappiness does not change afterwards (seen here on 6.18). The build's own
+/// v1 cgroup gets 0 through `CgroupLimits.swappiness`; other v1 cgroups are not jobgov's to change.
+public final class SwappinessTuning {
+    public static let swappiness = "vm/swappiness"
+    public static let tunedSwappiness = 0
+
+    private let procSys: String
+    /// What vm.swappiness was when this was made (for the watchdog too); empty when it cannot be read.
+    public let originals: [SystemTuning.Setting]
+    public private(set) var applied = false
+
+    public init(procSys: String = "/proc/sys") {
+        self.procSys = procSys
+        let current = readSmallFile(procSys + "/" + Self.swappiness)?.trimmingWhitespace()
+        originals = current.map { [SystemTuning.Setting(path: Self.swappiness, original: $0)] } ?? []
+    }
+
+    /// Sets vm.swappiness to 0. nil, or why not (not root): the build goes on, other processes may then be
+    /// swapped by ordinary reclaim.
+    @discardableResult
+    public func apply() -> String? {
+        guard !applied else { return nil }
+        guard let original = originals.first, Int(original.original) != nil else {
+            return "cannot read /proc/sys/\(Self.swappiness)"
+        }
+        if original.original != String(Self.tunedSwappiness),
+           let problem = SystemTuning.write(procSys + "/" + Self.swappiness, String(Self.tunedSwappiness)) {
+            return problem
+        }
+        applied = true
+        return nil
+    }
+
+    public func restore() {
+        guard applied else { return }
+        SystemTuning.restore(originals, procSys: procSys)
+        applied = false
+    }
+
+    deinit { restore() }
+}

@@ -39,4 +39,25 @@ int jobgov_spawn_into_cgroups(const char *path, char *const argv[], char *const 
                               const int default_signals[], int ndefault,
                               int *out_pid, int *failed_stage, int *failed_index);
 
+#include <sys/uio.h>
+
+/// MADV_PAGEOUT (Linux 5.4): reclaim the range now, anonymous pages to swap.
+static const int jobgov_madv_pageout = 21;
+/// The most iovecs one process_madvise call takes (UIO_MAXIOV).
+static const int jobgov_iov_max = 1024;
+
+/// pidfd_open(pid, 0) (syscall 434, Linux 5.3): a descriptor that names this process and no later one with the
+/// same number. Returns the descriptor or -1 with errno set.
+int jobgov_pidfd_open(int pid);
+
+/// process_madvise(pidfd, iov, count, advice, 0) (syscall 440, Linux 5.10). Returns the bytes advised (fewer than
+/// asked when a range failed part way) or -1 with errno set.
+long jobgov_process_madvise(int pidfd, const struct iovec *iov, unsigned long count, int advice);
+
+/// swapon(path, SWAP_FLAG_PREFER | priority): the flag word packs the priority, a macro Swift cannot import.
+int jobgov_swapon(const char *path, int priority);
+
+/// swapoff(path).
+int jobgov_swapoff(const char *path);
+
 #endif

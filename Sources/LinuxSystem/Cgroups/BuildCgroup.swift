@@ -29,15 +29,23 @@ public struct CgroupLimits: Equatable, Sendable {
     public var ioMax: [String]?
     /// v1 memory.oom_control: tasks wait at the limit instead of being killed; jobgov must resolve it.
     public var oomKillDisabled: Bool?
+    /// v1 memory.swappiness for the build's memory cgroup and every cgroup below it (0-200). With jobgov's
+    /// compressed swap present, 0 keeps reclaim at the build's limit from swapping running jobs (they would thrash,
+    /// and their compressed pages, charged to no cgroup, would let the build outgrow its limit); jobgov pages out
+    /// the frozen jobs itself (MADV_PAGEOUT ignores swappiness). A v1 cgroup copies its parent's value when made
+    /// and vm.swappiness does not reach it, hence a knob of its own. v2 has none (vm.swappiness applies there).
+    public var swappiness: Int?
 
     public init(memoryMax: UInt64? = nil, memoryHigh: UInt64? = nil, cpuQuotaMicroseconds: Int? = nil,
-                cpuPeriodMicroseconds: Int = 100_000, ioMax: [String]? = nil, oomKillDisabled: Bool? = nil) {
+                cpuPeriodMicroseconds: Int = 100_000, ioMax: [String]? = nil, oomKillDisabled: Bool? = nil,
+                swappiness: Int? = nil) {
         self.memoryMax = memoryMax
         self.memoryHigh = memoryHigh
         self.cpuQuotaMicroseconds = cpuQuotaMicroseconds
         self.cpuPeriodMicroseconds = cpuPeriodMicroseconds
         self.ioMax = ioMax
         self.oomKillDisabled = oomKillDisabled
+        self.swappiness = swappiness
     }
 }
 
@@ -212,10 +220,14 @@ public final class BuildCgroup {
             if limits.oomKillDisabled == true {
                 throw CgroupError("cgroup v2 cannot disable the OOM killer; use memory.high below memory.max as the brake")
             }
+            if limits.swappiness != nil {
+                throw CgroupError("cgroup v2 has no per-cgroup swappiness; vm.swappiness (SwappinessTuning) applies to every cgroup there")
+            }
         case .hybrid, .legacy:
             if let dir = memoryDir {
                 if let v = limits.memoryMax { try writeCgroupFile(dir + "/memory.limit_in_bytes", String(v)) }
                 if let off = limits.oomKillDisabled { try writeCgroupFile(dir + "/memory.oom_control", off ? "1" : "0") }
+                if let v = limits.swappiness { try Self.setSwappiness(v, below: dir) }
             }
             if limits.memoryHigh != nil, backend == .legacy || memoryDir != nil {
                 throw CgroupError("memory.high is not available with cgroup v1 controllers")
@@ -226,6 +238,13 @@ public final class BuildCgroup {
             }
             if limits.ioMax != nil { throw CgroupError("io.max needs the cgroup v2 io controller") }
         }
+    }
+
+    /// v1 memory.swappiness of `dir` and every cgroup below it: a value written to a parent does not reach the
+    /// children it already has (only those made later copy it).
+    static func setSwappiness(_ value: Int, below dir: String) throws(CgroupError) {
+        try writeCgroupFile(dir + "/memory.swappiness", String(value))
+        for child in subdirectories(dir) { try setSwappiness(value, below: dir + "/" + child) }
     }
 
     /// Lifts every limit jobgov can set: used by the watchdog so that nothing binds the build after jobgov dies.

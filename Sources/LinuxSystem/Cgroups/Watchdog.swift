@@ -14,6 +14,11 @@ public struct WatchdogPlan: Equatable, Sendable {
     public var removeWhenEmpty: [String]
     /// Sysctls to give back their values if jobgov dies while it has them tuned.
     public var sysctls: [SystemTuning.Setting] = []
+    /// jobgov's compressed swap device (`CompressedSwap.index`) and its swap label (`jobgov-PID`): removed (swapoff,
+    /// reset, hot_remove) after the build is thawed and its limits lifted, but only while the device still carries
+    /// that label, since jobgov may have removed it and someone else's hot_add got the number again.
+    public var zramIndex: Int?
+    public var zramLabel: String?
 
     public init(runtimeDirectory: String?, unifiedDir: String?, memoryDir: String?, cpuDir: String?,
                 freezerDir: String?, removeWhenEmpty: [String]) {
@@ -34,6 +39,7 @@ public struct WatchdogPlan: Equatable, Sendable {
         if let v = freezerDir { out += ["--freezer", v] }
         for v in removeWhenEmpty { out += ["--remove", v] }
         for s in sysctls { out += ["--sysctl", SystemTuning.encode(s)] }
+        if let index = zramIndex, let label = zramLabel { out += ["--zram", String(index), "--zram-label", label] }
         return out
     }
 }
@@ -42,7 +48,8 @@ public struct WatchdogPlan: Equatable, Sendable {
 public enum WatchdogMessage: UInt8 {
     /// Everything is cleaned up: exit.
     case done = 0x44  // "D"
-    /// The build left processes behind in its cgroups: remove them once empty.
+    /// The build left processes behind in its cgroups: remove them once empty (and then the compressed swap
+    /// device, if jobgov could not: the leftover processes' pages kept it busy).
     case removeWhenEmpty = 0x52  // "R"
 }
 
@@ -59,11 +66,14 @@ public enum WatchdogRunner {
         if n == 1 && byte == WatchdogMessage.done.rawValue { return 0 }
         if n == 1 && byte == WatchdogMessage.removeWhenEmpty.rawValue {
             removeWhenEmpty(plan)
+            removeSwapDevice(plan, attempts: 20)
             return 0
         }
         // EOF without a message: jobgov is gone.
         recover(plan)
         removeWhenEmpty(plan)
+        // recover() tried once; swapoff can fail while the build still needs the memory its pages would take.
+        removeSwapDevice(plan, attempts: 20)
         return 0
     }
 
@@ -85,6 +95,27 @@ public enum WatchdogRunner {
         }
         if let runtime = plan.runtimeDirectory { removeDirectoryTree(runtime) }
         SystemTuning.restore(plan.sysctls)
+        // Last: swapoff brings the paged-out pages back, charged to the build's cgroups, which must not be at a
+        // limit jobgov set (lifted above), and the thawed jobs can already fault theirs back meanwhile.
+        removeSwapDevice(plan, attempts: 1)
+    }
+
+    /// Removes jobgov's zram device if it still carries jobgov's label; true when it is gone or not jobgov's.
+    /// Retries every half second (swapoff fails with ENOMEM while the memory its pages need is not there).
+    @discardableResult
+    public static func removeSwapDevice(_ plan: WatchdogPlan, attempts: Int,
+                                        sysRoot: String = "/sys", devRoot: String = "/dev") -> Bool {
+        guard let index = plan.zramIndex, let label = plan.zramLabel else { return true }
+        for attempt in 0..<max(attempts, 1) {
+            if attempt > 0 { usleep(500_000) }
+            do {
+                _ = try CompressedSwap.removeDevice(index: index, expectedLabel: label, sysRoot: sysRoot, devRoot: devRoot)
+                return true
+            } catch {
+                if attempt == attempts - 1 { writeStandardError("jobgov watchdog: \(error)\n") }
+            }
+        }
+        return false
     }
 
     static func removeWhenEmpty(_ plan: WatchdogPlan) {
