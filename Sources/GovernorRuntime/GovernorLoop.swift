@@ -119,6 +119,7 @@ public final class GovernorLoop {
         var running: [GovernorInput.RunningJob] = []
         for job in table.running {
             model.noteStarted(job.command)
+            model.noteRunning(job.command, bytes: job.peakBytes)
             // A recipe waiting to run again holds nothing and runs nothing until it is told to go; counting its old
             // peak as growth to come would keep the others frozen while it waits for them.
             if rerunsAsked[job.id.pid] != nil || evicted.contains(job.id.pid) { continue }
@@ -130,14 +131,16 @@ public final class GovernorLoop {
                 growthRate: job.growthRate, ranSeconds: job.activeSeconds(at: t),
                 runSeconds: model.knownSeconds(of: job.command), shape: model.knownShape(of: job.command),
                 pagedOutBytes: job.pagedOutBytes,
-                evictable: options.settings.canEvict && job.rootName == "jobgov-shell"))
+                evictable: options.settings.canEvict && job.rootName == "jobgov-shell",
+                peakKnown: model.knowsPeak(of: job.command)
+                    && job.peakBytes <= model.predictedPeak(of: job.command) * 17 / 16))
         }
         return GovernorInput(
             now: t, memoryUsedBytes: reading.memoryUsedBytes, jobs: running, nextJobPeakBytes: model.nextJobPeak,
             typicalJobPeakBytes: model.typicalJobPeak,
             upcomingJobPeaksBytes: model.upcomingPeaks(count: max(governor.ceiling, options.settings.maxJobs)),
             systemAvailableBytes: reading.systemAvailableBytes, systemTotalBytes: reading.systemTotalBytes,
-            cpuBusy: reading.cpuBusy, ioLatencySeconds: reading.ioLatencySeconds)
+            cpuBusy: reading.cpuBusy, ioLatencySeconds: reading.ioLatencySeconds, atHardLimit: reading.underOOM)
     }
 
     private func apply(_ decision: GovernorDecision, now: Double) {

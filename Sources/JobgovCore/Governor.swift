@@ -43,6 +43,14 @@ public struct GovernorSettings: Sendable, Equatable {
     public var canEvict = false
     /// A planned end is put this much later than what the same command took before.
     public var endSlack: Double = 1.25
+    /// A job whose peak was never measured counts as young for this long (seconds run): while one is young and
+    /// nothing can free memory (no page-out, no ending a job early), no further new job starts (see `jobsThatFit`).
+    public var youngSeconds: Double = 1.0
+
+    /// Neither paging out nor ending a job early can take memory back: freezing is all there is, and a wrong guess
+    /// cannot be undone, so jobs of unknown size start one at a time (each after the previous one has shown its
+    /// growth for `youngSeconds`), as TCP's slow start probes an unknown path.
+    public var cautious: Bool { !canPageOut && !canEvict }
 
     public init(maxJobs: Int, budget: UInt64, cpus: Int, hardLimit: UInt64? = nil) {
         self.maxJobs = max(1, maxJobs)
@@ -76,11 +84,14 @@ public struct GovernorInput: Sendable, Equatable {
         public var pagedOutBytes: UInt64 = 0
         /// It can be ended and run again later (its recipe runs under jobgov-shell).
         public var evictable = false
+        /// Its peak was measured before (else `predictedPeakBytes` is a guess).
+        public var peakKnown = true
 
         public init(id: JobID, startedAt: Double, rssBytes: UInt64, peakBytes: UInt64, predictedPeakBytes: UInt64,
                     frozen: Bool = false, growing: Bool = false, growthRate: Double = 0,
                     ranSeconds: Double = 0, runSeconds: Double? = nil, shape: MemoryShape? = nil,
-                    pagedOutBytes: UInt64 = 0, evictable: Bool = false) {
+                    pagedOutBytes: UInt64 = 0, evictable: Bool = false, peakKnown: Bool = true) {
+            self.peakKnown = peakKnown
             self.ranSeconds = ranSeconds
             self.runSeconds = runSeconds
             self.shape = shape
@@ -158,11 +169,14 @@ public struct GovernorInput: Sendable, Equatable {
     public var cpuBusy: Double?
     /// Milliseconds-per-request average of block I/O since the last tick, in seconds.
     public var ioLatencySeconds: Double?
+    /// Tasks of the build wait at its hard limit (the OOM killer held off): the plan was wrong.
+    public var atHardLimit = false
 
     public init(now: Double, memoryUsedBytes: UInt64, jobs: [RunningJob], nextJobPeakBytes: UInt64,
                 typicalJobPeakBytes: UInt64? = nil, upcomingJobPeaksBytes: [UInt64] = [],
                 systemAvailableBytes: UInt64? = nil, systemTotalBytes: UInt64? = nil, cpuBusy: Double? = nil,
-                ioLatencySeconds: Double? = nil) {
+                ioLatencySeconds: Double? = nil, atHardLimit: Bool = false) {
+        self.atHardLimit = atHardLimit
         self.typicalJobPeakBytes = typicalJobPeakBytes
         self.upcomingJobPeaksBytes = upcomingJobPeaksBytes
         self.now = now
@@ -251,7 +265,8 @@ public struct Governor: Sendable {
     /// How many jobs fit: the running ones oldest first, then new ones, while the memory plan's highest point stays
     /// under `limit` bytes. Memory outside the running jobs (make, page cache, frozen jobs) is held as it is.
     static func jobsThatFit(_ input: GovernorInput, running: [GovernorInput.RunningJob], limit: Double, maxJobs: Int,
-                            horizon: Double, slack: Double = 1.25) -> Int {
+                            horizon: Double, slack: Double = 1.25, cautious: Bool = false,
+                            youngSeconds: Double = 1) -> Int {
         let inJobs = running.reduce(UInt64(0)) { $0 + $1.rssBytes }
         var plan = MemoryPlan(now: input.now, baseBytes: Double(input.memoryUsedBytes) - Double(inJobs))
         var count = 0
@@ -272,7 +287,12 @@ public struct Governor: Sendable {
         // run is not known for sure: it is planned at its peak throughout.
         let upcoming = input.upcomingJobPeaksBytes.map { Double($0) }
         var index = 0
+        // Slow start while nothing can take memory back: one job of unknown size at a time.
+        let probing = cautious && running.contains { !$0.peakKnown && $0.ranSeconds < youngSeconds }
+        var unknownAdmitted = 0
         while count < maxJobs {
+            if cautious && index >= upcoming.count && (probing || unknownAdmitted >= 1) { break }
+            if index >= upcoming.count { unknownAdmitted += 1 }
             let cost: Double
             if index < upcoming.count {
                 cost = max(index == 0 ? upcoming.prefix(3).max()! : upcoming[index], Double(1 << 20))
@@ -341,7 +361,8 @@ public struct Governor: Sendable {
         // planned with), and no job starts while memory in use is above `memoryThreshold` of it.
         let memoryLimit = s.memoryThreshold * budget
         let fitNow = Self.jobsThatFit(input, running: running, limit: budget, maxJobs: ceiling,
-                                      horizon: s.growthHorizonSeconds)
+                                      horizon: s.growthHorizonSeconds, slack: s.endSlack, cautious: s.cautious,
+                                      youngSeconds: s.youngSeconds)
         var wanted = min(ceiling, fitNow + frozen.count)
         if fitNow < ceiling { reasons.append("memory") }
         if used > memoryLimit && wanted > jobs.count {
@@ -368,7 +389,8 @@ public struct Governor: Sendable {
         } else if wanted > target && input.now - lastLowered >= s.raiseHoldSeconds {
             // Raise only as far as fits with a margin.
             let withMargin = Self.jobsThatFit(input, running: running, limit: budget - s.raiseMargin * budget,
-                                              maxJobs: ceiling, horizon: s.growthHorizonSeconds) + frozen.count
+                                              maxJobs: ceiling, horizon: s.growthHorizonSeconds, slack: s.endSlack,
+                                              cautious: s.cautious, youngSeconds: s.youngSeconds) + frozen.count
             target = max(target, min(wanted, withMargin))
         }
 
@@ -389,7 +411,13 @@ public struct Governor: Sendable {
         let slack = s.endSlack
         let plan = Self.runningPlan(input, running: running, horizon: h, slack: slack)
         let overUsed = used > s.freezeThreshold * budget
-        if overUsed || nearFuture > budget || plan.peakBytes > budget {
+        if let oldest = jobs.first, oldest.frozen {
+            // The jobs older than it have ended: the oldest job always runs, whatever memory says, or the build
+            // would wait for nothing (memory in use may sit above the freeze threshold with every job frozen).
+            decision.thaw = [oldest.id]
+            lastThaw = input.now
+            reasons.append("thaw oldest")
+        } else if overUsed || nearFuture > budget || plan.peakBytes > budget {
             if running.count >= 2 && input.now - lastFreeze >= s.freezeIntervalSeconds {
                 // The newest first, never the oldest; several at once when together they grow faster than the
                 // room left (a phase of heavy jobs that all started together), each of them while still small.
@@ -413,12 +441,6 @@ public struct Governor: Sendable {
                     reasons.append(toFreeze.count == 1 ? "freeze newest" : "freeze \(toFreeze.count) newest")
                 }
             }
-        } else if let oldest = jobs.first, oldest.frozen {
-            // The jobs older than it have ended: the oldest job always runs, whatever memory says, or the build
-            // would wait for nothing.
-            decision.thaw = [oldest.id]
-            lastThaw = input.now
-            reasons.append("thaw oldest")
         } else if !frozen.isEmpty, input.now - lastThaw >= s.thawIntervalSeconds,
                   input.now - lastFreeze >= s.thawIntervalSeconds {
             // Thawed, oldest first, as many as the plan fits under the budget. A frozen job already at its peak
@@ -470,7 +492,12 @@ public struct Governor: Sendable {
         let freezing = Set(decision.freeze)
         let running = jobs.filter { (!$0.frozen || thawing.contains($0.id)) && !freezing.contains($0.id) }
         // Newest first: those being frozen now, then those frozen before.
-        let held = jobs.filter { ($0.frozen && !thawing.contains($0.id)) || freezing.contains($0.id) }.reversed()
+        var held = Array(jobs.filter { ($0.frozen && !thawing.contains($0.id)) || freezing.contains($0.id) }.reversed())
+        // The build waits at its hard limit: whatever the plan says, it was wrong. The newest running jobs (never
+        // the oldest) are candidates too, after the frozen ones.
+        if input.atHardLimit {
+            held += running.dropFirst().reversed()
+        }
         guard !held.isEmpty, !running.isEmpty else { return }
         var released = 0.0
         func peak() -> Double {
@@ -479,15 +506,19 @@ public struct Governor: Sendable {
         var current = peak()
         let budget = Double(s.budget)
         let hard = Double(s.hardLimit)
+        var stuck = input.atHardLimit
         for job in held {
             if s.canPageOut {
                 // Paged out once memory is needed: the running jobs' plan passes the budget.
-                guard current > s.memoryThreshold * budget else { break }
+                guard current > s.memoryThreshold * budget || stuck else { break }
                 guard job.pagedOutBytes == 0, job.rssBytes > 1 << 20 else { continue }
+                if !job.frozen && !decision.freeze.contains(job.id) { decision.freeze.append(job.id) }
                 decision.pageOut.append(job.id)
                 released += Double(job.rssBytes)
+                stuck = false
             } else {
-                guard current > hard else { break }
+                guard current > hard || stuck else { break }
+                stuck = false
                 guard job.evictable, input.now - lastEvict >= s.freezeIntervalSeconds else { continue }
                 decision.evict.append(job.id)
                 decision.freeze.removeAll { $0 == job.id }

@@ -63,7 +63,7 @@ public struct MemoryModel: Sendable {
         // Every tick calls this: stop as soon as enough are found, not at the end of a long history.
         for command in historyOrder[max(0, position - Self.reorderWindow)...] {
             guard out.count < count else { break }
-            if !started.contains(command), let peak = history[command] { out.append(peak) }
+            if !started.contains(command), let peak = history[command] { out.append(corrected(peak)) }
         }
         return out
     }
@@ -72,6 +72,9 @@ public struct MemoryModel: Sendable {
 
     public mutating func record(_ job: FinishedJob) {
         finishedPeaks.append(job.peakBytes)
+        if let h = history[job.command], h > 0 {
+            historyRatios[job.command] = max(historyRatios[job.command] ?? 0, Double(job.peakBytes) / Double(h))
+        }
         measured[job.command] = max(measured[job.command] ?? 0, job.peakBytes)
         let seconds = max(0, job.seconds - job.frozenSeconds)
         measuredSeconds[job.command] = max(measuredSeconds[job.command] ?? 0, seconds)
@@ -97,14 +100,39 @@ public struct MemoryModel: Sendable {
     /// governor adds one margin for the surprise, and a job that grows beyond it is seen growing).
     public func predictedPeak(of command: String) -> UInt64 {
         if let m = measured[command] { return m }
-        if let h = history[command] { return h }
+        if let h = history[command] { return corrected(h) }
         return typicalJobPeak
     }
+
+    /// How much bigger than the history says this build's jobs turn out (a changed source, other flags, a history
+    /// from another tree): measured peak over the history's, for every job of this build the history knew, running
+    /// ones included once they pass it. The history's predictions are scaled by the third quartile of those ratios
+    /// (by the largest while there are fewer than four), never below 1: a history that is wrong one way is found
+    /// out by the first jobs, and the rest of the build is planned with it corrected.
+    public private(set) var historyRatios: [String: Double] = [:]
+    public var historyCorrection: Double {
+        let r = historyRatios.values.sorted()
+        guard !r.isEmpty else { return 1 }
+        let q = r.count < 4 ? r.last! : r[(r.count * 3) / 4]
+        return min(4, max(1, q))
+    }
+
+    func corrected(_ bytes: UInt64) -> UInt64 { UInt64(Double(bytes) * historyCorrection) }
+
+    /// A running job of `command` holds `bytes` now: if that is past what the history said, the history is wrong
+    /// for this build by at least that much.
+    public mutating func noteRunning(_ command: String, bytes: UInt64) {
+        guard let h = history[command], h > 0, bytes > h + h / 16 else { return }
+        historyRatios[command] = max(historyRatios[command] ?? 0, Double(bytes) / Double(h))
+    }
+
+    /// Whether `command`'s peak was measured (in this build or an earlier one), not guessed.
+    public func knowsPeak(of command: String) -> Bool { measured[command] != nil || history[command] != nil }
 
     /// The mean peak of the jobs still to come (from the history) or of this build's finished jobs, else the prior.
     public var typicalJobPeak: UInt64 {
         let pending = history.filter { !started.contains($0.key) }.map(\.value)
-        if !pending.isEmpty { return Self.mean(pending) }
+        if !pending.isEmpty { return corrected(Self.mean(pending)) }
         if finishedPeaks.count >= 5 { return Self.mean(finishedPeaks) }
         return nextJobPeak
     }
@@ -117,7 +145,7 @@ public struct MemoryModel: Sendable {
     /// else of this build's finished jobs (with a margin while there are few), else the prior.
     public var nextJobPeak: UInt64 {
         let pending = history.filter { !started.contains($0.key) }.map(\.value)
-        if pending.count >= 1 { return Self.percentile90(pending) }
+        if pending.count >= 1 { return corrected(Self.percentile90(pending)) }
         switch finishedPeaks.count {
         case 0: return history.isEmpty ? prior : Self.percentile90(Array(history.values))
         case 1..<5: return max(finishedPeaks.max()! + finishedPeaks.max()! / 4, prior / 2)
