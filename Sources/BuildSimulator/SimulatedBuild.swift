@@ -318,8 +318,10 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
                                                 rssBytes: 1 << 20, arguments: ["sh", "-c", jobs[run.index].command]))
             if !run.killed {
                 // The job's process proper (the compiler), a child of its root.
-                processes.append(ProcessObservation(pid: run.pid + Self.childOffset, parent: run.pid, name: "cc1plus",
-                                                    rssBytes: UInt64(run.bytes)))
+                var child = ProcessObservation(pid: run.pid + Self.childOffset, parent: run.pid, name: "cc1plus",
+                                               rssBytes: UInt64(run.bytes))
+                child.swapBytes = UInt64(run.swapped)
+                processes.append(child)
             }
         }
         return r.with(processes)

@@ -43,6 +43,8 @@ final class BuildSupervisor {
         var history = true
         /// Give make jobgov-shell as its SHELL so that a recipe the OOM killer ended runs again.
         var rerun = true
+        /// Page frozen jobs out: to existing swap, or (as root, without swap) to a zram device made for the build.
+        var swap = true
     }
 
     enum CgroupChoice: Equatable {
@@ -91,6 +93,10 @@ final class BuildSupervisor {
     private var kernel: KernelBuild?
     private var historyPath: String?
     private var traceFD: Int32 = -1
+    /// The zram device made for the build's frozen jobs, and the sysctl tuned while it exists.
+    private var compressedSwap: CompressedSwap?
+    private var swappiness: SwappinessTuning?
+    private var swapNote = ""
 
     /// This executable, for starting the watchdog.
     static func ownExecutable() -> String {
@@ -193,12 +199,14 @@ final class BuildSupervisor {
             settings.priorJobPeakBytes = MemoryModel.defaultPrior(budget: budget.bytes, cpus: onlineCPUs())
             // make runs its recipes through jobgov-shell, which runs a recipe again when asked: a job can be ended
             // early while small instead of waiting at the hard limit.
-            settings.canEvict = choices.rerun && options.plan.kind == .gnuMake && cgroup != nil
+            let isMake: Bool = if case .gnuMake = options.plan.kind { true } else { false }
+            settings.canEvict = choices.rerun && isMake && cgroup != nil
+            settings.canPageOut = cgroup != nil && setUpSwap(choices: choices, budget: budget.bytes)
             historyPath = choices.history ? historyFile(env: env) : nil
             let history = historyPath.flatMap { readSmallFile($0, limit: 8 << 20) }
                 .map(MemoryHistoryFormat.decodeAll) ?? MemoryHistoryFormat.Contents()
             let quiet = options.quiet
-            let kernel = KernelBuild(cgroup: cgroup, cpus: onlineCPUs()) { if !quiet { note($0) } }
+            let kernel = KernelBuild(cgroup: cgroup, cpus: onlineCPUs(), swap: compressedSwap) { if !quiet { note($0) } }
             let loop = GovernorLoop(options: .init(settings: settings, history: history), sensor: kernel,
                                     actuator: kernel) { if !quiet { note($0) } }
             if let path = choices.traceFile {
@@ -252,7 +260,9 @@ final class BuildSupervisor {
             var plan = WatchdogPlan(runtimeDirectory: directory.path, unifiedDir: cgroup.unifiedDir,
                                     memoryDir: cgroup.memoryDir, cpuDir: cgroup.cpuDir, freezerDir: cgroup.freezerDir,
                                     removeWhenEmpty: cgroup.remainingDirectories)
-            plan.sysctls = kernel?.tuning?.originals ?? []
+            plan.sysctls = (kernel?.tuning?.originals ?? []) + (swappiness?.originals ?? [])
+            plan.zramIndex = compressedSwap?.index
+            plan.zramLabel = compressedSwap?.label
             watchdog = try WatchdogHandle(executable: Self.ownExecutable(), plan: plan)
         }
 
@@ -261,6 +271,7 @@ final class BuildSupervisor {
             note("\(what) runs with \(options.plan.ceiling) jobs (\(options.plan.style.rawValue) jobserver) \(cgroupNote); "
                  + "change it live with `jobgov ctl jobs N`")
             note(privilegeTier(cgroup: cgroup, governed: governing != nil))
+            if !swapNote.isEmpty { note(swapNote) }
         }
 
         var exit: BuildExit?
@@ -370,6 +381,47 @@ final class BuildSupervisor {
         }
         if traceFD >= 0 { close(traceFD) }
         traceFD = -1
+        tearDownSwap()
+    }
+
+    /// Decides where frozen jobs' memory can go, and says so once: existing swap (or zswap) is used as it is; as root
+    /// without swap a zram device is made for the build, sized to the budget, its compressed memory capped at a
+    /// quarter of the budget (and counted against the budget by the governor), with vm.swappiness at 0 meanwhile
+    /// so that the machine's other processes are not pushed into it (jobgov's page-out ignores swappiness).
+    private func setUpSwap(choices: GovernorChoices, budget: UInt64) -> Bool {
+        guard choices.swap else {
+            swapNote = "swap: off (--no-swap): frozen jobs keep their memory"
+            return false
+        }
+        let state = SwapState.read()
+        if state.hasSwap || state.zswapEnabled {
+            swapNote = "swap: frozen jobs are paged out to the swap this machine has (\(state.reasonToAddNothing ?? "swap"))"
+            return state.hasSwap
+        }
+        guard geteuid() == 0 else {
+            swapNote = "swap: none on this machine, and adding a compressed one needs root: frozen jobs keep their memory"
+            return false
+        }
+        CompressedSwap.removeStale()
+        do {
+            let swap = try CompressedSwap.setUp(sizeBytes: budget, memoryLimitBytes: max(budget / 4, 64 << 20))
+            compressedSwap = swap
+            let tuning = SwappinessTuning()
+            if tuning.apply() == nil { swappiness = tuning }
+            swapNote = "swap: zram\(swap.index) (\(swap.algorithm), \(MemorySize.format(swap.sizeBytes))) for the build's frozen jobs, "
+                + "removed at exit; vm.swappiness 0 meanwhile"
+            return true
+        } catch {
+            swapNote = "swap: cannot add a compressed swap (\(error)): frozen jobs keep their memory"
+            return false
+        }
+    }
+
+    private func tearDownSwap() {
+        if let swap = compressedSwap {
+            do { try swap.remove() } catch { note("cannot remove zram\(swap.index): \(error); the watchdog retries") }
+        }
+        swappiness?.restore()
     }
 
     /// Writes or absorbs tokens until the pool matches the target (absorbing only what is there to take), and
@@ -430,7 +482,7 @@ final class BuildSupervisor {
             }
             refill(pool)
             return "ok jobs=\(n) was=\(old)"
-        case .success(.rerun(let pid)):
+        case .success(.rerun(let pid, _)):
             guard let governing else { return "no the governor is off" }
             return governing.rerunVerdict(shellPID: pid, status: nil, now: monotonicSeconds() - startTime)
         case .success(.freeze), .success(.thaw), .success(.kill):

@@ -14,7 +14,7 @@ public struct Jobgov: ParsableCommand {
         jobgov [-j <N>] [--memory-budget <size>] [--cpu-max <cpus>] [--cgroup <path> | --no-cgroup]
                  [--fixed-jobs] [--memory-threshold <%>] [--freeze-threshold <%>] [--cpu-threshold <%>]
                  [--io-latency <ms>] [--trace <file>] [--summary-json <file>] [--no-history] [--no-rerun]
-                 [--config <file>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
+                 [--no-swap] [--config <file>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
           jobgov ctl jobs <N> | status [--json] | freeze | thaw | kill   [--pid <pid>]
           jobgov monitor [--cgroup <path> | --pid <pid>] [--interval <s>] [--count <n>] [--json]
         """,
@@ -137,6 +137,11 @@ struct Run: ParsableCommand {
         """))
     var noRerun = false
 
+    @Flag(help: ArgumentHelp("""
+        Do not page frozen jobs out. As root on a machine without swap, jobgov otherwise adds a compressed-RAM swap         (zram) for the build's frozen jobs and removes it at exit; existing swap is used as it is.
+        """))
+    var noSwap = false
+
     @Option(help: ArgumentHelp("""
         Read defaults from this file instead of $XDG_CONFIG_HOME/jobgov/config (~/.config/jobgov/config): \
         `key = value` lines whose keys are these long options, e.g. `memory-threshold = 80`.
@@ -247,6 +252,7 @@ struct Run: ParsableCommand {
         c.traceFile = trace
         c.history = !(noHistory || file["no-history"] == "true")
         c.rerun = !(noRerun || file["no-rerun"] == "true")
+        c.swap = !(noSwap || file["no-swap"] == "true")
         return c
     }
 

@@ -19,15 +19,19 @@ final class KernelBuild: BuildSensing, BuildActuating {
     /// The eBPF observers, once attached (a second into the build: loading them takes about 0.1 s).
     private(set) var probes: BuildProbes?
     private var probesAttempted = false
-    private var pendingEvents: [BuildEvent] = []
+    /// Processes jobgov paged out: their swap is read with their memory.
+    private var pagedPIDs: Set<Int32> = []
     /// Machine-wide tuning for the last rung (root only; restored on every way out, by the watchdog too).
     let tuning: SystemTuning? = geteuid() == 0 ? SystemTuning() : nil
     /// JOBGOV_DEBUG_TICK: print what each tick's readings cost.
     private let debugTicks = getenv("JOBGOV_DEBUG_TICK") != nil
     private let say: (String) -> Void
+    /// The compressed swap made for the build: its memory is the build's, outside its cgroup.
+    private let swap: CompressedSwap?
 
-    init(cgroup: BuildCgroup?, cpus: Int, say: @escaping (String) -> Void) {
+    init(cgroup: BuildCgroup?, cpus: Int, swap: CompressedSwap?, say: @escaping (String) -> Void) {
         self.cgroup = cgroup
+        self.swap = swap
         self.cpus = cpus
         self.say = say
         self.sensors = SensorReader(cgroup: CgroupPaths(v2: cgroup?.unifiedDir, v1Memory: cgroup?.memoryDir))
@@ -41,12 +45,22 @@ final class KernelBuild: BuildSensing, BuildActuating {
         let t1 = monotonicSeconds()
         var r = BuildReading()
         r.processes = tree.observe(below: getpid())
+        // A paged-out process's memory in swap is still its job's (read for those processes only: one more file).
+        if !pagedPIDs.isEmpty {
+            let alive = Set(r.processes.map(\.pid))
+            pagedPIDs.formIntersection(alive)
+            for k in r.processes.indices where pagedPIDs.contains(r.processes[k].pid) {
+                r.processes[k].swapBytes = PageOut.memory(pid: r.processes[k].pid).swap ?? 0
+            }
+        }
         if debugTicks { note("debug: sample \(Int((t1 - t0) * 1e6)) us, processes \(Int((monotonicSeconds() - t1) * 1e6)) us (\(r.processes.count))") }
         let memory = sample.cgroupMemory
         let usage = memory?.usageBytes ?? 0
         let inactiveFile = memory?.stat["total_inactive_file"] ?? memory?.stat["inactive_file"] ?? 0
         r.memoryUsageBytes = usage
         r.memoryUsedBytes = usage > inactiveFile ? usage - inactiveFile : usage
+        // Paged-out memory still takes RAM, compressed, outside the cgroup: the budget counts it.
+        r.memoryUsedBytes += swap?.usage?.memoryUsedBytes ?? 0
         r.memoryPeakBytes = memory?.peakBytes
         r.memoryLimitBytes = memory?.limitBytes
         r.oomKills = memory?.oomKills
@@ -180,7 +194,16 @@ final class KernelBuild: BuildSensing, BuildActuating {
     }
 
     func pageOut(_ job: Job) -> Result<UInt64, ActuatorProblem> {
-        .failure(ActuatorProblem("paging out is not available"))
+        var freed: UInt64 = 0
+        var problems: [String] = []
+        for pid in job.pids {
+            let result = PageOut.process(pid: pid)
+            pagedPIDs.insert(pid)
+            freed += result.freedBytes
+            if let error = result.error { problems.append("\(error)") }
+        }
+        if freed == 0, let first = problems.first { return .failure(ActuatorProblem(first)) }
+        return .success(freed)
     }
 
     func end(_ job: Job) -> String? {

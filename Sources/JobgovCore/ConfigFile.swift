@@ -2,6 +2,7 @@
 public enum ConfigFile {
     public static let keys: Set<String> = [
         "memory-threshold", "freeze-threshold", "cpu-threshold", "io-latency", "fixed-jobs", "no-history", "no-rerun",
+        "no-swap",
     ]
 
     public static func parse(_ text: String, path: String) throws(CommandLineError) -> [String: String] {
@@ -18,7 +19,7 @@ public enum ConfigFile {
             guard keys.contains(key) else {
                 throw .conflict("\(path):\(number + 1): unknown key \"\(key)\"; known keys: \(keys.sorted().joined(separator: ", "))")
             }
-            if ["fixed-jobs", "no-history", "no-rerun"].contains(key), value != "true" && value != "false" {
+            if ["fixed-jobs", "no-history", "no-rerun", "no-swap"].contains(key), value != "true" && value != "false" {
                 throw .conflict("\(path):\(number + 1): \(key) is true or false, not \"\(value)\"")
             }
             out[key] = value

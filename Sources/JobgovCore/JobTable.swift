@@ -12,6 +12,8 @@ public struct ProcessObservation: Sendable, Equatable {
     public var peakRSSBytes: UInt64
     /// The argument vector; only needed for processes that start a job (read once per new job).
     public var arguments: [String]?
+    /// Memory of it paged out to swap (read only for jobs jobgov paged out): still the job's memory.
+    public var swapBytes: UInt64 = 0
 
     public init(pid: Int32, parent: Int32, name: String, startTicks: UInt64 = 0, rssBytes: UInt64 = 0,
                 peakRSSBytes: UInt64 = 0, arguments: [String]? = nil) {
@@ -60,6 +62,9 @@ public struct Job: Sendable, Equatable {
     public var frozenSince: Double?
     /// Its memory was paged out while frozen: what it held before (it comes back as the job touches it after a thaw).
     public var pagedOutBytes: UInt64 = 0
+    /// Of its memory, how much is in swap now; and whether any ever was seen there.
+    public var swappedBytes: UInt64 = 0
+    var sawSwap = false
     /// When its memory first reached each new high (seconds run, frozen time not counted), for its memory shape.
     public var readings: [MemoryReading] = []
 
@@ -161,12 +166,17 @@ public struct JobTable: Sendable {
             seen.insert(id)
             let members = subtree(p.pid)
             var rss: UInt64 = 0
+            var swapped: UInt64 = 0
             var peakOfOne: UInt64 = 0
             for m in members {
                 guard let o = byPID[m] else { continue }
                 rss += o.rssBytes
+                swapped += o.swapBytes
                 peakOfOne = max(peakOfOne, o.peakRSSBytes)
             }
+            // What the job holds, resident or paged out: its size for the model (a paged-out job that is thawed
+            // faults its pages back in only as it touches them).
+            let held = rss + swapped
             if var job = jobs[id] {
                 if rss > job.rssBytes + max(job.rssBytes / 50, 1 << 20) { job.lastGrowthAt = now }
                 let dt = now - job.lastReadingAt
@@ -177,12 +187,16 @@ public struct JobTable: Sendable {
                 }
                 job.lastReadingAt = now
                 job.rssBytes = rss
-                job.peakBytes = max(job.peakBytes, rss, peakOfOne)
+                job.swappedBytes = swapped
+                job.peakBytes = max(job.peakBytes, held, peakOfOne)
                 job.pids = members
-                // A paged-out job's readings after a thaw measure page-in, not its shape; once it holds what it
-                // held before, it is whole again.
-                if job.pagedOutBytes > 0 && !job.frozen && rss >= job.pagedOutBytes { job.pagedOutBytes = 0 }
-                if job.pagedOutBytes == 0 && !job.frozen { job.noteReading(bytes: rss, now: now) }
+                // A paged-out job is whole again once nothing of it is left in swap (or, where swap is not read,
+                // once it holds what it held before).
+                if job.pagedOutBytes > 0 && !job.frozen && (rss >= job.pagedOutBytes || (swapped == 0 && job.sawSwap)) {
+                    job.pagedOutBytes = 0
+                }
+                if swapped > 0 { job.sawSwap = true }
+                if !job.frozen { job.noteReading(bytes: held, now: now) }
                 jobs[id] = job
             } else {
                 let command = Self.command(of: p.arguments ?? arguments(p.pid) ?? [p.name])
