@@ -403,3 +403,70 @@ def main_cgrun(argv):
 def _run_to_terminal(cmd, limit, timeout):
     # Same as run_limited, but the output goes to our stdout/stderr.
     return run_limited(cmd, limit, log_path="/dev/stderr", timeout=timeout, tag="cgrun")
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# Debian source packages
+
+
+def debian_mirror():
+    """The Debian mirror this machine's apt uses (from /etc/apt/sources.list and sources.list.d, one-line or deb822)."""
+    import glob
+    import re
+    text = ""
+    for p in ["/etc/apt/sources.list"] + sorted(glob.glob("/etc/apt/sources.list.d/*")):
+        text += _read(p, "") + "\n"
+    m = re.search(r"https?://\S+/debian/?(?=\s|$)", text)
+    if not m:
+        raise RuntimeError("no Debian mirror found in /etc/apt/sources.list*")
+    return m.group(0).rstrip("/")
+
+
+def debian_codename(default="bookworm"):
+    for line in (_read("/etc/os-release", "") or "").splitlines():
+        if line.startswith("VERSION_CODENAME="):
+            return line.split("=", 1)[1].strip().strip('"') or default
+    return default
+
+
+def download_debian_source(package, dest, suite=None, version=None, log=print):
+    """Download a Debian source package (.dsc, .orig tarball, debian tarball) into dest with a private apt
+    configuration: a temporary sources list with `deb-src <this machine's mirror> <suite> main`, lists and archives
+    in a temporary directory; the system's apt configuration and lists are not touched (as scripts/setup fetches
+    make 4.4.1). Tries package=version first when a version is given. Returns the .orig tarball's path."""
+    import glob
+    import shutil
+    import tempfile
+    suite = suite or debian_codename()
+    mirror = debian_mirror()
+    os.makedirs(dest, exist_ok=True)
+    aptdir = tempfile.mkdtemp(prefix="jobgov-apt-")
+    try:
+        for d in ("lists/partial", "archives/partial"):
+            os.makedirs(os.path.join(aptdir, d), exist_ok=True)
+        with open(os.path.join(aptdir, "sources.list"), "w") as f:
+            f.write(f"deb-src {mirror} {suite} main\n")
+        opts = ["-o", f"Dir::Etc::SourceList={aptdir}/sources.list", "-o", "Dir::Etc::SourceParts=/dev/null",
+                "-o", f"Dir::State::Lists={aptdir}/lists", "-o", f"Dir::Cache::Archives={aptdir}/archives",
+                "-o", "APT::Sandbox::User=root", "-o", "Acquire::AllowInsecureRepositories=false"]
+        log(f"downloading the Debian source of {package} ({suite}) from {mirror}")
+        r = subprocess.run(["apt-get"] + opts + ["update", "-qq"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True)
+        if r.returncode != 0:
+            raise RuntimeError("apt-get update failed:\n" + r.stdout[-2000:])
+        names = ([f"{package}={version}"] if version else []) + [package]
+        for i, name in enumerate(names):
+            r = subprocess.run(["apt-get"] + opts + ["source", "--download-only", "-qq", name], cwd=dest,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            if r.returncode == 0:
+                if i > 0:
+                    log(f"warning: {package}={version} is not in {suite}; took the version there")
+                break
+        else:
+            raise RuntimeError("apt-get source failed:\n" + r.stdout[-2000:])
+    finally:
+        shutil.rmtree(aptdir, ignore_errors=True)
+    tars = sorted(t for t in glob.glob(os.path.join(dest, "*.orig.tar.*")) if not t.endswith(".asc"))
+    if not tars:
+        raise RuntimeError(f"no .orig tarball in {os.listdir(dest)}")
+    return tars[-1]
