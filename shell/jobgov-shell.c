@@ -1,9 +1,13 @@
 // jobgov-shell: the SHELL jobgov gives make, so that a recipe the kernel's OOM killer ended can run again.
 //
 // make runs every recipe line as `$(SHELL) -c LINE`. This program runs the real shell ($JOBGOV_SHELL, else
-// /bin/sh) with the same arguments and waits. If the shell dies by SIGKILL, it asks jobgov (over $JOBGOV_CONTROL)
-// whether that was an OOM kill; jobgov answers "wait" until memory allows the job alone, then "go", and the recipe
-// runs once more. Otherwise it ends exactly as the shell did (same status, same signal), so make reports as usual.
+// /bin/sh) with the same arguments and waits. If the line fails in any way (a nonzero exit or a signal), it asks
+// jobgov (over $JOBGOV_CONTROL) whether the OOM killer caused it: `rerun PID STATUS`, its own pid and the raw wait
+// status. Not only a SIGKILL of the shell counts: the victim is usually a child (gcc's cc1plus, lto1, ld), and its
+// parent then exits 1, "compilation terminated". jobgov, which saw the kill, answers "no ..." at once when nothing
+// in that recipe was an OOM victim, else "wait" until memory allows the job alone, then "go", and the line runs once
+// more. Otherwise (and when jobgov cannot be reached) it ends exactly as the shell did (same status, same signal),
+// so make reports as usual. A success asks nothing.
 //
 // It is started once per recipe line, so it must cost next to nothing (a build of 3000 `@true` recipes pays it
 // 3000 times). Hence:
@@ -14,7 +18,7 @@
 //   tables to copy.
 // - A simple recipe line runs without a shell, as make itself does when SHELL is /bin/sh, so that a recipe costs
 //   two executions (this and the command), as plain make has one.
-// - Nothing else runs on the common path: one pass over the environment, no socket unless the recipe was killed.
+// - Nothing else runs on the common path: one pass over the environment, no socket unless the recipe failed.
 #ifndef FREESTANDING  // -DFREESTANDING=0 builds against libc anywhere (tests do, to try that build too)
 #if defined(__x86_64__) || defined(__aarch64__)
 #define FREESTANDING 1
@@ -36,7 +40,6 @@ typedef unsigned long size_t;
 #define EINTR 4
 #define EACCES 13
 #define ENOTDIR 20
-#define SIGKILL 9
 #define SIGCHLD 17
 #define SIG_UNBLOCK 1
 #define AF_UNIX 1
@@ -327,15 +330,23 @@ static int ask(const char *socket_path, const char *request, char *reply, size_t
     return got > 0;
 }
 
-// The recipe died by SIGKILL: asks jobgov whether to run it again; the final wait status.
+// Writes n in decimal at p; the end of the digits.
+static char *decimal(char *p, unsigned long n) {
+    char digits[24];
+    int k = 0;
+    do digits[k++] = (char)('0' + n % 10); while ((n /= 10) > 0);
+    while (k > 0) *p++ = digits[--k];
+    return p;
+}
+
+// The recipe failed (wait status `status`): asks jobgov whether to run it again; the final wait status.
 static int maybe_rerun(const char *control, struct command *c, int status) {
-    char request[32] = "rerun ", digits[16], reply[256];
-    long pid = sys1(SYS_getpid, 0);
-    int n = 0, at = 6;
-    do digits[n++] = (char)('0' + pid % 10); while ((pid /= 10) > 0);
-    while (n > 0) request[at++] = digits[--n];
-    request[at++] = '\n';
-    request[at] = 0;
+    char request[64] = "rerun ", reply[256];
+    char *p = decimal(request + 6, (unsigned long)sys1(SYS_getpid, 0));
+    *p++ = ' ';
+    p = decimal(p, (unsigned)status);
+    *p++ = '\n';
+    *p = 0;
     while (ask(control, request, reply, sizeof reply)) {
         if (after(reply, "go")) return run_child(c);
         if (!after(reply, "wait")) break;
@@ -364,11 +375,8 @@ static int run(char **argv, char **envp) {
     struct command c = {shell, argv, simple_command(shell, argv),
                         path ? path : "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", envp};
     int status = run_child(&c);
+    if (status != 0 && control && *control && !no_rerun) status = maybe_rerun(control, &c, status);
     int sig = status & 0x7f;  // WTERMSIG; 0 for a normal exit
-    if (sig == SIGKILL && control && !no_rerun) {
-        status = maybe_rerun(control, &c, status);
-        sig = status & 0x7f;
-    }
     if (sig != 0) {
         // End the way the shell ended, so that make reports "Killed" as it would have.
         end_by_signal(sig);

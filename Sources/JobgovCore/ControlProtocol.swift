@@ -11,8 +11,10 @@ public enum ControlRequest: Equatable, Sendable {
     case thaw
     /// Kill every process of the build (explicit only; jobgov never kills on its own).
     case kill
-    /// From jobgov-shell: the recipe it ran (its own pid) died by SIGKILL; may it run again? → go | wait | no ...
-    case rerun(Int32)
+    /// From jobgov-shell: the recipe it ran (its own pid) failed; may it run again? → go | wait | no REASON.
+    /// `rerun PID STATUS` gives the recipe's raw wait status (exit code << 8, or the signal, | 0x80 for a core);
+    /// `rerun PID` (jobgov-shell before it asked on every failure, which asked only after a SIGKILL) has none.
+    case rerun(Int32, status: Int32? = nil)
 
     public static func parse(_ line: String) -> Result<ControlRequest, ControlProtocolError> {
         let words = line.split(separator: " ", omittingEmptySubsequences: true)
@@ -25,11 +27,15 @@ public enum ControlRequest: Equatable, Sendable {
             return .success(.thaw)
         case "kill" where words.count == 1:
             return .success(.kill)
-        case "rerun" where words.count == 2:
+        case "rerun" where words.count == 2 || words.count == 3:
             guard let pid = Int32(words[1]), pid > 0 else {
-                return .failure(ControlProtocolError(message: "rerun takes a process id"))
+                return .failure(ControlProtocolError(message: "rerun takes a process id and a wait status"))
             }
-            return .success(.rerun(pid))
+            guard words.count == 3 else { return .success(.rerun(pid)) }
+            guard let status = Int32(words[2]), (0...0xffff).contains(status) else {
+                return .failure(ControlProtocolError(message: "rerun takes a process id and a wait status (0-65535)"))
+            }
+            return .success(.rerun(pid, status: status))
         case "jobs" where words.count == 2:
             do {
                 return .success(.setJobs(try JobsRequest.parseCount(String(words[1]), option: "jobs")))
@@ -49,7 +55,8 @@ public enum ControlRequest: Equatable, Sendable {
         case .freeze: return "freeze"
         case .thaw: return "thaw"
         case .kill: return "kill"
-        case .rerun(let pid): return "rerun \(pid)"
+        case .rerun(let pid, nil): return "rerun \(pid)"
+        case .rerun(let pid, let status?): return "rerun \(pid) \(status)"
         }
     }
 }

@@ -119,15 +119,22 @@ struct JobgovShellTests {
         #expect(bytes.count < 32 << 10, "\(bytes.count) bytes")
     }
 
-    /// A stand-in for jobgov's control socket: answers each `rerun PID` with the next of `replies`.
+    /// A stand-in for jobgov's control socket: answers each request with the next of `replies`, then with
+    /// `otherwise` (so that a question nobody expected is recorded, never left hanging), until it is released.
     final class FakeControl: @unchecked Sendable {
         let path: String
         private let fd: Int32
-        private let lock = NSLock()
-        private var requests: [String] = []
-        var asked: [String] { lock.withLock { requests } }
+        private let log = Log()
+        /// The requests, in the order they came.
+        var asked: [String] { log.lock.withLock { log.requests } }
 
-        init(path: String, replies: [String]) throws {
+        final class Log: @unchecked Sendable {
+            let lock = NSLock()
+            var requests: [String] = []
+            var stopped = false
+        }
+
+        init(path: String, replies: [String], otherwise: String = "no not expected by the test") throws {
             self.path = path
             fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             var addr = sockaddr_un()
@@ -139,20 +146,41 @@ struct JobgovShellTests {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
             }
             guard fd >= 0, bound == 0, listen(fd, 8) == 0 else { throw POSIXError(.EIO) }
-            let listener = fd
-            Thread.detachNewThread { [self] in
-                for reply in replies {
+            let listener = fd, log = log
+            Thread.detachNewThread {
+                var next = replies[...]
+                while !log.lock.withLock({ log.stopped }) {
+                    var p = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+                    guard poll(&p, 1, 50) > 0 else { continue }
                     let client = accept(listener, nil, nil)
-                    if client < 0 { return }
+                    if client < 0 { continue }
+                    // One line: jobgov-shell writes its request at once and waits for the reply.
+                    var request = [UInt8]()
                     var buffer = [UInt8](repeating: 0, count: 256)
-                    let n = read(client, &buffer, buffer.count)
-                    lock.withLock { requests.append(String(decoding: buffer.prefix(max(n, 0)), as: UTF8.self)) }
+                    while request.last != 10 {
+                        let n = read(client, &buffer, buffer.count)
+                        if n <= 0 { break }
+                        request += buffer.prefix(n)
+                    }
+                    log.lock.withLock { log.requests.append(String(decoding: request, as: UTF8.self)) }
+                    let reply = next.popFirst() ?? otherwise
                     _ = (reply + "\n").withCString { write(client, $0, strlen($0)) }
                     close(client)
                 }
+                close(listener)
             }
         }
-        deinit { shutdown(fd, Int32(SHUT_RDWR)); close(fd) }
+        deinit {
+            log.lock.withLock { log.stopped = true }
+            unlink(path)
+        }
+    }
+
+    /// The wait status in a request `rerun PID STATUS`, when it is one.
+    private static func askedStatus(_ request: String) -> Int32? {
+        let words = request.split(separator: " ")
+        guard request.hasSuffix("\n"), words.count == 3, words[0] == "rerun", Int32(words[1]) != nil else { return nil }
+        return Int32(words[2].dropLast())
     }
 
     @Test("run directly: statuses, signals, environment, JOBGOV_SHELL, scripts and the re-run protocol",
@@ -166,11 +194,17 @@ struct JobgovShellTests {
         _ = try project(in: s)
         let env = ["FROM_CALLER": "caller"]
         let plain = try Running(Clients.make43, ["-k", "-j1"], in: s, env: env, tag: "plain").finish(timeout: 60)
-        let wrapped = try Running(Clients.make43, ["-k", "-j1", "SHELL=" + shell], in: s, env: env, tag: "wrapped")
+        // Every failure asks jobgov (here a stand-in that says "no"), with its wait status; the answer "no" leaves
+        // the status as it was. In order: exit 3, ls's exit 2, SIGTERM, SIGKILL, and the shell's 127 for a command
+        // not found; the successes ask nothing.
+        let refusing = try FakeControl(path: s.path + "/refusing", replies: [], otherwise: "no not an OOM kill")
+        let wrapped = try Running(Clients.make43, ["-k", "-j1", "SHELL=" + shell], in: s,
+                                  env: env.merging(["JOBGOV_CONTROL": refusing.path]) { $1 }, tag: "wrapped")
             .finish(timeout: 60)
         #expect(wrapped.stdout == plain.stdout && reports(wrapped.stderr) == reports(plain.stderr),
                 "\(wrapped.stderr.suffix(3000))")
         #expect(reports(wrapped.stderr).contains { $0.hasSuffix("signal] Terminated") })
+        #expect(refusing.asked.map(Self.askedStatus) == [3 << 8, 2 << 8, SIGTERM, SIGKILL, 127 << 8], "\(refusing.asked)")
 
         func run(_ line: String, _ env: [String: String] = [:]) throws -> RunResult {
             try Running(shell, ["-c", line], in: s, env: env, tag: "direct").finish(timeout: 30)
@@ -192,18 +226,126 @@ struct JobgovShellTests {
         let words = (0..<20000).map { "w\($0)" }
         #expect(try run("/bin/echo " + words.joined(separator: " ")).stdout == words.joined(separator: " ") + "\n")
 
-        // Killed: jobgov is asked (`rerun PID`), answers "wait" twice, then "go", and the recipe runs again.
+        // Killed: jobgov is asked (`rerun PID 9`), answers "wait" twice, then "go", and the recipe runs again; it is
+        // not asked again about the second run.
         let control = try FakeControl(path: s.path + "/control", replies: ["wait", "wait", "go"])
         let line = "if [ -e once ]; then echo again; exit 4; fi; touch once; kill -KILL $$"
         let rerun = try Running(shell, ["-c", line], in: s, env: ["JOBGOV_CONTROL": control.path], tag: "rerun")
         let r = rerun.finish(timeout: 30)
         #expect(r.status == 4 && r.stdout == "again\n", "\(r.stderr)")
-        #expect(control.asked == Array(repeating: "rerun \(rerun.pid)\n", count: 3), "\(control.asked)")
+        #expect(control.asked == Array(repeating: "rerun \(rerun.pid) \(SIGKILL)\n", count: 3), "\(control.asked)")
         // "no", or JOBGOV_NO_RERUN: it ends by the same SIGKILL.
         unlink(s.path + "/once")
         let refused = try FakeControl(path: s.path + "/control2", replies: ["no not an OOM kill"])
         #expect(try run(line, ["JOBGOV_CONTROL": refused.path]).status == 128 + SIGKILL)
+        #expect(refused.asked.count == 1)
         unlink(s.path + "/once")
-        #expect(try run(line, ["JOBGOV_CONTROL": control.path, "JOBGOV_NO_RERUN": "1"]).status == 128 + SIGKILL)
+        let off = try FakeControl(path: s.path + "/control3", replies: [])
+        #expect(try run(line, ["JOBGOV_CONTROL": off.path, "JOBGOV_NO_RERUN": "1"]).status == 128 + SIGKILL)
+        #expect(try run("exit 1", ["JOBGOV_CONTROL": off.path, "JOBGOV_NO_RERUN": "1"]).status == 1)
+        #expect(off.asked.isEmpty, "\(off.asked)")
+    }
+
+    /// A recipe that fails without a signal (a compiler driver whose cc1plus the OOM killer ended exits 1) asks too;
+    /// "go" runs it again, "no" keeps its status, a success asks nothing, and an unreachable jobgov changes nothing.
+    @Test("any failure asks jobgov with its wait status; go runs the line again; no keeps the status",
+          arguments: ["embedded", "libc"])
+    func asksOnAnyFailure(_ build: String) throws {
+        let s = try Scratch()
+        let shell = build == "embedded" ? try Self.embeddedShell(into: s) : try Self.libcShell(into: s)
+        func run(_ line: String, _ control: FakeControl?, _ env: [String: String] = [:]) throws -> (RunResult, Int32) {
+            var env = env
+            if let control { env["JOBGOV_CONTROL"] = control.path }
+            let running = try Running(shell, ["-c", line], in: s, env: env, tag: "direct")
+            return (running.finish(timeout: 30), running.pid)
+        }
+
+        // "no": the status as it was, asked once with it; quickly (nothing waits between the failure and the end).
+        let refusing = try FakeControl(path: s.path + "/refusing", replies: [], otherwise: "no the job failed")
+        for (line, code) in [("exit 1", 1), ("exit 2", 2), ("exit 255", 255), ("nonexistent-jobgov-command", 127)] {
+            let before = refusing.asked.count
+            let started = Date()
+            let (r, pid) = try run(line, refusing)
+            #expect(r.status == Int32(code), "\(line): \(r.stderr)")
+            #expect(Date().timeIntervalSince(started) < 2)
+            #expect(refusing.asked.dropFirst(before) == ["rerun \(pid) \(code << 8)\n"], "\(line): \(refusing.asked)")
+        }
+        // A simple line runs without a shell: a command that exits 1 is the recipe.
+        let (simple, simplePID) = try run("ls -d /nonexistent-jobgov-test", refusing)
+        #expect(simple.status == 2 && refusing.asked.last == "rerun \(simplePID) \(2 << 8)\n", "\(refusing.asked)")
+        // A success asks nothing.
+        let count = refusing.asked.count
+        #expect(try run("true", refusing).0.status == 0)
+        #expect(try run("echo fine; exit 0", refusing).0.stdout == "fine\n")
+        #expect(refusing.asked.count == count)
+
+        // "go" after a plain failure: the line runs again, and its second status is the one that counts (not asked
+        // about again, even when it fails too).
+        let going = try FakeControl(path: s.path + "/going", replies: ["go", "wait", "go"])
+        let again = "if [ -e twice ]; then echo again; exit 0; fi; touch twice; echo first; exit 1"
+        let (r1, pid1) = try run(again, going)
+        #expect(r1.status == 0 && r1.stdout == "first\nagain\n", "\(r1.stderr)")
+        #expect(going.asked == ["rerun \(pid1) 256\n"])
+        let (r2, pid2) = try run("echo try >> tries; exit 3", going)
+        #expect(r2.status == 3 && s.read("tries") == "try\ntry\n", "ran twice, the second failure is final")
+        #expect(going.asked.dropFirst() == ["rerun \(pid2) 768\n", "rerun \(pid2) 768\n"], "\(going.asked)")
+
+        // jobgov cannot be reached (gone, or not a socket): the status as it was.
+        #expect(try run("exit 5", nil, ["JOBGOV_CONTROL": s.path + "/nonexistent"]).0.status == 5)
+        #expect(try run("exit 6", nil, ["JOBGOV_CONTROL": ""]).0.status == 6)
+        // A reply it does not know (or an empty one) counts as "no".
+        let odd = try FakeControl(path: s.path + "/odd", replies: ["maybe", ""])
+        #expect(try run("exit 7", odd).0.status == 7)
+        #expect(try run("exit 8", odd).0.status == 8)
+        #expect(odd.asked.count == 2)
+    }
+
+    /// The real jobgov takes both forms of the request: `rerun PID STATUS` from this jobgov-shell and `rerun PID`
+    /// from an older one; anything else is an error, not a verdict.
+    @Test("jobgov's control socket accepts rerun PID and rerun PID STATUS")
+    func jobgovParsesTheRequest() throws {
+        let s = try Scratch()
+        try s.write("Makefile", """
+            all: ; @echo "$$JOBGOV_CONTROL" > control-path; i=0; while [ ! -e done ] && [ $$i -lt 600 ]; do sleep 0.1; i=$$((i+1)); done
+
+            """)
+        let build = try Running(Clients.jobgov, [Clients.make43, "-s"], in: s)
+        defer { _ = FileManager.default.createFile(atPath: s.path + "/done", contents: nil) }
+        waitUntil("the recipe to say where the control socket is") { s.read("control-path").hasSuffix("\n") }
+        let path = s.read("control-path").trimmingCharacters(in: .whitespacesAndNewlines)
+        try #require(!path.isEmpty, "jobgov sets JOBGOV_CONTROL for make and its recipes")
+        func ask(_ line: String) -> String {
+            let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+            defer { close(fd) }
+            var addr = sockaddr_un()
+            addr.sun_family = sa_family_t(AF_UNIX)
+            withUnsafeMutableBytes(of: &addr.sun_path) { raw in
+                for (i, b) in path.utf8.enumerated() { raw[i] = b }
+            }
+            let connected = withUnsafePointer(to: &addr) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+            }
+            guard connected == 0 else { return "cannot connect" }
+            _ = (line + "\n").withCString { write(fd, $0, strlen($0)) }
+            var reply = [UInt8]()
+            var buffer = [UInt8](repeating: 0, count: 512)
+            while reply.last != 10 {
+                let n = read(fd, &buffer, buffer.count)
+                if n <= 0 { break }
+                reply += buffer.prefix(n)
+            }
+            return String(decoding: reply, as: UTF8.self)
+        }
+        // Process 1 ran no recipe of this build: a verdict ("no", or "wait" while jobgov makes sure), not an error.
+        for line in ["rerun 1 256", "rerun 1 9", "rerun 1"] {
+            let reply = ask(line)
+            #expect(reply.hasPrefix("no ") || reply == "wait\n", "\(line): \(reply)")
+        }
+        for line in ["rerun 1 x", "rerun 1 -1", "rerun 1 65536", "rerun 1 256 7", "rerun x 256", "rerun"] {
+            #expect(ask(line).hasPrefix("error "), "\(line)")
+        }
+        _ = FileManager.default.createFile(atPath: s.path + "/done", contents: nil)
+        let r = build.finish(timeout: 60)
+        #expect(r.status == 0, "\(r.stderr)")
     }
 }
