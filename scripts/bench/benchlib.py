@@ -138,6 +138,14 @@ class LimitedCgroup:
                 pass
         else:
             _write(os.path.join(self.memdir, "memory.limit_in_bytes"), str(self.limit) if self.limit < (1 << 62) else "-1")
+            # The project's machines have no swap, but a swap device that something else set up meanwhile (a
+            # jobgov's zram) would let a run swap at our limit instead of being OOM-killed. swappiness 0: no
+            # anonymous memory is swapped by reclaim at this cgroup's limit (v2: memory.swap.max 0 above). What
+            # the command does below it (jobgov's own cgroups, MADV_PAGEOUT) is its own business.
+            try:
+                _write(os.path.join(self.memdir, "memory.swappiness"), "0")
+            except OSError:
+                pass
             if self.v2dir:
                 try:
                     os.mkdir(self.v2dir)
