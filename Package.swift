@@ -1,6 +1,10 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
+// The simulator runs the governor through more than ten thousand builds in every test run: the pure code it drives is
+// optimised in debug builds too (about 9x faster than -Onone), so that `swift test` takes seconds for it, not minutes.
+let optimised: [SwiftSetting] = [.unsafeFlags(["-O"])]
+
 let package = Package(
     name: "jobgov",
     platforms: [.macOS(.v13)],
@@ -13,7 +17,7 @@ let package = Package(
     ],
     targets: [
         // Pure types and policy: no system calls, tested without root or a kernel.
-        .target(name: "JobgovCore"),
+        .target(name: "JobgovCore", swiftSettings: optimised),
         // C helpers for calls Swift cannot import (variadic ioctl/prctl).
         .target(name: "CJobgovShims"),
         // /proc, signals, spawning: the seam between policy and the kernel.
@@ -34,10 +38,10 @@ let package = Package(
         ),
         // The governor's loop (sense, decide, act) behind protocols: the kernel drives it in `jobgov run`, a simulated
         // build in the simulator.
-        .target(name: "GovernorRuntime", dependencies: ["JobgovCore"]),
+        .target(name: "GovernorRuntime", dependencies: ["JobgovCore"], swiftSettings: optimised),
         // A deterministic simulated build (jobs with memory curves, make's and ninja's scheduling, a cgroup with a
         // hard limit and an OOM killer, a simulated clock) that drives GovernorRuntime's loop.
-        .target(name: "BuildSimulator", dependencies: ["GovernorRuntime", "JobgovCore"]),
+        .target(name: "BuildSimulator", dependencies: ["GovernorRuntime", "JobgovCore"], swiftSettings: optimised),
         .executableTarget(name: "jobgov-simulate", dependencies: ["BuildSimulator", "JobgovCore"]),
         // Commands and the supervisor loop; the executable only calls into this.
         .target(

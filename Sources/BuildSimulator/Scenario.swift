@@ -34,6 +34,18 @@ public struct Scenario: Sendable, CustomStringConvertible {
 
     public static let mib = 1_048_576.0
 
+    public init(seed: UInt64, family: Family, tool: SimulatedTool, jobs: [SimulatedJob], budget: UInt64,
+                hardLimit: UInt64, cpus: Int = 2, maxJobs: Int) {
+        self.seed = seed
+        self.family = family
+        self.tool = tool
+        self.jobs = jobs
+        self.budget = budget
+        self.hardLimit = hardLimit
+        self.cpus = cpus
+        self.maxJobs = maxJobs
+    }
+
     /// - Parameter tree: which tree's sizes to draw; builds with the same `tree` but other seeds have the same job
     ///   names with other sizes, shapes and durations (a history from another tree).
     public static func random(seed: UInt64, family: Family? = nil, tool: SimulatedTool? = nil,
@@ -76,12 +88,17 @@ public struct Scenario: Sendable, CustomStringConvertible {
         "seed \(seed) (\(family.rawValue), \(tool.rawValue) -j\(maxJobs), \(jobs.count) jobs, budget \(MemorySize.format(budget)))"
     }
 
+    /// Changes to the settings for every simulated run (`jobgov-simulate --set`), to compare controllers.
+    nonisolated(unsafe) public static var tweak: (inout GovernorSettings) -> Void = { _ in }
+
     /// Settings as `jobgov run` makes them for this build.
     public func settings(swap: Bool) -> GovernorSettings {
         var s = GovernorSettings(maxJobs: maxJobs, budget: budget, cpus: cpus, hardLimit: hardLimit)
         s.priorJobPeakBytes = MemoryModel.defaultPrior(budget: budget, cpus: cpus)
         s.canPageOut = swap
         s.canEvict = tool == .make
+        s.slowStart = !s.canPageOut && !s.canEvict
+        Self.tweak(&s)
         return s
     }
 
@@ -104,17 +121,20 @@ public struct Scenario: Sendable, CustomStringConvertible {
     public var timeLimit: Double { 2 * serialSeconds * 1.5 + 60 }
     public var serialSeconds: Double { jobs.reduce(0) { $0 + $1.seconds } }
 
-    /// The makespan of a clairvoyant scheduler: it knows every job's true peak and duration and starts a ready job
-    /// (in the tool's order) whenever the true peaks of the running jobs and its own fit under the hard limit. Same
-    /// CPU model as the simulated build, no governor, no tick delay beyond the simulator's step.
-    public var clairvoyantMakespan: Double {
+    /// The makespan of a clairvoyant scheduler given the same budget: it knows every job's true peak and duration
+    /// and starts a ready job (in the tool's order) whenever the true peaks of the running jobs and its own fit in
+    /// the budget (or it would run alone). Same CPU model as the simulated build, no governor, no tick delay beyond
+    /// the simulator's step. `clairvoyantMakespanAtHardLimit` gives it the reserve too.
+    public var clairvoyantMakespan: Double { clairvoyant(limit: Double(budget)) }
+    public var clairvoyantMakespanAtHardLimit: Double { clairvoyant(limit: Double(hardLimit) - 8 * Self.mib) }
+
+    func clairvoyant(limit: Double) -> Double {
         let order = SimulatedBuild.order(jobs, tool: tool)
         var done = Array(repeating: false, count: jobs.count)
         var started = Array(repeating: false, count: jobs.count)
         var progress: [Int: Double] = [:]
         var t = 0.0
         let dt = 0.1
-        let limit = Double(hardLimit) - 8 * Self.mib
         while done.contains(false) && t < 1e5 {
             var held = progress.keys.reduce(0.0) { $0 + jobs[$1].peakBytes }
             for i in order where !started[i] && progress.count < maxJobs && jobs[i].inputs.allSatisfy({ done[$0] }) {

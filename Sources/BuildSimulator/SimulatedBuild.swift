@@ -79,6 +79,8 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
         public var reruns: Int
         /// The longest time (seconds) during which work remained and no job made progress.
         public var longestStall: Double
+        /// The most ticks in a row with jobs in the build and every one of them frozen.
+        public var allFrozenTicks: Int
         public var history: MemoryHistoryFormat.Contents
         public var note: String
     }
@@ -121,6 +123,7 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
     private var peak = 0.0
     private var failed = false
     private var stalledSince: Double?
+    private var allFrozen = 0, mostAllFrozen = 0
     private var longestStall = 0.0
     private var freezes = 0, pageOuts = 0, evictions = 0
     private let clientPID: Int32 = 10
@@ -175,6 +178,9 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
                 target = loop.tick(now: now)
             }
             answerReruns()
+            let live = runs.values.filter { !$0.killed }
+            allFrozen = !live.isEmpty && live.allSatisfy(\.frozen) ? allFrozen + 1 : 0
+            mostAllFrozen = max(mostAllFrozen, allFrozen)
             startJobs(target: target)
             let progressed = advance(by: tick)
             now += tick
@@ -190,7 +196,7 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
         let done = !failed && !state.contains { $0 != .done }
         let stats = loop.stats
         return Outcome(succeeded: done, makespan: now, oomKills: kills, peakBytes: peak, freezes: freezes,
-                       pageOuts: pageOuts, evictions: evictions, reruns: stats.reruns, longestStall: longestStall,
+                       pageOuts: pageOuts, evictions: evictions, reruns: stats.reruns, longestStall: longestStall, allFrozenTicks: mostAllFrozen,
                        history: history,
                        note: failed ? "a job was OOM-killed and the build failed" : done ? "" : "did not finish in \(timeLimit) s")
     }
@@ -306,7 +312,7 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
         r.memoryUsageBytes = UInt64(used)
         r.memoryLimitBytes = UInt64(hardLimit)
         r.oomKills = UInt64(kills)
-        r.underOOM = runs.values.contains { $0.blocked }
+        r.underOOM = runs.values.contains { $0.blocked && !$0.frozen }
         r.systemAvailableBytes = 16 << 30
         r.systemTotalBytes = 24 << 30
         let active = runs.values.filter { !$0.frozen && !$0.killed }
@@ -343,6 +349,7 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
     public func freeze(_ job: Job) -> String? {
         guard let run = runs[job.id.pid] else { return "no such job" }
         run.frozen = true
+        run.blocked = false
         freezes += 1
         return nil
     }

@@ -47,10 +47,12 @@ public struct GovernorSettings: Sendable, Equatable {
     /// nothing can free memory (no page-out, no ending a job early), no further new job starts (see `jobsThatFit`).
     public var youngSeconds: Double = 1.0
 
-    /// Neither paging out nor ending a job early can take memory back: freezing is all there is, and a wrong guess
-    /// cannot be undone, so jobs of unknown size start one at a time (each after the previous one has shown its
-    /// growth for `youngSeconds`), as TCP's slow start probes an unknown path.
-    public var cautious: Bool { !canPageOut && !canEvict }
+    /// Start jobs of unknown size one at a time (each after the previous one has shown its growth for
+    /// `youngSeconds`), as TCP's slow start probes an unknown path. `jobgov run` turns it on where neither paging
+    /// out nor ending a job early can take memory back (ninja without swap): freezing is all there is there, and a
+    /// wrong guess cannot be undone.
+    public var slowStart = false
+    var cautious: Bool { slowStart }
 
     public init(maxJobs: Int, budget: UInt64, cpus: Int, hardLimit: UInt64? = nil) {
         self.maxJobs = max(1, maxJobs)
@@ -113,7 +115,7 @@ public struct GovernorInput: Sendable, Equatable {
         /// (the links at the end of a first build); growth within it is already counted.
         func expectedPeak(horizon: Double) -> UInt64 {
             guard isSurprise else { return max(predictedPeakBytes, peakBytes) }
-            return max(peakBytes + peakBytes / 4, rssBytes + UInt64(max(0, growthRate * horizon)))
+            return max(peakBytes + peakBytes / 4, holdingBytes + UInt64(max(0, growthRate * horizon)))
         }
 
         /// What it holds, or will hold again once its paged-out memory is back.
@@ -511,8 +513,15 @@ public struct Governor: Sendable {
             if s.canPageOut {
                 // Paged out once memory is needed: the running jobs' plan passes the budget.
                 guard current > s.memoryThreshold * budget || stuck else { break }
-                guard job.pagedOutBytes == 0, job.rssBytes > 1 << 20 else { continue }
-                if !job.frozen && !decision.freeze.contains(job.id) { decision.freeze.append(job.id) }
+                let running = !job.frozen && !decision.freeze.contains(job.id)
+                // A job still faulting its pages back in holds little: at the limit, freezing it again stops its
+                // demand; paging out is for what is resident.
+                if running && stuck { decision.freeze.append(job.id) }
+                guard job.rssBytes > 1 << 20, !(job.frozen && job.pagedOutBytes > 0) else {
+                    if running && stuck { stuck = false }
+                    continue
+                }
+                if running && !stuck { continue }
                 decision.pageOut.append(job.id)
                 released += Double(job.rssBytes)
                 stuck = false

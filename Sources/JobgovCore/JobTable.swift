@@ -135,7 +135,10 @@ public struct JobTable: Sendable {
             byPID[p.pid] = p
             kids[p.parent, default: []].append(p.pid)
         }
-        func isClient(_ p: ProcessObservation) -> Bool { p.pid == launched || clientNames.contains(p.name) }
+        // Names are hashed once per process per reading, not at every question.
+        var clients = Set<Int32>()
+        for p in processes where p.pid == launched || clientNames.contains(p.name) { clients.insert(p.pid) }
+        func isClient(_ p: ProcessObservation) -> Bool { clients.contains(p.pid) }
         // A subtree that holds a client is not a job: memoized bottom-up over the (acyclic) parent links.
         var holdsClient: [Int32: Bool] = [:]
         func containsClient(_ pid: Int32) -> Bool {

@@ -43,6 +43,7 @@ public struct MemoryModel: Sendable {
         var index: [String: Int] = [:]
         for (i, command) in historyOrder.enumerated() where index[command] == nil { index[command] = i }
         self.historyIndex = index
+        refreshEstimates()
     }
 
     public var finishedCount: Int { finishedPeaks.count }
@@ -51,6 +52,7 @@ public struct MemoryModel: Sendable {
         guard started.insert(command).inserted else { return }
         startOrder.append(command)
         if let i = historyIndex[command] { position = max(position, i) }
+        if history[command] != nil { refreshEstimates() }
     }
 
     /// The peaks of the next jobs to start, in the order the earlier build started them: the history's jobs not
@@ -81,6 +83,7 @@ public struct MemoryModel: Sendable {
         if let shape = job.shape {
             measuredShapes[job.command] = measuredShapes[job.command].map { $0.merged(with: shape) } ?? shape
         }
+        refreshEstimates()
     }
 
     /// How a job running `command` grew before; nil when not known (it is then planned at its peak throughout).
@@ -110,7 +113,9 @@ public struct MemoryModel: Sendable {
     /// (by the largest while there are fewer than four), never below 1: a history that is wrong one way is found
     /// out by the first jobs, and the rest of the build is planned with it corrected.
     public private(set) var historyRatios: [String: Double] = [:]
-    public var historyCorrection: Double {
+    public private(set) var historyCorrection: Double = 1
+
+    private func computedCorrection() -> Double {
         let r = historyRatios.values.sorted()
         guard !r.isEmpty else { return 1 }
         let q = r.count < 4 ? r.last! : r[(r.count * 3) / 4]
@@ -123,18 +128,41 @@ public struct MemoryModel: Sendable {
     /// for this build by at least that much.
     public mutating func noteRunning(_ command: String, bytes: UInt64) {
         guard let h = history[command], h > 0, bytes > h + h / 16 else { return }
-        historyRatios[command] = max(historyRatios[command] ?? 0, Double(bytes) / Double(h))
+        let ratio = Double(bytes) / Double(h)
+        guard ratio > (historyRatios[command] ?? 0) * 1.01 else { return }
+        historyRatios[command] = ratio
+        refreshEstimates()
     }
 
     /// Whether `command`'s peak was measured (in this build or an earlier one), not guessed.
     public func knowsPeak(of command: String) -> Bool { measured[command] != nil || history[command] != nil }
 
     /// The mean peak of the jobs still to come (from the history) or of this build's finished jobs, else the prior.
-    public var typicalJobPeak: UInt64 {
+    public var typicalJobPeak: UInt64 { estimates.typical }
+
+    /// The next and typical job's peaks change only when a job starts or ends, or the history's correction moves;
+    /// the governor asks every tick, so they are kept, not recomputed (the pending set is a filter over the whole
+    /// history).
+    private var estimates = (next: UInt64(0), typical: UInt64(0))
+
+    private mutating func refreshEstimates() {
+        historyCorrection = computedCorrection()
         let pending = history.filter { !started.contains($0.key) }.map(\.value)
-        if !pending.isEmpty { return corrected(Self.mean(pending)) }
-        if finishedPeaks.count >= 5 { return Self.mean(finishedPeaks) }
-        return nextJobPeak
+        let next: UInt64
+        if !pending.isEmpty {
+            next = corrected(Self.percentile90(pending))
+        } else {
+            switch finishedPeaks.count {
+            case 0: next = history.isEmpty ? prior : Self.percentile90(Array(history.values))
+            case 1..<5: next = max(finishedPeaks.max()! + finishedPeaks.max()! / 4, prior / 2)
+            default: next = Self.percentile90(finishedPeaks) + Self.percentile90(finishedPeaks) / 10
+            }
+        }
+        let typical: UInt64
+        if !pending.isEmpty { typical = corrected(Self.mean(pending)) }
+        else if finishedPeaks.count >= 5 { typical = Self.mean(finishedPeaks) }
+        else { typical = next }
+        estimates = (next, typical)
     }
 
     static func mean(_ values: [UInt64]) -> UInt64 {
@@ -143,15 +171,7 @@ public struct MemoryModel: Sendable {
 
     /// The peak expected of the next job to start: the 90th percentile of the history's jobs not yet started,
     /// else of this build's finished jobs (with a margin while there are few), else the prior.
-    public var nextJobPeak: UInt64 {
-        let pending = history.filter { !started.contains($0.key) }.map(\.value)
-        if pending.count >= 1 { return corrected(Self.percentile90(pending)) }
-        switch finishedPeaks.count {
-        case 0: return history.isEmpty ? prior : Self.percentile90(Array(history.values))
-        case 1..<5: return max(finishedPeaks.max()! + finishedPeaks.max()! / 4, prior / 2)
-        default: return Self.percentile90(finishedPeaks) + Self.percentile90(finishedPeaks) / 10
-        }
-    }
+    public var nextJobPeak: UInt64 { estimates.next }
 
     /// The history to keep for the next build: this build's measured peaks over the older ones.
     public var updatedHistory: [String: UInt64] { history.merging(measured) { _, new in new } }

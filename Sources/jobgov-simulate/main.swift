@@ -20,6 +20,26 @@ while let a = args.popFirst() {
     case "--swap": swap = true
     case "--seed": only = args.popFirst().flatMap { UInt64($0) }
     case "--log": logKind = args.popFirst()
+    case "--set":
+        // --set NAME=VALUE: a governor setting for every run (memoryThreshold, freezeThreshold, raiseHold,
+        // raiseMargin, endSlack, limit=hard|budget).
+        guard let kv = args.popFirst()?.split(separator: "="), kv.count == 2, let v = Double(kv[1]) else { break }
+        let name = String(kv[0])
+        let previous = Scenario.tweak
+        Scenario.tweak = { s in
+            previous(&s)
+            switch name {
+            case "memoryThreshold": s.memoryThreshold = v
+            case "freezeThreshold": s.freezeThreshold = v
+            case "raiseHold": s.raiseHoldSeconds = v
+            case "raiseMargin": s.raiseMargin = v
+            case "endSlack": s.endSlack = v
+            case "cpuThreshold": s.cpuThreshold = v
+            case "growthSpeedup": break
+            case "budgetShare": s.budget = UInt64(Double(s.hardLimit) * v)
+            default: print("unknown setting \(name)")
+            }
+        }
     default: positional.append(a)
     }
 }

@@ -245,20 +245,30 @@ struct GovernorTests {
 @Suite("Memory plan and time-aware admission")
 struct MemoryPlanTests {
     private func job(_ pid: Int32, started: Double, rss: UInt64, peak: UInt64? = nil, predicted: UInt64,
-                     remaining: Double? = nil, growing: Bool = false, rate: Double = 0) -> GovernorInput.RunningJob {
+                     remaining: Double? = nil, ran: Double = 0, shape: MemoryShape? = nil, growing: Bool = false,
+                     rate: Double = 0) -> GovernorInput.RunningJob {
         GovernorInput.RunningJob(id: JobID(pid: pid, startTicks: 0), startedAt: started, rssBytes: rss * MiB,
                                  peakBytes: (peak ?? rss) * MiB, predictedPeakBytes: predicted * MiB,
-                                 growing: growing, growthRate: rate * Double(MiB), remainingSeconds: remaining)
+                                 growing: growing, growthRate: rate * Double(MiB), ranSeconds: ran,
+                                 runSeconds: remaining.map { ran + $0 }, shape: shape)
     }
 
+    static let linear = MemoryShape(reach: MemoryShape.levels)!
+
     @Test func jobsThatEndAtDifferentTimesDoNotPeakTogether() {
-        // A at its peak, ending in 0.2 s; B young, reaching 400 MiB in 2 s. Their peaks sum to 800 MiB, but when A
-        // ends B holds about 76 MiB, and when B peaks A is gone.
-        let plan = MemoryPlan(now: 10, baseBytes: 0, items: [
-            .init(bytes: 400, peakBytes: 400, endsAt: 10.2),
-            .init(bytes: 40, peakBytes: 400, endsAt: 12),
-        ])
-        #expect(abs(plan.peakBytes - (400 + 40 + 360 * 0.1)) < 1e-6)
+        // A at its peak, ending in 0.2 s; B young (0.2 s of a 2.2 s run), growing linearly to 400 MiB as the same
+        // command did before. Their peaks sum to 800 MiB, but when A ends B holds at most a quarter of its peak
+        // (its growth planned 1.5 times as fast as measured, and the step envelope above the line), and when B
+        // peaks A is gone.
+        let b = MemoryPlan.Item(bytes: 40, peakBytes: 400, endsAt: 12, shape: Self.linear, ranSeconds: 0.2,
+                                runSeconds: 2.2)
+        let plan = MemoryPlan(now: 10, baseBytes: 0, items: [.init(bytes: 400, peakBytes: 400, endsAt: 10.2), b])
+        #expect(plan.peakBytes == 500)
+        // The same job of unknown shape is held at its peak until its end: the sum of peaks.
+        var unknownShape = b
+        unknownShape.shape = nil
+        #expect(MemoryPlan(now: 10, baseBytes: 0, items: [.init(bytes: 400, peakBytes: 400, endsAt: 10.2),
+                                                          unknownShape]).peakBytes == 800)
         // Without ends it is the plain sum of peaks.
         let unknown = MemoryPlan(now: 10, baseBytes: 5, items: [
             .init(bytes: 400, peakBytes: 400, endsAt: nil), .init(bytes: 40, peakBytes: 400, endsAt: nil),
@@ -270,6 +280,21 @@ struct MemoryPlanTests {
         #expect(thawed.peakBytes == 300)
     }
 
+    @Test func anEarlyPeakingJobIsPlannedAtItsPeakEarly() {
+        // A compile that held 90% of its peak by a fifth of its run (as g++ does), 1 s into a 10 s run: a linear ramp
+        // would plan it at about a tenth; its measured shape plans it near its peak within the next second.
+        let early = MemoryShape(reach: [0.05, 0.1, 0.15, 0.2, 0.6])!
+        let item = MemoryPlan.Item(bytes: 50, peakBytes: 600, endsAt: 20, shape: early, ranSeconds: 1, runSeconds: 10)
+        let other = MemoryPlan.Item(bytes: 300, peakBytes: 300, endsAt: 11.5)
+        // When the other job ends (1.5 s on), this one has passed 90% of its peak and is planned at its peak (the
+        // envelope steps up to the next level the moment the previous one was reached): 600 + 300.
+        #expect(MemoryPlan(now: 10, baseBytes: 0, items: [other, item]).peakBytes == 900)
+        // Half a second on, it is still below a quarter of the run's 90% mark: planned at 90%.
+        let soon = MemoryPlan.Item(bytes: 50, peakBytes: 600, endsAt: 20, shape: early, ranSeconds: 1, runSeconds: 10)
+        #expect(MemoryPlan(now: 10, baseBytes: 0, items: [.init(bytes: 300, peakBytes: 300, endsAt: 10.4), soon])
+            .peakBytes == 300 + 540)
+    }
+
     @Test func knownDurationsAdmitMoreThanTheSumOfPeaks() {
         // Four jobs of 200 MiB known from the history, started a second apart, each running 4 s; budget 1000.
         // They hold 400 MiB (plus 20 outside them). As a sum of peaks (820) only one more 150 MiB job fits; knowing
@@ -279,7 +304,7 @@ struct MemoryPlanTests {
             (0..<4).map { i in
                 let age = 3.5 - Double(i)  // the oldest is 3.5 s in, near its end
                 return job(Int32(i + 1), started: now - age, rss: UInt64(200 * age / 4), predicted: 200,
-                           remaining: known ? 4 - age : nil)
+                           remaining: known ? 4 - age : nil, ran: age, shape: known ? Self.linear : nil)
             }
         }
         func target(_ known: Bool) -> Int {
