@@ -202,6 +202,7 @@ final class BuildSupervisor {
             let isMake: Bool = if case .gnuMake = options.plan.kind { true } else { false }
             settings.canEvict = choices.rerun && isMake && cgroup != nil
             settings.canPageOut = cgroup != nil && setUpSwap(choices: choices, budget: budget.bytes)
+            settings.slowStart = !settings.canPageOut && !settings.canEvict
             historyPath = choices.history ? historyFile(env: env) : nil
             let history = historyPath.flatMap { readSmallFile($0, limit: 8 << 20) }
                 .map(MemoryHistoryFormat.decodeAll) ?? MemoryHistoryFormat.Contents()
