@@ -483,9 +483,9 @@ final class BuildSupervisor {
             }
             refill(pool)
             return "ok jobs=\(n) was=\(old)"
-        case .success(.rerun(let pid, _)):
+        case .success(.rerun(let pid, let status)):
             guard let governing else { return "no the governor is off" }
-            return governing.rerunVerdict(shellPID: pid, status: nil, now: monotonicSeconds() - startTime)
+            return governing.rerunVerdict(shellPID: pid, status: status, now: monotonicSeconds() - startTime)
         case .success(.freeze), .success(.thaw), .success(.kill):
             guard let cgroup else { return "error the build has no cgroup; freezing needs one (run as root or in a delegated cgroup)" }
             do {
