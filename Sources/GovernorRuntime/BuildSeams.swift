@@ -31,8 +31,9 @@ public struct BuildReading: Sendable {
 public enum BuildEvent: Sendable, Equatable {
     /// A process of the build ended; its exact high-water mark.
     case exited(pid: Int32, peakBytes: UInt64)
-    /// The OOM killer chose a process of the build.
-    case oomVictim(pid: Int32, command: String)
+    /// The OOM killer chose a process of the build; `ancestors` are its parent, grandparent and so on as far as
+    /// known (a compiler proper started by its driver after the last reading is found through them).
+    case oomVictim(pid: Int32, command: String, ancestors: [Int32] = [])
 }
 
 /// The sensing side of the loop: the kernel in `jobgov run`, a simulated build in the simulator.

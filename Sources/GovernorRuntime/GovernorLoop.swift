@@ -209,9 +209,9 @@ public final class GovernorLoop {
             switch event {
             case .exited(let pid, let peak):
                 if peak > 0 { table.notePeak(pid: pid, bytes: peak) }
-            case .oomVictim(let pid, let command):
+            case .oomVictim(let pid, let command, let ancestors):
                 // The kernel named the victim: no need to guess from which job disappeared.
-                let job = table.job(containing: pid)
+                let job = table.job(containing: pid) ?? ancestors.lazy.compactMap { self.table.job(containing: $0) }.first
                 if let job { oomVictimJobs.insert(job.id.pid) }
                 namedKills += 1
                 unattributedKills += 1
@@ -268,8 +268,9 @@ public final class GovernorLoop {
         let job = table.jobs.values.first { $0.id.pid == pid }
         let killed = status.map { $0 & 0x7f == 9 } ?? true
         var cause = evicted.contains(pid) || oomVictimJobs.contains(pid)
-        if !cause && unattributedKills > 0 && killed {
-            // An OOM kill nobody has claimed, and this recipe died by SIGKILL: it was the victim.
+        if !cause && unattributedKills > 0 && (killed || !sensor.namesOOMVictims) {
+            // An OOM kill nobody has claimed, and this recipe died by SIGKILL (or, where the kernel does not name
+            // victims, failed in any way: a driver whose compiler was killed exits 1): it was the victim.
             cause = true
             if let job { nameOOMVictim(job.command, peak: job.peakBytes) }
         }

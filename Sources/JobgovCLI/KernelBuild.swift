@@ -19,6 +19,9 @@ final class KernelBuild: BuildSensing, BuildActuating {
     /// The eBPF observers, once attached (a second into the build: loading them takes about 0.1 s).
     private(set) var probes: BuildProbes?
     private var probesAttempted = false
+    /// Who started whom in the build, from the fork events (to find the job of a process that lived between two
+    /// readings).
+    private var parents: [Int32: Int32] = [:]
     /// Processes jobgov paged out: their swap is read with their memory.
     private var pagedPIDs: Set<Int32> = []
     /// Machine-wide tuning for the last rung (root only; restored on every way out, by the watchdog too).
@@ -78,16 +81,25 @@ final class KernelBuild: BuildSensing, BuildActuating {
     func events() -> [BuildEvent] {
         guard let probes else { return [] }
         var out: [BuildEvent] = []
+        var ended: [Int32] = []
         probes.drain { event in
             switch event {
+            case .fork(let parent, let child):
+                parents[child] = parent
             case .exit(let pid, _, let peak):
                 out.append(.exited(pid: pid, peakBytes: peak))
+                ended.append(pid)
             case .oomVictim(let pid, let command, _, let inBuild) where inBuild:
-                out.append(.oomVictim(pid: pid, command: command))
+                var chain: [Int32] = []
+                var at = pid
+                while let up = parents[at], chain.count < 32 { chain.append(up); at = up }
+                out.append(.oomVictim(pid: pid, command: command, ancestors: chain))
             default:
                 break
             }
         }
+        // Forgotten after the batch in which they ended: a victim's exit comes after its OOM event.
+        for pid in ended { parents[pid] = nil }
         return out
     }
 
