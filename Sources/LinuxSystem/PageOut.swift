@@ -192,6 +192,7 @@ public enum PageOut {
 
     /// Whether any active swap area has a free page.
     public static func swapHasRoom(procRoot: String = "/proc") -> Bool {
-        SwapState.read(procRoot: procRoot, sysRoot: "/nonexistent").devices.contains { $0.usedBytes < $0.sizeBytes }
+        SwapState.parse(procSwaps: readSmallFile(procRoot + "/swaps") ?? "", zswapEnabled: nil).devices
+            .contains { $0.usedBytes < $0.sizeBytes }
     }
 }
