@@ -38,6 +38,10 @@ struct RunSummary {
             memory += "; \(s.jobFreezes) job freeze\(s.jobFreezes == 1 ? "" : "s")"
             if s.buildFreezes > 0 { memory += ", \(s.buildFreezes) whole-build freeze\(s.buildFreezes == 1 ? "" : "s")" }
             if s.frozenSeconds > 0 { memory += ", \(formatSeconds(s.frozenSeconds)) frozen in all" }
+            if s.pageOuts > 0 {
+                memory += ", \(s.pageOuts) paged out (\(MemorySize.format(s.pagedOutBytes)))"
+            }
+            if s.evictions > 0 { memory += ", \(s.evictions) ended early to run again" }
             if let stall = s.reclaimStallSeconds, stall >= 0.05 { memory += "; \(formatSeconds(stall)) stalled in reclaim" }
             memory += "; \(s.oomKills) OOM kill\(s.oomKills == 1 ? "" : "s")"
             if s.reruns > 0 { memory += " (\(s.reruns) job\(s.reruns == 1 ? "" : "s") run again)" }
@@ -82,6 +86,9 @@ struct RunSummary {
             w.add("job_freezes", s.jobFreezes)
             w.add("build_freezes", s.buildFreezes)
             w.add("frozen_seconds", s.frozenSeconds)
+            w.add("page_outs", s.pageOuts)
+            w.add("paged_out_bytes", Int(s.pagedOutBytes))
+            w.add("jobs_ended_early", s.evictions)
             w.add("oom_kills", s.oomKills)
             w.add("jobs_finished", s.jobsFinished)
             w.add("largest_jobs", objects: s.largest.map {
