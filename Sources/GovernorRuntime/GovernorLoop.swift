@@ -234,7 +234,8 @@ public final class GovernorLoop {
                 unattributedKills += total - stats.oomKills - named
                 if unattributedKills > 0 { killSeenAt = killSeenAt ?? now }
             }
-            stats.oomKills = total
+            // Never down: the v1 counter sums child cgroups, and one removed mid-build takes its kills with it.
+            stats.oomKills = max(stats.oomKills, total)
         }
         recentlyFinished = recentlyFinished.filter { now - $0.endedAt < 2 } + finished
         // A recipe under jobgov-shell names itself by asking to run again (see rerunVerdict); otherwise the job the

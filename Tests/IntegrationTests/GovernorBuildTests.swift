@@ -17,6 +17,10 @@ struct GovernorBuildTests {
         init(_ tag: String, limit: UInt64) throws {
             cgroup = try BuildCgroup.create(layout: CgroupLayout.detect(), name: "jobgov-test-\(getpid())-\(tag)")
             try cgroup.apply(CgroupLimits(memoryMax: limit))
+            // Swap on the machine (a user's, or a zram device another jobgov made) must not stand in for the OOM kills
+            // these tests expect: nothing in the box swaps at its limit (v1 swappiness 0, which the cgroups made below
+            // copy). jobgov's own page-out of frozen jobs ignores swappiness, as it does on a user's machine.
+            if let dir = cgroup.memoryDir { try? writeCgroupFile(dir + "/memory.swappiness", "0") }
         }
         /// `sh -c` that joins the cgroup in every hierarchy, then execs the command.
         func wrap(_ command: [String]) -> [String] {
