@@ -202,6 +202,12 @@ final class BuildSupervisor {
             let isMake: Bool = if case .gnuMake = options.plan.kind { true } else { false }
             settings.canEvict = choices.rerun && isMake && cgroup != nil
             settings.canPageOut = cgroup != nil && setUpSwap(choices: choices, budget: budget.bytes)
+            if settings.canPageOut, let cgroup, cgroup.memoryDir != nil {
+                // Only jobgov pages out, and only frozen jobs: a job still running at the build's limit is not
+                // swapped (its compressed pages would be charged to no cgroup, and the build would outgrow its
+                // limit unseen). v1 keeps a swappiness per cgroup; page-out ignores it.
+                try? cgroup.apply(CgroupLimits(swappiness: 0))
+            }
             settings.slowStart = !settings.canPageOut && !settings.canEvict
             historyPath = choices.history ? historyFile(env: env) : nil
             let history = historyPath.flatMap { readSmallFile($0, limit: 8 << 20) }

@@ -556,3 +556,133 @@ struct RerunShellAndConfigTests {
         #expect(throws: CommandLineError.self) { try ConfigFile.milliseconds("-1", option: "x") }
     }
 }
+
+@Suite("Memory shapes, a wrong history, and the rungs that free frozen memory")
+struct ShapeAndRungTests {
+    @Test func aShapeIsMeasuredFromReadingsAndKeptInTheHistory() {
+        // A compile: half its 600 MiB peak by 1 s of its 10 s run, 90% by 3 s, the peak at 6 s.
+        let readings: [(seconds: Double, bytes: UInt64)] = [(0, 10 * MiB), (0.5, 160 * MiB), (1, 300 * MiB),
+                                                            (2, 450 * MiB), (3, 540 * MiB), (6, 600 * MiB)]
+        let shape = MemoryShape.measured(readings, peak: 600 * MiB, runSeconds: 10)!
+        #expect(shape.reach == [0.05, 0.1, 0.2, 0.3, 0.6])
+        // Its envelope never plans the job below what it held: at 15% of the run it is planned at 75% of its peak.
+        #expect(shape.level(at: 0.15) == 0.75)
+        #expect(shape.level(at: 0.7) == 1)
+        // A peak the readings missed (the kernel's exact high-water mark) came at the end.
+        #expect(MemoryShape.measured(readings, peak: 700 * MiB, runSeconds: 10)!.reach.last == 1)
+        // The history keeps it beside the peak and the duration; older lines still read.
+        let text = MemoryHistoryFormat.encode(["g++ -c a.cc": 600 * MiB, "ld": 50 * MiB],
+                                              seconds: ["g++ -c a.cc": 10], shapes: ["g++ -c a.cc": shape])
+        #expect(text.contains("\t10000\ts:0.05,0.1,0.2,0.3,0.6\tg++ -c a.cc\n"))
+        let back = MemoryHistoryFormat.decodeAll(text + "12\t100\told line\n")
+        #expect(back.shapes["g++ -c a.cc"] == shape)
+        #expect(back.peaks["old line"] == 12 && back.shapes["old line"] == nil)
+        // A job with the shape from the history is planned along it; one without, at its peak from the start.
+        var model = MemoryModel(prior: 64 * MiB, history: back.peaks, historySeconds: back.seconds,
+                                historyShapes: back.shapes)
+        #expect(model.knownShape(of: "g++ -c a.cc") == shape)
+        #expect(model.knownShape(of: "ld") == nil)
+        // Two runs of one command: the earlier reach of each level is kept.
+        model.record(FinishedJob(command: "ld", startedAt: 0, endedAt: 1, peakBytes: 50 * MiB, frozenSeconds: 0,
+                                 shape: MemoryShape(reach: [0.5, 0.5, 0.5, 0.5, 0.5])))
+        model.record(FinishedJob(command: "ld", startedAt: 0, endedAt: 1, peakBytes: 50 * MiB, frozenSeconds: 0,
+                                 shape: MemoryShape(reach: [0.1, 0.6, 0.6, 0.6, 0.9])))
+        #expect(model.knownShape(of: "ld")?.reach == [0.1, 0.5, 0.5, 0.5, 0.5])
+    }
+
+    @Test func aHistoryThatIsWrongByHalfIsCorrected() {
+        let peaks: [String: UInt64] = Dictionary(uniqueKeysWithValues: (0..<10).map { ("cc \($0)", 100 * MiB) })
+        var model = MemoryModel(prior: 64 * MiB, history: peaks)
+        #expect(model.predictedPeak(of: "cc 9") == 100 * MiB)
+        // The first jobs turn out twice what the history says, one while still running.
+        model.noteStarted("cc 0")
+        model.noteRunning("cc 0", bytes: 190 * MiB)
+        #expect(model.predictedPeak(of: "cc 9") == 190 * MiB)
+        for i in 1...4 {
+            model.noteStarted("cc \(i)")
+            model.record(FinishedJob(command: "cc \(i)", startedAt: 0, endedAt: 1, peakBytes: 200 * MiB, frozenSeconds: 0))
+        }
+        #expect(model.historyCorrection == 2)
+        #expect(model.predictedPeak(of: "cc 9") == 200 * MiB)
+        #expect(model.nextJobPeak == 200 * MiB)
+        // Jobs smaller than the history says never scale it down: a correction is for safety.
+        var smaller = MemoryModel(prior: 64 * MiB, history: peaks)
+        smaller.record(FinishedJob(command: "cc 1", startedAt: 0, endedAt: 1, peakBytes: 20 * MiB, frozenSeconds: 0))
+        #expect(smaller.predictedPeak(of: "cc 9") == 100 * MiB)
+    }
+
+    private func job(_ pid: Int32, rss: UInt64, frozen: Bool = false, evictable: Bool = false, paged: UInt64 = 0,
+                     peak: UInt64? = nil) -> GovernorInput.RunningJob {
+        GovernorInput.RunningJob(id: JobID(pid: pid, startTicks: 0), startedAt: Double(pid), rssBytes: rss * MiB,
+                                 peakBytes: (peak ?? rss) * MiB, predictedPeakBytes: (peak ?? rss) * MiB,
+                                 frozen: frozen, pagedOutBytes: paged * MiB, evictable: evictable)
+    }
+
+    private func settings(pageOut: Bool, evict: Bool) -> GovernorSettings {
+        var s = GovernorSettings(maxJobs: 8, budget: 1000 * MiB, cpus: 2, hardLimit: 1100 * MiB)
+        s.canPageOut = pageOut
+        s.canEvict = evict
+        return s
+    }
+
+    @Test func frozenMemoryThatStandsInTheWayIsPagedOut() {
+        // The oldest job runs to 700 MiB; two frozen jobs hold 200 MiB each. Beside them it could not finish.
+        let jobs = [job(1, rss: 400, peak: 700), job(2, rss: 200, frozen: true), job(3, rss: 200, frozen: true)]
+        let input = GovernorInput(now: 10, memoryUsedBytes: 800 * MiB, jobs: jobs, nextJobPeakBytes: 100 * MiB)
+        var g = Governor(settings: settings(pageOut: true, evict: false))
+        let d = g.decide(input)
+        #expect(d.pageOut.first == JobID(pid: 3, startTicks: 0), "the newest frozen job first")
+        #expect(!d.pageOut.contains(JobID(pid: 1, startTicks: 0)), "the oldest runs")
+        #expect(d.evict.isEmpty)
+        // Without swap, under make, the newest is ended to run again instead.
+        var m = Governor(settings: settings(pageOut: false, evict: false))
+        #expect(m.decide(input).evict.isEmpty, "not evictable: nothing to do but wait")
+        let evictable = [job(1, rss: 400, peak: 750), job(2, rss: 200, frozen: true, evictable: true),
+                         job(3, rss: 200, frozen: true, evictable: true)]
+        var e = Governor(settings: settings(pageOut: false, evict: true))
+        let de = e.decide(GovernorInput(now: 10, memoryUsedBytes: 800 * MiB, jobs: evictable, nextJobPeakBytes: 100 * MiB))
+        #expect(de.evict == [JobID(pid: 3, startTicks: 0)], "one is enough: 750 beside 200 fits the 1100 hard limit")
+        // When the running job fits beside what is frozen, nothing is paged out or ended.
+        let fits = [job(1, rss: 400, peak: 450), job(2, rss: 100, frozen: true)]
+        var f = Governor(settings: settings(pageOut: true, evict: true))
+        let df = f.decide(GovernorInput(now: 10, memoryUsedBytes: 500 * MiB, jobs: fits, nextJobPeakBytes: 100 * MiB))
+        #expect(df.pageOut.isEmpty && df.evict.isEmpty)
+    }
+
+    @Test func atTheHardLimitTheNewestRunningJobGoes() {
+        // The plan said it fits, the kernel says the build waits at its hard limit: the plan was wrong.
+        let jobs = [job(1, rss: 500, peak: 500), job(2, rss: 500, evictable: true, peak: 500)]
+        var input = GovernorInput(now: 10, memoryUsedBytes: 1000 * MiB, jobs: jobs, nextJobPeakBytes: 100 * MiB)
+        input.atHardLimit = true
+        var p = Governor(settings: settings(pageOut: true, evict: false))
+        let dp = p.decide(input)
+        #expect(dp.freeze.contains(JobID(pid: 2, startTicks: 0)) && dp.pageOut == [JobID(pid: 2, startTicks: 0)])
+        var e = Governor(settings: settings(pageOut: false, evict: true))
+        #expect(e.decide(input).evict == [JobID(pid: 2, startTicks: 0)])
+        // A thawed job still faulting its pages back holds little: it is frozen again, not paged out again.
+        let faulting = [job(1, rss: 600, peak: 600), job(2, rss: 1, paged: 400, peak: 400)]
+        var q = Governor(settings: settings(pageOut: true, evict: false))
+        var fi = GovernorInput(now: 10, memoryUsedBytes: 1000 * MiB, jobs: faulting, nextJobPeakBytes: 100 * MiB)
+        fi.atHardLimit = true
+        let dq = q.decide(fi)
+        #expect(dq.freeze.contains(JobID(pid: 2, startTicks: 0)) && dq.pageOut.isEmpty)
+    }
+
+    @Test func slowStartAdmitsOneJobOfUnknownSizeAtATime() {
+        var s = GovernorSettings(maxJobs: 8, budget: 1000 * MiB, cpus: 2)
+        s.slowStart = true
+        var g = Governor(settings: s)
+        // Nothing runs: one job may start, not the eight the prior of 100 MiB would allow.
+        #expect(g.decide(GovernorInput(now: 0, memoryUsedBytes: 0, jobs: [], nextJobPeakBytes: 100 * MiB)).targetJobs == 1)
+        // While it is young and its size unknown, no other starts; once it has shown its growth, one more may.
+        var young = GovernorInput.RunningJob(id: JobID(pid: 1, startTicks: 0), startedAt: 0, rssBytes: 50 * MiB,
+                                             peakBytes: 50 * MiB, predictedPeakBytes: 100 * MiB, ranSeconds: 0.5)
+        young.peakKnown = false
+        #expect(g.decide(GovernorInput(now: 0.5, memoryUsedBytes: 50 * MiB, jobs: [young], nextJobPeakBytes: 100 * MiB)).targetJobs == 1)
+        young.ranSeconds = 1.5
+        #expect(g.decide(GovernorInput(now: 1.5, memoryUsedBytes: 50 * MiB, jobs: [young], nextJobPeakBytes: 100 * MiB)).targetJobs == 2)
+        // Jobs the history knows (upcoming peaks) are not held back.
+        #expect(g.decide(GovernorInput(now: 2, memoryUsedBytes: 50 * MiB, jobs: [young], nextJobPeakBytes: 100 * MiB,
+                                       upcomingJobPeaksBytes: [100 * MiB, 100 * MiB, 100 * MiB])).targetJobs >= 4)
+    }
+}
