@@ -511,8 +511,9 @@ public struct Governor: Sendable {
         var stuck = input.atHardLimit
         for job in held {
             if s.canPageOut {
-                // Paged out once memory is needed: the running jobs' plan passes the budget.
-                guard current > s.memoryThreshold * budget || stuck else { break }
+                // Paged out once memory is needed: the running jobs' plan passes the budget (a page-out costs about
+                // 3 ms of CPU per MiB, and a thaw soon after costs the job a fault per page).
+                guard current > budget || stuck else { break }
                 let running = !job.frozen && !decision.freeze.contains(job.id)
                 // A job still faulting its pages back in holds little: at the limit, freezing it again stops its
                 // demand; paging out is for what is resident.
