@@ -299,7 +299,7 @@ public final class GovernorLoop {
         let wasEvicted = evicted.contains(pid)
         forgetRerun(pid)
         stats.reruns += 1
-        say("running again\(others.isEmpty ? ", alone," : ""), a job \(wasEvicted ? "jobgov ended early" : "the OOM killer ended"): "
+        say("running again\(others.isEmpty ? ", alone" : ""), a job \(wasEvicted ? "jobgov ended early" : "the OOM killer ended"): "
             + short(job?.command ?? "pid \(pid)"))
         return "go"
     }

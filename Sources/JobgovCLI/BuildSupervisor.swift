@@ -401,7 +401,10 @@ final class BuildSupervisor {
             return false
         }
         let state = SwapState.read()
-        if state.hasSwap || state.zswapEnabled {
+        // Swap with room for a good part of the budget is used as it is; a nearly full or small one (another
+        // program's, another jobgov's zram that goes when it does) would page out part of a job and leave the rest.
+        let room = state.devices.reduce(UInt64(0)) { $0 + ($1.sizeBytes - min($1.sizeBytes, $1.usedBytes)) }
+        if state.zswapEnabled || (state.hasSwap && (room >= budget / 2 || geteuid() != 0)) {
             swapNote = "swap: frozen jobs are paged out to the swap this machine has (\(state.reasonToAddNothing ?? "swap"))"
             return state.hasSwap
         }

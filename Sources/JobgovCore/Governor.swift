@@ -510,7 +510,8 @@ public struct Governor: Sendable {
         let hard = Double(s.hardLimit)
         var stuck = input.atHardLimit
         for job in held {
-            if s.canPageOut {
+            let alreadyPaged = job.frozen && job.pagedOutBytes > 0
+            if s.canPageOut && !alreadyPaged {
                 // Paged out once memory is needed: the running jobs' plan passes the budget (a page-out costs about
                 // 3 ms of CPU per MiB, and a thaw soon after costs the job a fault per page).
                 guard current > budget || stuck else { break }
@@ -518,7 +519,7 @@ public struct Governor: Sendable {
                 // A job still faulting its pages back in holds little: at the limit, freezing it again stops its
                 // demand; paging out is for what is resident.
                 if running && stuck { decision.freeze.append(job.id) }
-                guard job.rssBytes > 1 << 20, !(job.frozen && job.pagedOutBytes > 0) else {
+                guard job.rssBytes > 1 << 20 else {
                     if running && stuck { stuck = false }
                     continue
                 }
@@ -527,7 +528,10 @@ public struct Governor: Sendable {
                 released += Double(job.rssBytes)
                 stuck = false
             } else {
+                // Ended early: without swap, or where a page-out did not free what the job holds (the swap was
+                // full, or smaller than the job), and the jobs left cannot finish beside it.
                 guard current > hard || stuck else { break }
+                if alreadyPaged && job.rssBytes <= 16 << 20 { continue }
                 stuck = false
                 guard job.evictable, input.now - lastEvict >= s.freezeIntervalSeconds else { continue }
                 decision.evict.append(job.id)

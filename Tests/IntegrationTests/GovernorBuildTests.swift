@@ -20,7 +20,11 @@ struct GovernorBuildTests {
             // Swap on the machine (a user's, or a zram device another jobgov made) must not stand in for the OOM kills
             // these tests expect: nothing in the box swaps at its limit (v1 swappiness 0, which the cgroups made below
             // copy). jobgov's own page-out of frozen jobs ignores swappiness, as it does on a user's machine.
-            if let dir = cgroup.memoryDir { try? writeCgroupFile(dir + "/memory.swappiness", "0") }
+            if let dir = cgroup.memoryDir {
+                // The leaf was made before: a v1 child copies its parent's value only when it is made.
+                try? writeCgroupFile(dir + "/memory.swappiness", "0")
+                try? writeCgroupFile(dir + "/\(cgroup.leafName)/memory.swappiness", "0")
+            }
         }
         /// `sh -c` that joins the cgroup in every hierarchy, then execs the command.
         func wrap(_ command: [String]) -> [String] {
