@@ -474,12 +474,17 @@ struct PageOutBuildTests {
         let (r, kills, sum, seconds) = try halvedRun("make", s, history: history, watch: watch, tag: "make-smallswap")
         report("make -j4, halved history, a 64 MiB swap", r, kills, sum, seconds)
         print("PageOutBuildTests: small swap:\n  " + r.jobgovLines.joined(separator: "\n  "))
-        #expect(r.jobgovLines.contains { $0.contains("paged out to the swap this machine has") }, "\(Self.swapLine(r.stderr))")
+        // A swap with room for less than half the budget is not relied on: as root jobgov adds its own device.
+        let ownDevice = r.jobgovLines.contains { $0.contains("swap: zram") && $0.contains("for the build's frozen jobs") }
+        #expect(ownDevice || r.jobgovLines.contains { $0.contains("paged out to the swap this machine has") },
+                "\(Self.swapLine(r.stderr))")
         #expect(r.status == 0, "\(r.jobgovLines.joined(separator: "\n"))")
         #expect(kills == 0 && Self.int(sum, "oom_kills") == 0,
                 "no OOM kill: every job fits alone (box \(kills), summary \(sum["oom_kills"] ?? "-"))")
-        #expect((Self.int(sum, "paged_out_bytes") ?? 0) <= Int(size),
-                "paged_out_bytes \((Self.int(sum, "paged_out_bytes") ?? 0) >> 20) MiB, but the swap holds at most \(size >> 20) MiB")
+        if !ownDevice {
+            #expect((Self.int(sum, "paged_out_bytes") ?? 0) <= Int(size),
+                    "paged_out_bytes \((Self.int(sum, "paged_out_bytes") ?? 0) >> 20) MiB, but the swap holds at most \(size >> 20) MiB")
+        }
 
         kill(holder.pid, SIGTERM)
         let held = holder.finish(timeout: 20)
