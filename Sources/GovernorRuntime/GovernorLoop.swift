@@ -50,8 +50,10 @@ public final class GovernorLoop {
     /// Jobs (by their root's pid) that lost a process to the OOM killer, and jobs jobgov ended to run them again.
     private var oomVictimJobs: Set<Int32> = []
     private var evicted: Set<Int32> = []
-    /// Recipes waiting to run again: their root's pid → when they first asked.
+    /// Recipes waiting to run again (for want of memory): their root's pid → when they first asked; and every
+    /// recipe that asked, until it is answered for good.
     private var rerunsAsked: [Int32: Double] = [:]
+    private var firstAsked: [Int32: Double] = [:]
     private var underOOMSince: Double?
     private var brakeReleased = false
     private var killsAtRelease = 0
@@ -264,8 +266,8 @@ public final class GovernorLoop {
     public func rerunVerdict(shellPID pid: Int32, status: Int32?, now: Double) -> String {
         handle(sensor.events(), now: now)
         accountOOMKills(finished: [], counter: nil, now: now)
-        let first = rerunsAsked[pid] ?? now
-        rerunsAsked[pid] = first
+        let first = rerunsAsked[pid] ?? firstAsked[pid] ?? now
+        firstAsked[pid] = first
         let job = table.jobs.values.first { $0.id.pid == pid }
         let killed = status.map { $0 & 0x7f == 9 } ?? true
         var cause = evicted.contains(pid) || oomVictimJobs.contains(pid)
@@ -276,11 +278,15 @@ public final class GovernorLoop {
             if let job { nameOOMVictim(job.command, peak: job.peakBytes) }
         }
         guard cause else {
-            // The OOM counter is read each tick: give it a moment for a SIGKILL that no event has explained yet.
-            if killed && !sensor.namesOOMVictims && now - first < 2 { return "wait" }
-            rerunsAsked[pid] = nil
+            // A recipe that failed with no kill counted and no victim named was not ended for want of memory: an
+            // ordinary failure is answered at once. A SIGKILL gets two seconds for a late count first, as before
+            // (without them, a sub-make SIGKILLed under make 4.4.1 lost a token for good in TokenAccountingTests; why
+            // is not understood yet). Nothing is held back meanwhile.
+            if killed && now - first < 2 { return "wait" }
+            firstAsked[pid] = nil
             return killed ? "no the job was killed, but not by the OOM killer" : "no the job failed, not for want of memory"
         }
+        rerunsAsked[pid] = first
         // A job that by itself filled nearly all of the hard limit cannot fit alone either: running it again would
         // only end the same way. (Against the hard limit, not the budget: a job between the two fits alone.)
         let hard = options.settings.hardLimit
@@ -309,6 +315,7 @@ public final class GovernorLoop {
 
     private func forgetRerun(_ pid: Int32) {
         rerunsAsked[pid] = nil
+        firstAsked[pid] = nil
         evicted.remove(pid)
         oomVictimJobs.remove(pid)
     }

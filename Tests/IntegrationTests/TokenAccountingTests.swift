@@ -52,7 +52,9 @@ struct TokenAccountingTests {
             .PHONY: all v1 v2 v3 v4
 
             """)
-        try s.write("work.mk", flatMakefile(count: 40, seconds: 0.4, prefix: "w"))
+        // Long enough to outlast the orphans (2 s) and the lost-token check (three looks 0.5 s apart): jobgov answers
+        // the killed recipe's question at once, so phase2 starts while the orphans still run.
+        try s.write("work.mk", flatMakefile(count: 80, seconds: 0.4, prefix: "w"))
         let run = try Running(Clients.jobgov, [make, "-j4"], in: s)
         waitUntil("the victim's four jobs to start") {
             s.read("job.log").split(separator: "\n").filter { $0.hasPrefix("S ") }.count >= 4
