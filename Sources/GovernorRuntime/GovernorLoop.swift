@@ -91,7 +91,7 @@ public final class GovernorLoop {
             model.record(job)
             stats.record(job)
         }
-        for id in finishedIDs(finished) { actuator.jobEnded(id) }
+        for id in endedIDs() { actuator.jobEnded(id) }
         stats.peakMemory = max(stats.peakMemory, reading.memoryPeakBytes ?? reading.memoryUsageBytes,
                                reading.memoryUsageBytes)
         accountOOMKills(finished: finished, counter: reading.oomKills, now: t)
@@ -110,7 +110,7 @@ public final class GovernorLoop {
     }
 
     private var knownIDs: Set<JobID> = []
-    private func finishedIDs(_ finished: [FinishedJob]) -> [JobID] {
+    private func endedIDs() -> [JobID] {
         let now = Set(table.jobs.keys)
         let gone = knownIDs.subtracting(now)
         knownIDs = now
@@ -125,17 +125,17 @@ public final class GovernorLoop {
             // A recipe waiting to run again holds nothing and runs nothing until it is told to go; counting its old
             // peak as growth to come would keep the others frozen while it waits for them.
             if rerunsAsked[job.id.pid] != nil || evicted.contains(job.id.pid) { continue }
+            let predicted = model.predictedPeak(of: job.command)
             running.append(GovernorInput.RunningJob(
                 id: job.id, startedAt: job.startedAt, rssBytes: job.rssBytes, peakBytes: job.peakBytes,
-                predictedPeakBytes: model.predictedPeak(of: job.command), frozen: job.frozen,
+                predictedPeakBytes: predicted, frozen: job.frozen,
                 // A frozen job keeps the growth it had when it was frozen: thawed, it will grow again.
                 growing: job.frozen ? job.growthRate > 0 : t - job.lastGrowthAt < options.settings.growingSeconds,
                 growthRate: job.growthRate, ranSeconds: job.activeSeconds(at: t),
                 runSeconds: model.knownSeconds(of: job.command), shape: model.knownShape(of: job.command),
                 pagedOutBytes: job.pagedOutBytes,
                 evictable: options.settings.canEvict && job.rootName == "jobgov-shell",
-                peakKnown: model.knowsPeak(of: job.command)
-                    && job.peakBytes <= model.predictedPeak(of: job.command) * 17 / 16))
+                peakKnown: model.knowsPeak(of: job.command) && job.peakBytes <= predicted * 17 / 16))
         }
         return GovernorInput(
             now: t, memoryUsedBytes: reading.memoryUsedBytes, jobs: running, nextJobPeakBytes: model.nextJobPeak,

@@ -52,7 +52,6 @@ public struct GovernorSettings: Sendable, Equatable {
     /// out nor ending a job early can take memory back (ninja without swap): freezing is all there is there, and a
     /// wrong guess cannot be undone.
     public var slowStart = false
-    var cautious: Bool { slowStart }
 
     public init(maxJobs: Int, budget: UInt64, cpus: Int, hardLimit: UInt64? = nil) {
         self.maxJobs = max(1, maxJobs)
@@ -363,7 +362,7 @@ public struct Governor: Sendable {
         // planned with), and no job starts while memory in use is above `memoryThreshold` of it.
         let memoryLimit = s.memoryThreshold * budget
         let fitNow = Self.jobsThatFit(input, running: running, limit: budget, maxJobs: ceiling,
-                                      horizon: s.growthHorizonSeconds, slack: s.endSlack, cautious: s.cautious,
+                                      horizon: s.growthHorizonSeconds, slack: s.endSlack, cautious: s.slowStart,
                                       youngSeconds: s.youngSeconds)
         var wanted = min(ceiling, fitNow + frozen.count)
         if fitNow < ceiling { reasons.append("memory") }
@@ -392,7 +391,7 @@ public struct Governor: Sendable {
             // Raise only as far as fits with a margin.
             let withMargin = Self.jobsThatFit(input, running: running, limit: budget - s.raiseMargin * budget,
                                               maxJobs: ceiling, horizon: s.growthHorizonSeconds, slack: s.endSlack,
-                                              cautious: s.cautious, youngSeconds: s.youngSeconds) + frozen.count
+                                              cautious: s.slowStart, youngSeconds: s.youngSeconds) + frozen.count
             target = max(target, min(wanted, withMargin))
         }
 
