@@ -449,13 +449,22 @@ public struct Governor: Sendable {
             // without swap. Thawing one at a time serialised a whole phase of heavy jobs (measured). A paged-out
             // job's memory comes back as it runs: it is planned at what it held.
             // The near-future check that freezes must not fire again at once on the jobs' old growth rates.
+            // A frozen job's growth rate is the one it had when it was frozen, often in the steepest part of its
+            // ramp: extrapolated, it keeps a job that has nearly reached its plateau frozen until everything else
+            // ends (measured in the simulator: seconds of a lone running job beside paged-out ones). Where a wrong
+            // thaw can be undone (the job frozen and paged out again, or ended and run again) it is planned at a
+            // quarter above what it reached, and its growth is watched once it runs.
+            let thawHorizon = s.canPageOut || s.canEvict ? 0 : h
             var thawed = plan
             var ahead = nearFuture
             for job in frozen {
-                let trial = thawed.adding(job.planItem(now: input.now, horizon: h, slack: slack),
+                let trial = thawed.adding(job.planItem(now: input.now, horizon: thawHorizon, slack: slack),
                                           fromBase: Double(job.rssBytes))
-                let grows = job.growth(within: s.freezeHorizonSeconds, horizon: h)
-                    + Double(job.holdingBytes - job.rssBytes)
+                var grows = job.growth(within: s.freezeHorizonSeconds, horizon: thawHorizon)
+                if thawHorizon == 0 {
+                    grows = min(grows, max(0, Double(job.expectedPeak(horizon: 0)) - Double(job.holdingBytes)))
+                }
+                grows += Double(job.holdingBytes - job.rssBytes)
                 guard trial.peakBytes <= budget, ahead + grows <= budget else { break }
                 thawed = trial
                 ahead += grows
