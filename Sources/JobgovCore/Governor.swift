@@ -411,7 +411,10 @@ public struct Governor: Sendable {
         let nearFuture = used + running.reduce(0.0) { $0 + $1.growth(within: s.freezeHorizonSeconds, horizon: h) }
         let slack = s.endSlack
         let plan = Self.runningPlan(input, running: running, horizon: h, slack: slack)
-        let overUsed = used > s.freezeThreshold * budget
+        // Past the freeze threshold, freezing is for growth: jobs that sit at their peaks (admitted because the plan
+        // fits) hold still, and freezing them would only stop them from finishing. Frozen jobs' memory counts in
+        // what is used, so without this every tick froze one more job until one ran (measured in the simulator).
+        let overUsed = used > s.freezeThreshold * budget && (nearFuture > used + Double(1 << 20) || used > budget)
         if let oldest = jobs.first, oldest.frozen {
             // The jobs older than it have ended: the oldest job always runs, whatever memory says, or the build
             // would wait for nothing (memory in use may sit above the freeze threshold with every job frozen).
