@@ -74,7 +74,7 @@ public final class GovernorLoop {
         // Before the first job has started, admit what the prior allows: a burst of `-j16` at t=0 is what OOM-kills.
         lastDecision = governor.decide(GovernorInput(
             now: 0, memoryUsedBytes: 0, jobs: [], nextJobPeakBytes: model.nextJobPeak,
-            upcomingJobPeaksBytes: model.upcomingPeaks(count: s.maxJobs)))
+            upcomingJobs: model.upcomingJobs(count: s.maxJobs)))
     }
 
     /// The target to start with.
@@ -140,7 +140,7 @@ public final class GovernorLoop {
         return GovernorInput(
             now: t, memoryUsedBytes: reading.memoryUsedBytes, jobs: running, nextJobPeakBytes: model.nextJobPeak,
             typicalJobPeakBytes: model.typicalJobPeak,
-            upcomingJobPeaksBytes: model.upcomingPeaks(count: max(governor.ceiling, options.settings.maxJobs)),
+            upcomingJobs: model.upcomingJobs(count: max(governor.ceiling, options.settings.maxJobs)),
             systemAvailableBytes: reading.systemAvailableBytes, systemTotalBytes: reading.systemTotalBytes,
             cpuBusy: reading.cpuBusy, ioLatencySeconds: reading.ioLatencySeconds, atHardLimit: reading.underOOM)
     }

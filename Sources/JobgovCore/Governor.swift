@@ -162,7 +162,9 @@ public struct GovernorInput: Sendable, Equatable {
     public var typicalJobPeakBytes: UInt64?
     /// The peaks of the jobs expected to start next, in order (from the history's record of the order an earlier
     /// build started them); empty when not known.
-    public var upcomingJobPeaksBytes: [UInt64]
+    public var upcomingJobPeaksBytes: [UInt64] { upcomingJobs.map(\.peakBytes) }
+    /// The same jobs with how long each ran and how its memory grew, where the history knows.
+    public var upcomingJobs: [UpcomingJob]
     /// The machine's available and total memory (MemAvailable, MemTotal), when known.
     public var systemAvailableBytes: UInt64?
     public var systemTotalBytes: UInt64?
@@ -175,11 +177,12 @@ public struct GovernorInput: Sendable, Equatable {
 
     public init(now: Double, memoryUsedBytes: UInt64, jobs: [RunningJob], nextJobPeakBytes: UInt64,
                 typicalJobPeakBytes: UInt64? = nil, upcomingJobPeaksBytes: [UInt64] = [],
+                upcomingJobs: [UpcomingJob]? = nil,
                 systemAvailableBytes: UInt64? = nil, systemTotalBytes: UInt64? = nil, cpuBusy: Double? = nil,
                 ioLatencySeconds: Double? = nil, atHardLimit: Bool = false) {
         self.atHardLimit = atHardLimit
         self.typicalJobPeakBytes = typicalJobPeakBytes
-        self.upcomingJobPeaksBytes = upcomingJobPeaksBytes
+        self.upcomingJobs = upcomingJobs ?? upcomingJobPeaksBytes.map { UpcomingJob(peakBytes: $0) }
         self.now = now
         self.memoryUsedBytes = memoryUsedBytes
         self.jobs = jobs
@@ -267,7 +270,7 @@ public struct Governor: Sendable {
     /// under `limit` bytes. Memory outside the running jobs (make, page cache, frozen jobs) is held as it is.
     static func jobsThatFit(_ input: GovernorInput, running: [GovernorInput.RunningJob], limit: Double, maxJobs: Int,
                             horizon: Double, slack: Double = 1.25, cautious: Bool = false,
-                            youngSeconds: Double = 1) -> Int {
+                            youngSeconds: Double = 1, shaped: Bool = false) -> Int {
         let inJobs = running.reduce(UInt64(0)) { $0 + $1.rssBytes }
         var plan = MemoryPlan(now: input.now, baseBytes: Double(input.memoryUsedBytes) - Double(inJobs))
         var count = 0
@@ -285,8 +288,24 @@ public struct Governor: Sendable {
                                  recentBig, 1 << 20))
         // When the history says which jobs come next, they are counted at their own peaks, the first new one at
         // the largest of the next three (the order varies a little from build to build). How long a new job will
-        // run is not known for sure: it is planned at its peak throughout.
-        let upcoming = input.upcomingJobPeaksBytes.map { Double($0) }
+        // run is not known for sure: it is never planned to end. Where a wrong admission can be undone (`shaped`:
+        // the job paged out or run again), it grows along its measured shape from now, so that a job that peaks
+        // late is not counted at its peak beside jobs that end before it gets there; the first along the earliest
+        // of the three shapes and the shortest of their durations. Otherwise it is at its peak from the start.
+        let upcoming = input.upcomingJobs
+        func newItem(_ index: Int) -> MemoryPlan.Item {
+            guard index < upcoming.count else {
+                return MemoryPlan.Item(bytes: 0, peakBytes: index == 0 ? next : typical, endsAt: nil)
+            }
+            let window = index == 0 ? upcoming.prefix(3) : upcoming[index...index]
+            let peak = max(Double(window.map(\.peakBytes).max()!), Double(1 << 20))
+            guard shaped, window.allSatisfy({ $0.shape != nil && ($0.runSeconds ?? 0) > 0 }) else {
+                return MemoryPlan.Item(bytes: 0, peakBytes: peak, endsAt: nil)
+            }
+            let shape = window.dropFirst().reduce(window.first!.shape!) { $0.merged(with: $1.shape!) }
+            return MemoryPlan.Item(bytes: 0, peakBytes: peak, endsAt: nil, shape: shape, ranSeconds: 0,
+                                   runSeconds: window.map { $0.runSeconds! }.min()!)
+        }
         var index = 0
         // Slow start while nothing can take memory back: one job of unknown size at a time.
         let probing = cautious && running.contains { !$0.peakKnown && $0.ranSeconds < youngSeconds }
@@ -294,13 +313,7 @@ public struct Governor: Sendable {
         while count < maxJobs {
             if cautious && index >= upcoming.count && (probing || unknownAdmitted >= 1) { break }
             if index >= upcoming.count { unknownAdmitted += 1 }
-            let cost: Double
-            if index < upcoming.count {
-                cost = max(index == 0 ? upcoming.prefix(3).max()! : upcoming[index], Double(1 << 20))
-            } else {
-                cost = index == 0 ? next : typical
-            }
-            let trial = plan.adding(MemoryPlan.Item(bytes: 0, peakBytes: cost, endsAt: nil))
+            let trial = plan.adding(newItem(index))
             guard trial.peakBytes <= limit else { break }
             plan = trial
             index += 1
@@ -363,7 +376,7 @@ public struct Governor: Sendable {
         let memoryLimit = s.memoryThreshold * budget
         let fitNow = Self.jobsThatFit(input, running: running, limit: budget, maxJobs: ceiling,
                                       horizon: s.growthHorizonSeconds, slack: s.endSlack, cautious: s.slowStart,
-                                      youngSeconds: s.youngSeconds)
+                                      youngSeconds: s.youngSeconds, shaped: s.canPageOut || s.canEvict)
         var wanted = min(ceiling, fitNow + frozen.count)
         if fitNow < ceiling { reasons.append("memory") }
         if used > memoryLimit && wanted > jobs.count {
@@ -391,7 +404,8 @@ public struct Governor: Sendable {
             // Raise only as far as fits with a margin.
             let withMargin = Self.jobsThatFit(input, running: running, limit: budget - s.raiseMargin * budget,
                                               maxJobs: ceiling, horizon: s.growthHorizonSeconds, slack: s.endSlack,
-                                              cautious: s.slowStart, youngSeconds: s.youngSeconds) + frozen.count
+                                              cautious: s.slowStart, youngSeconds: s.youngSeconds,
+                                              shaped: s.canPageOut || s.canEvict) + frozen.count
             target = max(target, min(wanted, withMargin))
         }
 
