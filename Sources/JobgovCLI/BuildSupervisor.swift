@@ -195,6 +195,16 @@ final class BuildSupervisor {
             auth = "\(ends.read),\(ends.write)"
         }
         if let choices = options.governor, let budget {
+            // The files first: a path that cannot be written stops jobgov before a swap device or anything else is set
+            // up for the build (nothing below would undo it on this path).
+            if let path = choices.traceFile {
+                traceFD = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+                if traceFD < 0 { throw SystemError("cannot write the trace file \(path)") }
+            }
+            if let path = choices.traceEventsFile {
+                traceEventsFD = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+                if traceEventsFD < 0 { throw SystemError("cannot write the trace-events file \(path)") }
+            }
             var settings = GovernorSettings(maxJobs: options.plan.ceiling, budget: budget.bytes, cpus: onlineCPUs())
             settings.memoryThreshold = choices.memoryThreshold
             settings.freezeThreshold = choices.freezeThreshold
@@ -220,15 +230,11 @@ final class BuildSupervisor {
             let kernel = KernelBuild(cgroup: cgroup, cpus: onlineCPUs(), swap: compressedSwap) { if !quiet { note($0) } }
             let loop = GovernorLoop(options: .init(settings: settings, history: history), sensor: kernel,
                                     actuator: kernel) { if !quiet { note($0) } }
-            if let path = choices.traceFile {
-                traceFD = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-                if traceFD < 0 { throw SystemError("cannot write the trace file \(path)") }
+            if traceFD >= 0 {
                 let fd = traceFD
                 loop.trace = { writeAll(fd, $0) }
             }
-            if let path = choices.traceEventsFile {
-                traceEventsFD = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-                if traceEventsFD < 0 { throw SystemError("cannot write the trace-events file \(path)") }
+            if traceEventsFD >= 0 {
                 loop.timeline = BuildTimeline(
                     title: "jobgov -j\(options.plan.ceiling) " + options.plan.argv.joined(separator: " "), pid: getpid())
             }
