@@ -195,8 +195,7 @@ final class BuildSupervisor {
             auth = "\(ends.read),\(ends.write)"
         }
         if let choices = options.governor, let budget {
-            // The files first: a path that cannot be written stops jobgov before a swap device or anything else is set
-            // up for the build (nothing below would undo it on this path).
+            // The files first: a path that cannot be written stops jobgov before a swap device is made for nothing.
             if let path = choices.traceFile {
                 traceFD = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
                 if traceFD < 0 { throw SystemError("cannot write the trace file \(path)") }
