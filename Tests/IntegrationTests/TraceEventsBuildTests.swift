@@ -155,6 +155,24 @@ struct TraceEventsBuildTests {
         #expect(Self.counters.isSubset(of: trace.counterNames))
     }
 
+    @Test("trace-events in the config file writes the file; the flag wins over it")
+    func configFile() throws {
+        let s = try Scratch()
+        try s.write("config", "# the timeline of every build\ntrace-events = from-config.json\n")
+        let script = ["--", "/bin/sh", "-c", "sleep 1.2; true"]
+        let r = try jobgov(["--config", s.path + "/config", "--no-swap"] + script, in: s,
+                           env: ["XDG_STATE_HOME": s.path + "/state"])
+        #expect(r.status == 0, "\(r.stderr)")
+        let trace = try Trace(path: s.path + "/from-config.json")
+        #expect(trace.job("1.2").count == 1, "the sleep the script ran: \(trace.jobs.map(\.command))")
+        try FileManager.default.removeItem(atPath: s.path + "/from-config.json")
+        let flag = try jobgov(["--config", s.path + "/config", "--no-swap", "--trace-events", s.path + "/flag.json"] + script,
+                              in: s, env: ["XDG_STATE_HOME": s.path + "/state"])
+        #expect(flag.status == 0)
+        #expect(try Trace(path: s.path + "/flag.json").jobs.count == 1)
+        #expect(!FileManager.default.fileExists(atPath: s.path + "/from-config.json"))
+    }
+
     @Test("a trace-events file that cannot be written stops jobgov before the build; --fixed-jobs has no timeline")
     func mistakes() throws {
         let s = try Scratch()

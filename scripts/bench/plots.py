@@ -274,17 +274,17 @@ def compare_chart(resdir, out_png, log=print):
             rows.append((LABEL[c].format(N=N, K=K, L="?"), c, rs))
     fig, (aw, am) = plt.subplots(1, 2, figsize=(13, 0.75 * len(rows) + 1.8), sharey=True,
                                  gridspec_kw=dict(width_ratios=[1.6, 1], wspace=0.05))
-    machine = ""
+    cpus = date = ""
     try:
         with open(os.path.join(resdir, "machine.txt")) as f:
             for line in f:
                 if line.startswith("nproc:"):
-                    machine = line.split("cpu:")[0].replace("nproc:", "").strip() + " CPUs"
+                    cpus = line.split("cpu:")[0].replace("nproc:", "").strip() + " CPUs"
                 if line.startswith("date:"):
                     date = line.split(":", 1)[1].strip().split()[0]
-                    machine = (machine + ", " if machine else "") + date
     except OSError:
         pass
+    machine = ", ".join(x for x in (cpus, date) if x)
     rounds = max(r.get("round", 1) for r in runs)
     fig.suptitle(f"scripts/bench/compare, preset {preset}: {limit / MiB:.0f} MiB memory limit per run"
                  f"{', ' + machine if machine else ''}; {rounds} timed run{'s' if rounds != 1 else ''} per contender",
@@ -311,6 +311,11 @@ def compare_chart(resdir, out_png, log=print):
         peaks = [(r.get("peak_bytes") or 0) / MiB for r in rs]
         am.barh(y, statistics.median(peaks), color="#d62728" if bad and not ok else color, height=0.6, alpha=0.85)
         am.plot(peaks, [y] * len(peaks), "k|", ms=12)
+    from matplotlib.patches import Patch
+    aw.legend(handles=[Patch(color="#4c78a8", label=f"plain -j{N}, when it finishes"), Patch(color="#7f7f7f", label="best static -jK (found by a sweep)"),
+                       Patch(color="#2ca02c", label="jobgov"),
+                       Patch(facecolor="#d62728", hatch="xx", edgecolor="white", label="failed (OOM-killed)")],
+              loc="lower right", fontsize=8, framealpha=0.9)
     aw.set_yticks(ys)
     aw.set_yticklabels([r[0] for r in rows], fontsize=9)
     aw.invert_yaxis()
@@ -324,7 +329,7 @@ def compare_chart(resdir, out_png, log=print):
         am.set_xlim(0, limit / MiB * 1.1)
     am.set_xlabel("cgroup peak memory (MiB)")
     am.grid(axis="x", color="#dddddd", lw=0.6)
-    fig.subplots_adjust(left=0.16, right=0.98, top=1 - 0.9 / fig.get_figheight(), bottom=0.75 / fig.get_figheight())
+    fig.subplots_adjust(left=0.16, right=0.98, top=1 - 0.55 / fig.get_figheight(), bottom=0.75 / fig.get_figheight())
     fig.savefig(out_png, dpi=100)
     plt.close(fig)
     return out_png
