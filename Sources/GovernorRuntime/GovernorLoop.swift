@@ -122,6 +122,9 @@ public final class GovernorLoop {
 
     private func governorInput(reading: BuildReading, now t: Double) -> GovernorInput {
         var running: [GovernorInput.RunningJob] = []
+        // Where a wrong admission can be undone, a job whose command never ran is planned as this build's jobs
+        // typically ran (see `MemoryModel.typicalJob`), not at its peak throughout.
+        let typical = options.settings.canPageOut || options.settings.canEvict ? model.typicalJob : nil
         for job in table.running {
             model.noteStarted(job.command)
             model.noteRunning(job.command, bytes: job.peakBytes)
@@ -135,7 +138,8 @@ public final class GovernorLoop {
                 // A frozen job keeps the growth it had when it was frozen: thawed, it will grow again.
                 growing: job.frozen ? job.growthRate > 0 : t - job.lastGrowthAt < options.settings.growingSeconds,
                 growthRate: job.growthRate, ranSeconds: job.activeSeconds(at: t),
-                runSeconds: model.knownSeconds(of: job.command), shape: model.knownShape(of: job.command),
+                runSeconds: model.knownSeconds(of: job.command) ?? typical?.runSeconds,
+                shape: model.knownSeconds(of: job.command) == nil ? typical?.shape : model.knownShape(of: job.command),
                 pagedOutBytes: job.pagedOutBytes,
                 evictable: options.settings.canEvict && job.rootName == "jobgov-shell",
                 peakKnown: model.knowsPeak(of: job.command) && job.peakBytes <= predicted * 17 / 16))
@@ -143,7 +147,7 @@ public final class GovernorLoop {
         return GovernorInput(
             now: t, memoryUsedBytes: reading.memoryUsedBytes, jobs: running, nextJobPeakBytes: model.nextJobPeak,
             typicalJobPeakBytes: model.typicalJobPeak,
-            upcomingJobs: model.upcomingJobs(count: max(governor.ceiling, options.settings.maxJobs)),
+            upcomingJobs: model.upcomingJobs(count: max(governor.ceiling, options.settings.maxJobs)), typicalJob: typical,
             systemAvailableBytes: reading.systemAvailableBytes, systemTotalBytes: reading.systemTotalBytes,
             cpuBusy: reading.cpuBusy, ioLatencySeconds: reading.ioLatencySeconds, atHardLimit: reading.underOOM)
     }

@@ -165,6 +165,9 @@ public struct GovernorInput: Sendable, Equatable {
     public var upcomingJobPeaksBytes: [UInt64] { upcomingJobs.map(\.peakBytes) }
     /// The same jobs with how long each ran and how its memory grew, where the history knows.
     public var upcomingJobs: [UpcomingJob]
+    /// How this build's finished jobs typically ran (`MemoryModel.typicalJob`), for new jobs the history does not
+    /// name, where a wrong admission can be undone.
+    public var typicalJob: UpcomingJob?
     /// The machine's available and total memory (MemAvailable, MemTotal), when known.
     public var systemAvailableBytes: UInt64?
     public var systemTotalBytes: UInt64?
@@ -177,12 +180,13 @@ public struct GovernorInput: Sendable, Equatable {
 
     public init(now: Double, memoryUsedBytes: UInt64, jobs: [RunningJob], nextJobPeakBytes: UInt64,
                 typicalJobPeakBytes: UInt64? = nil, upcomingJobPeaksBytes: [UInt64] = [],
-                upcomingJobs: [UpcomingJob]? = nil,
+                upcomingJobs: [UpcomingJob]? = nil, typicalJob: UpcomingJob? = nil,
                 systemAvailableBytes: UInt64? = nil, systemTotalBytes: UInt64? = nil, cpuBusy: Double? = nil,
                 ioLatencySeconds: Double? = nil, atHardLimit: Bool = false) {
         self.atHardLimit = atHardLimit
         self.typicalJobPeakBytes = typicalJobPeakBytes
         self.upcomingJobs = upcomingJobs ?? upcomingJobPeaksBytes.map { UpcomingJob(peakBytes: $0) }
+        self.typicalJob = typicalJob
         self.now = now
         self.memoryUsedBytes = memoryUsedBytes
         self.jobs = jobs
@@ -299,7 +303,12 @@ public struct Governor: Sendable {
         let upcoming = input.upcomingJobs
         func newItem(_ index: Int) -> MemoryPlan.Item {
             guard index < upcoming.count else {
-                return MemoryPlan.Item(bytes: 0, peakBytes: index == 0 ? next : typical, endsAt: nil)
+                let peak = index == 0 ? next : typical
+                guard undoable, let t = input.typicalJob, let shape = t.shape, let run = t.runSeconds else {
+                    return MemoryPlan.Item(bytes: 0, peakBytes: peak, endsAt: nil)
+                }
+                return MemoryPlan.Item(bytes: 0, peakBytes: peak, endsAt: nil, shape: shape, ranSeconds: 0,
+                                       runSeconds: run)
             }
             let window = index == 0 && !undoable ? upcoming.prefix(3) : upcoming[index...index]
             let peak = max(Double(window.map(\.peakBytes).max()!), Double(1 << 20))

@@ -35,6 +35,8 @@ public struct MemoryModel: Sendable {
     private let historyIndex: [String: Int]
     public private(set) var startOrder: [String] = []
     private var finishedPeaks: [UInt64] = []
+    private var finishedSeconds: [Double] = []
+    private var finishedShapes: [MemoryShape] = []
     private var started: Set<String> = []
     /// The furthest point of the earlier build's order this build has reached.
     private var position = -1
@@ -95,6 +97,8 @@ public struct MemoryModel: Sendable {
 
     public mutating func record(_ job: FinishedJob) {
         finishedPeaks.append(job.peakBytes)
+        finishedSeconds.append(max(0, job.seconds - job.frozenSeconds))
+        if let shape = job.shape { finishedShapes.append(shape) }
         if let h = history[job.command], h > 0 {
             historyRatios[job.command] = max(historyRatios[job.command] ?? 0, Double(job.peakBytes) / Double(h))
         }
@@ -157,6 +161,21 @@ public struct MemoryModel: Sendable {
 
     /// Whether `command`'s peak was measured (in this build or an earlier one), not guessed.
     public func knowsPeak(of command: String) -> Bool { measured[command] != nil || history[command] != nil }
+
+    /// How this build's jobs typically ran, for a job whose own command never ran (nil before a few jobs ended):
+    /// the median duration of the finished jobs (frozen time not counted) and, for each level of the shape, the
+    /// earliest quarter of the reach times. Only for plans whose mistakes can be undone: the first jobs to end are
+    /// the short ones, so it errs towards "ends soon".
+    public var typicalJob: UpcomingJob? {
+        guard finishedSeconds.count >= Self.typicalAfter, finishedShapes.count >= Self.typicalAfter else { return nil }
+        let seconds = finishedSeconds.sorted()[finishedSeconds.count / 2]
+        let reach = (0..<MemoryShape.levels.count).map { level in
+            finishedShapes.map { $0.reach[level] }.sorted()[finishedShapes.count / 4]
+        }
+        guard seconds > 0, let shape = MemoryShape(reach: reach) else { return nil }
+        return UpcomingJob(peakBytes: typicalJobPeak, runSeconds: seconds, shape: shape)
+    }
+    static let typicalAfter = 3
 
     /// The mean peak of the jobs still to come (from the history) or of this build's finished jobs, else the prior.
     public var typicalJobPeak: UInt64 { estimates.typical }

@@ -687,6 +687,24 @@ struct ShapeAndRungTests {
         #expect(undoable.decide(input).targetJobs < 3)
     }
 
+    @Test func aBuildsTypicalJobIsMeasuredFromItsFinishedJobs() throws {
+        var model = MemoryModel(prior: 64 * MiB)
+        #expect(model.typicalJob == nil)
+        // Four jobs ended: 2, 4, 6 and 8 s; shapes from early to late. The typical job runs the median time and
+        // reaches each level at the earliest quarter of the reach times.
+        let shapes = [[0.1, 0.2, 0.3, 0.4, 0.5], [0.2, 0.4, 0.6, 0.8, 0.9], [0.5, 0.6, 0.7, 0.8, 1.0],
+                      [0.8, 0.85, 0.9, 0.95, 1.0]]
+        for (i, reach) in shapes.enumerated() {
+            model.record(FinishedJob(command: "cc \(i)", startedAt: 0, endedAt: Double(2 * (i + 1)),
+                                     peakBytes: 100 * MiB, frozenSeconds: 0, shape: MemoryShape(reach: reach)))
+            if i < 2 { #expect(model.typicalJob == nil, "not from fewer than three jobs") }
+        }
+        let typical = try #require(model.typicalJob)
+        #expect(typical.runSeconds == 6)
+        #expect(typical.shape?.reach == [0.2, 0.4, 0.6, 0.8, 0.9])
+        #expect(typical.peakBytes == model.typicalJobPeak)
+    }
+
     @Test func aFrozenJobIsNotKeptFrozenByTheGrowthRateItWasFrozenAt() {
         // Job 2 was frozen (and paged out) while it rose at 1.3 GB/s; it had reached 300 MiB, near its plateau. The
         // oldest job holds 300 MiB: both fit in 1000. Where a wrong thaw can be undone it is thawed; otherwise its
