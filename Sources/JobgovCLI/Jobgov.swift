@@ -140,7 +140,8 @@ struct Run: ParsableCommand {
     var noRerun = false
 
     @Flag(help: ArgumentHelp("""
-        Do not page frozen jobs out. As root on a machine without swap, jobgov otherwise adds a compressed-RAM swap         (zram) for the build's frozen jobs and removes it at exit; existing swap is used as it is.
+        Do not page frozen jobs out. As root on a machine without swap, jobgov otherwise adds a compressed-RAM swap \
+        (zram) for the build's frozen jobs and removes it at exit; existing swap is used as it is.
         """))
     var noSwap = false
 
