@@ -71,8 +71,11 @@ public enum JobgovEntry {
         "--generate-completion-script": "bash, zsh or fish",
     ]
 
-    /// ArgumentParser's message, with what to give when a value is missing, and in lower case like jobgov's own.
-    static func explained(_ message: String) -> String {
+    /// ArgumentParser's message on one line, with what to give when a value is missing, and in lower case like
+    /// jobgov's own.
+    static func explained(_ text: String) -> String {
+        let message = text.split(whereSeparator: \.isNewline).map { String($0).trimmingWhitespace() }.filter { !$0.isEmpty }
+            .joined(separator: " ")
         let prefix = "Missing value for '"
         if message.hasPrefix(prefix) {
             let option = message.dropFirst(prefix.count).prefix { $0 != " " && $0 != "'" }
