@@ -28,6 +28,8 @@ public final class GovernorLoop {
     private let output: (String) -> Void
     /// One JSON line per tick, when a trace is wanted.
     public var trace: ((String) -> Void)?
+    /// The build's timeline (jobs, freezes, counters), when `--trace-events` wants one.
+    public var timeline: BuildTimeline?
     /// The process jobgov started: a jobserver client whatever its name.
     public var launchedPID: Int32 = 0
     /// Tokens held by clients, as the supervisor last counted them (for the trace).
@@ -74,7 +76,7 @@ public final class GovernorLoop {
         // Before the first job has started, admit what the prior allows: a burst of `-j16` at t=0 is what OOM-kills.
         lastDecision = governor.decide(GovernorInput(
             now: 0, memoryUsedBytes: 0, jobs: [], nextJobPeakBytes: model.nextJobPeak,
-            upcomingJobPeaksBytes: model.upcomingPeaks(count: s.maxJobs)))
+            upcomingJobs: model.upcomingJobs(count: s.maxJobs)))
     }
 
     /// The target to start with.
@@ -106,6 +108,7 @@ public final class GovernorLoop {
         handleOOMWait(underOOM: reading.underOOM, now: t)
         stats.noteTarget(decision.targetJobs, rung: decision.rung, at: t)
         writeTrace(t: t, decision: decision, reading: reading)
+        noteTimeline(t: t, finished: finished, decision: decision, reading: reading)
         return decision.targetJobs
     }
 
@@ -140,7 +143,7 @@ public final class GovernorLoop {
         return GovernorInput(
             now: t, memoryUsedBytes: reading.memoryUsedBytes, jobs: running, nextJobPeakBytes: model.nextJobPeak,
             typicalJobPeakBytes: model.typicalJobPeak,
-            upcomingJobPeaksBytes: model.upcomingPeaks(count: max(governor.ceiling, options.settings.maxJobs)),
+            upcomingJobs: model.upcomingJobs(count: max(governor.ceiling, options.settings.maxJobs)),
             systemAvailableBytes: reading.systemAvailableBytes, systemTotalBytes: reading.systemTotalBytes,
             cpuBusy: reading.cpuBusy, ioLatencySeconds: reading.ioLatencySeconds, atHardLimit: reading.underOOM)
     }
@@ -168,6 +171,7 @@ public final class GovernorLoop {
             }
             table.setFrozen(id, false, now: now)
             evicted.insert(id.pid)
+            timeline?.mark(pid: id.pid, .endedEarly, at: now)
             stats.evictions += 1
             say("ended job \(id.pid) (\(MemorySize.format(job.rssBytes)), \(short(job.command))) early to make room; "
                 + "it runs again when memory allows")
@@ -214,7 +218,10 @@ public final class GovernorLoop {
             case .oomVictim(let pid, let command, let ancestors):
                 // The kernel named the victim: no need to guess from which job disappeared.
                 let job = table.job(containing: pid) ?? ancestors.lazy.compactMap { self.table.job(containing: $0) }.first
-                if let job { oomVictimJobs.insert(job.id.pid) }
+                if let job {
+                    oomVictimJobs.insert(job.id.pid)
+                    timeline?.mark(pid: job.id.pid, .oomKilled, at: now)
+                }
                 namedKills += 1
                 unattributedKills += 1
                 nameOOMVictim(job?.command ?? command, peak: job?.peakBytes ?? 0)
@@ -245,6 +252,7 @@ public final class GovernorLoop {
         guard unattributedKills > 0, final || now - (killSeenAt ?? now) >= 1 else { return }
         while unattributedKills > 0, let victim = recentlyFinished.max(by: { $0.peakBytes < $1.peakBytes }) {
             recentlyFinished.removeAll { $0 == victim }
+            timeline?.mark(command: victim.command, startedAt: victim.startedAt, .oomKilled, at: victim.endedAt)
             nameOOMVictim(victim.command, peak: victim.peakBytes)
         }
         killSeenAt = nil
@@ -276,6 +284,7 @@ public final class GovernorLoop {
             // victims, failed in any way: a driver whose compiler was killed exits 1): it was the victim.
             cause = true
             if let job { nameOOMVictim(job.command, peak: job.peakBytes) }
+            timeline?.mark(pid: pid, .oomKilled, at: now)
         }
         guard cause else {
             // A recipe that failed with no kill counted and no victim named was not ended for want of memory: an
@@ -305,6 +314,7 @@ public final class GovernorLoop {
         let wasEvicted = evicted.contains(pid)
         forgetRerun(pid)
         stats.reruns += 1
+        timeline?.mark(pid: pid, .rerun, at: now)
         say("running again\(others.isEmpty ? ", alone" : ""), a job \(wasEvicted ? "jobgov ended early" : "the OOM killer ended"): "
             + short(job?.command ?? "pid \(pid)"))
         return "go"
@@ -358,6 +368,7 @@ public final class GovernorLoop {
         handle(sensor.events(), now: t)
         accountOOMKills(finished: finished, counter: nil, now: t, final: true)
         for (id, job) in table.jobs where job.frozen { table.setFrozen(id, false, now: t) }
+        timeline?.observe(now: t, jobs: table.jobs.values, ended: finished, sample: nil)
         actuator.finish()
         var history = MemoryHistoryFormat.Contents()
         history.peaks = model.updatedHistory
@@ -390,6 +401,17 @@ public final class GovernorLoop {
 }
 
 extension GovernorLoop {
+    /// The tick as the timeline keeps it (the same figures as the trace's line).
+    private func noteTimeline(t: Double, finished: [FinishedJob], decision: GovernorDecision, reading: BuildReading) {
+        guard timeline != nil else { return }
+        let frozen = table.jobs.values.filter(\.frozen).count
+        timeline?.observe(now: t, jobs: table.jobs.values, ended: finished, sample: BuildTimeline.Sample(
+            memoryUsedBytes: reading.memoryUsedBytes, budgetBytes: options.settings.budget,
+            hardLimitBytes: reading.memoryLimitBytes, targetJobs: decision.targetJobs, tokensOut: tokensOut,
+            runningJobs: table.jobs.count - frozen, frozenJobs: frozen, buildFrozen: buildFrozen,
+            memoryPressure: reading.memoryPressure, cpuPressure: reading.cpuPressure))
+    }
+
     private func say(_ message: String) {
         stats.events.append(message)
         output(message)

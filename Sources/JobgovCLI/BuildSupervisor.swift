@@ -40,6 +40,8 @@ final class BuildSupervisor {
         var cpuThreshold = 0.90
         var ioLatencySeconds = 0.100
         var traceFile: String?
+        /// The build's timeline as Chrome trace-event JSON (`--trace-events`), written when the build ends.
+        var traceEventsFile: String?
         var history = true
         /// Give make jobgov-shell as its SHELL so that a recipe the OOM killer ended runs again.
         var rerun = true
@@ -93,6 +95,8 @@ final class BuildSupervisor {
     private var kernel: KernelBuild?
     private var historyPath: String?
     private var traceFD: Int32 = -1
+    /// `--trace-events`: opened at the start (so that a path that cannot be written fails at once), written at the end.
+    private var traceEventsFD: Int32 = -1
     /// The zram device made for the build's frozen jobs, and the sysctl tuned while it exists.
     private var compressedSwap: CompressedSwap?
     private var swappiness: SwappinessTuning?
@@ -191,6 +195,15 @@ final class BuildSupervisor {
             auth = "\(ends.read),\(ends.write)"
         }
         if let choices = options.governor, let budget {
+            // The files first: a path that cannot be written stops jobgov before a swap device is made for nothing.
+            if let path = choices.traceFile {
+                traceFD = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+                if traceFD < 0 { throw SystemError("cannot write the trace file \(path)") }
+            }
+            if let path = choices.traceEventsFile {
+                traceEventsFD = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+                if traceEventsFD < 0 { throw SystemError("cannot write the trace-events file \(path)") }
+            }
             var settings = GovernorSettings(maxJobs: options.plan.ceiling, budget: budget.bytes, cpus: onlineCPUs())
             settings.memoryThreshold = choices.memoryThreshold
             settings.freezeThreshold = choices.freezeThreshold
@@ -216,17 +229,21 @@ final class BuildSupervisor {
             let kernel = KernelBuild(cgroup: cgroup, cpus: onlineCPUs(), swap: compressedSwap) { if !quiet { note($0) } }
             let loop = GovernorLoop(options: .init(settings: settings, history: history), sensor: kernel,
                                     actuator: kernel) { if !quiet { note($0) } }
-            if let path = choices.traceFile {
-                traceFD = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-                if traceFD < 0 { throw SystemError("cannot write the trace file \(path)") }
+            if traceFD >= 0 {
                 let fd = traceFD
                 loop.trace = { writeAll(fd, $0) }
+            }
+            if traceEventsFD >= 0 {
+                loop.timeline = BuildTimeline(
+                    title: "jobgov -j\(options.plan.ceiling) " + options.plan.argv.joined(separator: " "), pid: getpid())
             }
             self.kernel = kernel
             governing = loop
             ledger.setJobs(loop.initialTarget)
         }
         refill(pool)
+        // The timeline is written however run() ends: normally below, with the build's exit status; here if it throws.
+        defer { writeTraceEvents(exit: nil) }
 
         // Signals the caller set to be ignored (a shell does so for SIGINT and SIGQUIT of a background job) stay
         // ignored, for jobgov and for the build, exactly as for the plain command.
@@ -363,6 +380,7 @@ final class BuildSupervisor {
         }
         if realtime { setRealtimePriority(false) }
         finishGoverning()
+        writeTraceEvents(exit: exit)
         let atEnd = pool.tokensInPool()
         return Outcome(exit: exit!, elapsed: monotonicSeconds() - startTime, ledger: ledger, tokensInPoolAtEnd: atEnd,
                        statistics: governing?.stats, budget: budget)
@@ -389,6 +407,20 @@ final class BuildSupervisor {
         if traceFD >= 0 { close(traceFD) }
         traceFD = -1
         tearDownSwap()
+    }
+
+    /// Writes the build's timeline once, at its end (`--trace-events`), and closes the file.
+    private func writeTraceEvents(exit: BuildExit?) {
+        guard traceEventsFD >= 0, let timeline = governing?.timeline else { return }
+        var other = [("command", options.plan.argv.joined(separator: " "))]
+        switch exit {
+        case .exited(let code)?: other.append(("exit_status", "\(code)"))
+        case .signaled(let sig)?: other.append(("exit_status", "\(128 + sig)"))
+        case nil: other.append(("exit_status", "unknown: jobgov stopped before the build ended"))
+        }
+        writeAll(traceEventsFD, timeline.traceEventsJSON(end: monotonicSeconds() - startTime, otherData: other))
+        close(traceEventsFD)
+        traceEventsFD = -1
     }
 
     /// Decides where frozen jobs' memory can go, and says so once: existing swap (or zswap) is used as it is; as root

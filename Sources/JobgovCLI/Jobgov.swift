@@ -13,8 +13,8 @@ public struct Jobgov: ParsableCommand {
         usage: """
         jobgov [-j <N>] [--memory-budget <size>] [--cpu-max <cpus>] [--cgroup <path> | --no-cgroup]
                  [--fixed-jobs] [--memory-threshold <%>] [--freeze-threshold <%>] [--cpu-threshold <%>]
-                 [--io-latency <ms>] [--trace <file>] [--summary-json <file>] [--no-history] [--no-rerun]
-                 [--no-swap] [--config <file>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
+                 [--io-latency <ms>] [--trace <file>] [--trace-events <file>] [--summary-json <file>] [--no-history]
+                 [--no-rerun] [--no-swap] [--config <file>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
           jobgov ctl jobs <N> | status [--json] | freeze | thaw | kill   [--pid <pid>]
           jobgov monitor [--cgroup <path> | --pid <pid>] [--interval <s>] [--count <n>] [--json]
         """,
@@ -126,6 +126,12 @@ struct Run: ParsableCommand {
 
     @Option(help: ArgumentHelp("Write the governor's view every tick as JSON lines to this file.", valueName: "file"))
     var trace: String?
+
+    @Option(help: ArgumentHelp("""
+        Write the build's timeline to this file when it ends, as Chrome trace-event JSON (open it in ui.perfetto.dev \
+        or chrome://tracing): every job on a track per slot, its freezes, memory against the budget, the target.
+        """, valueName: "file"))
+    var traceEvents: String?
 
     @Option(help: ArgumentHelp("Write the end-of-run summary as JSON to this file.", valueName: "file"))
     var summaryJson: String?
@@ -278,7 +284,13 @@ struct Run: ParsableCommand {
             if let flag { return (flag, "--\(key)") }
             return file[key].map { ($0, "\(key) in \(path ?? "the config file")") }
         }
-        if fixedJobs || file["fixed-jobs"] == "true" { return nil }
+        if fixedJobs || file["fixed-jobs"] == "true" {
+            // The timeline is the governor's view of the build: without it there is none to write.
+            if let (_, w) = value(traceEvents, "trace-events") {
+                throw CommandLineError.conflict("\(w) needs the governor, which --fixed-jobs (or fixed-jobs in the config file) turns off")
+            }
+            return nil
+        }
         var c = BuildSupervisor.GovernorChoices()
         if let (v, w) = value(memoryThreshold, "memory-threshold") { c.memoryThreshold = try ConfigFile.percent(v, option: w) }
         if let (v, w) = value(freezeThreshold, "freeze-threshold") { c.freezeThreshold = try ConfigFile.percent(v, option: w) }
@@ -288,6 +300,7 @@ struct Run: ParsableCommand {
             throw CommandLineError.conflict("the freeze threshold (\(Int(c.freezeThreshold * 100))%) must not be below the memory threshold (\(Int(c.memoryThreshold * 100))%)")
         }
         c.traceFile = trace
+        c.traceEventsFile = value(traceEvents, "trace-events")?.0
         c.history = !(noHistory || file["no-history"] == "true")
         c.rerun = !(noRerun || file["no-rerun"] == "true")
         c.swap = !(noSwap || file["no-swap"] == "true")

@@ -6,6 +6,15 @@ import Dispatch
 import GovernorRuntime
 import JobgovCore
 import LinuxSystem
+import Synchronization
+
+/// Processes whose page-out is to stop at its next batch (their job was thawed or ended meanwhile).
+final class PageOutStops: Sendable {
+    private let pids = Mutex<Set<Int32>>([])
+    func stop(_ list: [Int32]) { pids.withLock { $0.formUnion(list) } }
+    func clear(_ list: [Int32]) { pids.withLock { $0.subtract(list) } }
+    func contains(_ pid: Int32) -> Bool { pids.withLock { $0.contains(pid) } }
+}
 
 /// The governor's loop on the real kernel: readings from cgroupfs, /proc and the eBPF observers; freezing through a
 /// leaf cgroup per job, paging out with process_madvise, the OOM killer's brake and the build-wide freeze on the
@@ -22,6 +31,7 @@ final class KernelBuild: BuildSensing, BuildActuating {
     private var probesAttempted = false
     /// Page-outs run one after another, off the supervisor's loop.
     private let pageOutQueue = DispatchQueue(label: "jobgov.page-out")
+    private let pageOutStops = PageOutStops()
     /// Who started whom in the build, from the fork events (to find the job of a process that lived between two
     /// readings).
     private var parents: [Int32: Int32] = [:]
@@ -167,8 +177,9 @@ final class KernelBuild: BuildSensing, BuildActuating {
 
     func thaw(_ job: Job) -> String? {
         guard let leaf = leaves[job.id] else { return nil }
-        // A page-out still under way finishes first: paging out a running job only makes it fault back in.
-        if job.pids.contains(where: pagedPIDs.contains) { pageOutQueue.sync {} }
+        // A page-out queued or under way stops at its next batch (paging out a running job only makes it fault its
+        // pages back in); the loop does not wait for it, nor for the page-outs of other jobs queued before it.
+        pageOutStops.stop(job.pids)
         do throws(CgroupError) {
             try leaf.thaw()
             return nil
@@ -216,12 +227,14 @@ final class KernelBuild: BuildSensing, BuildActuating {
         // frozen, so its memory does not change meanwhile; its swap is read with its memory from now on.
         let pids = job.pids
         for pid in pids { pagedPIDs.insert(pid) }
+        pageOutStops.clear(pids)
         let say = self.say
+        let stops = pageOutStops
         pageOutQueue.async {
             var problems: [String] = []
             var freed: UInt64 = 0
             for pid in pids {
-                let result = PageOut.process(pid: pid)
+                let result = PageOut.process(pid: pid, shouldStop: { stops.contains(pid) })
                 freed += result.freedBytes
                 if let error = result.error { problems.append("\(error)") }
             }
@@ -232,12 +245,15 @@ final class KernelBuild: BuildSensing, BuildActuating {
 
     func end(_ job: Job) -> String? {
         // The root (jobgov-shell) stays: it sees its recipe die and asks to run it again.
+        pageOutStops.stop(job.pids)
         for pid in job.pids.dropFirst() { kill(pid, SIGKILL) }
         if let leaf = leaves[job.id] { try? leaf.thaw() }
         return nil
     }
 
     func finish() {
+        // Page-outs still queued or running are of no use any more: stopped, then waited for (at most a batch).
+        pageOutStops.stop(Array(pagedPIDs))
         pageOutQueue.sync {}
         for (_, leaf) in leaves { try? leaf.thaw() }
         if let cgroup, cgroup.isFrozen { try? cgroup.thaw() }

@@ -2,7 +2,7 @@
 public enum ConfigFile {
     public static let keys: Set<String> = [
         "memory-threshold", "freeze-threshold", "cpu-threshold", "io-latency", "fixed-jobs", "no-history", "no-rerun",
-        "no-swap",
+        "no-swap", "trace-events",
     ]
 
     public static func parse(_ text: String, path: String) throws(CommandLineError) -> [String: String] {

@@ -162,7 +162,9 @@ public struct GovernorInput: Sendable, Equatable {
     public var typicalJobPeakBytes: UInt64?
     /// The peaks of the jobs expected to start next, in order (from the history's record of the order an earlier
     /// build started them); empty when not known.
-    public var upcomingJobPeaksBytes: [UInt64]
+    public var upcomingJobPeaksBytes: [UInt64] { upcomingJobs.map(\.peakBytes) }
+    /// The same jobs with how long each ran and how its memory grew, where the history knows.
+    public var upcomingJobs: [UpcomingJob]
     /// The machine's available and total memory (MemAvailable, MemTotal), when known.
     public var systemAvailableBytes: UInt64?
     public var systemTotalBytes: UInt64?
@@ -175,11 +177,12 @@ public struct GovernorInput: Sendable, Equatable {
 
     public init(now: Double, memoryUsedBytes: UInt64, jobs: [RunningJob], nextJobPeakBytes: UInt64,
                 typicalJobPeakBytes: UInt64? = nil, upcomingJobPeaksBytes: [UInt64] = [],
+                upcomingJobs: [UpcomingJob]? = nil,
                 systemAvailableBytes: UInt64? = nil, systemTotalBytes: UInt64? = nil, cpuBusy: Double? = nil,
                 ioLatencySeconds: Double? = nil, atHardLimit: Bool = false) {
         self.atHardLimit = atHardLimit
         self.typicalJobPeakBytes = typicalJobPeakBytes
-        self.upcomingJobPeaksBytes = upcomingJobPeaksBytes
+        self.upcomingJobs = upcomingJobs ?? upcomingJobPeaksBytes.map { UpcomingJob(peakBytes: $0) }
         self.now = now
         self.memoryUsedBytes = memoryUsedBytes
         self.jobs = jobs
@@ -267,7 +270,7 @@ public struct Governor: Sendable {
     /// under `limit` bytes. Memory outside the running jobs (make, page cache, frozen jobs) is held as it is.
     static func jobsThatFit(_ input: GovernorInput, running: [GovernorInput.RunningJob], limit: Double, maxJobs: Int,
                             horizon: Double, slack: Double = 1.25, cautious: Bool = false,
-                            youngSeconds: Double = 1) -> Int {
+                            youngSeconds: Double = 1, undoable: Bool = false) -> Int {
         let inJobs = running.reduce(UInt64(0)) { $0 + $1.rssBytes }
         var plan = MemoryPlan(now: input.now, baseBytes: Double(input.memoryUsedBytes) - Double(inJobs))
         var count = 0
@@ -276,17 +279,37 @@ public struct Governor: Sendable {
             if plan.peakBytes > limit && count >= 1 { return count }
             count += 1
         }
-        // New jobs: the first at the high estimate, each further one at the typical peak. A job started in the last
-        // few seconds that is already bigger than that says the build has entered a heavier phase: the next jobs
-        // are counted at its size (the jobserver cannot choose which job comes next, only how many).
+        // New jobs: the first at the high estimate (the margin for one surprise), each further one at the typical
+        // peak; where a surprise can be undone (`undoable`: paged out or run again) the first too is at the typical
+        // peak (simulated: cold builds 5% faster, a fifth more freezes and page-outs, no more OOM kills). A job
+        // started in the last few seconds that is already bigger than that says the build has entered a heavier
+        // phase: the next jobs are counted at its size (the jobserver cannot choose which job comes next).
         let recentBig = running.filter { input.now - $0.startedAt < 3 }.map(\.peakBytes).max() ?? 0
-        let next = Double(max(input.nextJobPeakBytes, recentBig, 1 << 20))
+        let next = Double(max(undoable ? (input.typicalJobPeakBytes ?? input.nextJobPeakBytes) : input.nextJobPeakBytes,
+                              recentBig, 1 << 20))
         let typical = Double(max(min(input.typicalJobPeakBytes ?? input.nextJobPeakBytes, input.nextJobPeakBytes),
                                  recentBig, 1 << 20))
-        // When the history says which jobs come next, they are counted at their own peaks, the first new one at
-        // the largest of the next three (the order varies a little from build to build). How long a new job will
-        // run is not known for sure: it is planned at its peak throughout.
-        let upcoming = input.upcomingJobPeaksBytes.map { Double($0) }
+        // When the history says which jobs come next, they are counted at their own peaks. How long a new job will
+        // run is not known for sure: it is never planned to end. Where a wrong admission can be undone (`undoable`:
+        // the job paged out or run again), each grows along its measured shape from now, so that a job that peaks
+        // late is not counted at its peak beside jobs that end before it gets there. Otherwise each is at its peak
+        // from the start, and the first at the largest of the next three, as the order varies a little from build
+        // to build (which, where nothing can be undone, must not be a surprise; elsewhere it held a compile back
+        // behind a link that could only start after it: simulated warm builds 1.13x -> 1.04x a clairvoyant's).
+        let upcoming = input.upcomingJobs
+        func newItem(_ index: Int) -> MemoryPlan.Item {
+            guard index < upcoming.count else {
+                return MemoryPlan.Item(bytes: 0, peakBytes: index == 0 ? next : typical, endsAt: nil)
+            }
+            let window = index == 0 && !undoable ? upcoming.prefix(3) : upcoming[index...index]
+            let peak = max(Double(window.map(\.peakBytes).max()!), Double(1 << 20))
+            guard undoable, window.allSatisfy({ $0.shape != nil && ($0.runSeconds ?? 0) > 0 }) else {
+                return MemoryPlan.Item(bytes: 0, peakBytes: peak, endsAt: nil)
+            }
+            let shape = window.dropFirst().reduce(window.first!.shape!) { $0.merged(with: $1.shape!) }
+            return MemoryPlan.Item(bytes: 0, peakBytes: peak, endsAt: nil, shape: shape, ranSeconds: 0,
+                                   runSeconds: window.map { $0.runSeconds! }.min()!)
+        }
         var index = 0
         // Slow start while nothing can take memory back: one job of unknown size at a time.
         let probing = cautious && running.contains { !$0.peakKnown && $0.ranSeconds < youngSeconds }
@@ -294,13 +317,7 @@ public struct Governor: Sendable {
         while count < maxJobs {
             if cautious && index >= upcoming.count && (probing || unknownAdmitted >= 1) { break }
             if index >= upcoming.count { unknownAdmitted += 1 }
-            let cost: Double
-            if index < upcoming.count {
-                cost = max(index == 0 ? upcoming.prefix(3).max()! : upcoming[index], Double(1 << 20))
-            } else {
-                cost = index == 0 ? next : typical
-            }
-            let trial = plan.adding(MemoryPlan.Item(bytes: 0, peakBytes: cost, endsAt: nil))
+            let trial = plan.adding(newItem(index))
             guard trial.peakBytes <= limit else { break }
             plan = trial
             index += 1
@@ -363,7 +380,7 @@ public struct Governor: Sendable {
         let memoryLimit = s.memoryThreshold * budget
         let fitNow = Self.jobsThatFit(input, running: running, limit: budget, maxJobs: ceiling,
                                       horizon: s.growthHorizonSeconds, slack: s.endSlack, cautious: s.slowStart,
-                                      youngSeconds: s.youngSeconds)
+                                      youngSeconds: s.youngSeconds, undoable: s.canPageOut || s.canEvict)
         var wanted = min(ceiling, fitNow + frozen.count)
         if fitNow < ceiling { reasons.append("memory") }
         if used > memoryLimit && wanted > jobs.count {
@@ -391,7 +408,8 @@ public struct Governor: Sendable {
             // Raise only as far as fits with a margin.
             let withMargin = Self.jobsThatFit(input, running: running, limit: budget - s.raiseMargin * budget,
                                               maxJobs: ceiling, horizon: s.growthHorizonSeconds, slack: s.endSlack,
-                                              cautious: s.slowStart, youngSeconds: s.youngSeconds) + frozen.count
+                                              cautious: s.slowStart, youngSeconds: s.youngSeconds,
+                                              undoable: s.canPageOut || s.canEvict) + frozen.count
             target = max(target, min(wanted, withMargin))
         }
 
@@ -411,7 +429,10 @@ public struct Governor: Sendable {
         let nearFuture = used + running.reduce(0.0) { $0 + $1.growth(within: s.freezeHorizonSeconds, horizon: h) }
         let slack = s.endSlack
         let plan = Self.runningPlan(input, running: running, horizon: h, slack: slack)
-        let overUsed = used > s.freezeThreshold * budget
+        // Past the freeze threshold, freezing is for growth: jobs that sit at their peaks (admitted because the plan
+        // fits) hold still, and freezing them would only stop them from finishing. Frozen jobs' memory counts in
+        // what is used, so without this every tick froze one more job until one ran (measured in the simulator).
+        let overUsed = used > s.freezeThreshold * budget && (running.contains(where: \.growing) || used > budget)
         if let oldest = jobs.first, oldest.frozen {
             // The jobs older than it have ended: the oldest job always runs, whatever memory says, or the build
             // would wait for nothing (memory in use may sit above the freeze threshold with every job frozen).
@@ -449,13 +470,22 @@ public struct Governor: Sendable {
             // without swap. Thawing one at a time serialised a whole phase of heavy jobs (measured). A paged-out
             // job's memory comes back as it runs: it is planned at what it held.
             // The near-future check that freezes must not fire again at once on the jobs' old growth rates.
+            // A frozen job's growth rate is the one it had when it was frozen, often in the steepest part of its
+            // ramp: extrapolated, it keeps a job that has nearly reached its plateau frozen until everything else
+            // ends (measured in the simulator: seconds of a lone running job beside paged-out ones). Where a wrong
+            // thaw can be undone (the job frozen and paged out again, or ended and run again) it is planned at a
+            // quarter above what it reached, and its growth is watched once it runs.
+            let thawHorizon = s.canPageOut || s.canEvict ? 0 : h
             var thawed = plan
             var ahead = nearFuture
             for job in frozen {
-                let trial = thawed.adding(job.planItem(now: input.now, horizon: h, slack: slack),
+                let trial = thawed.adding(job.planItem(now: input.now, horizon: thawHorizon, slack: slack),
                                           fromBase: Double(job.rssBytes))
-                let grows = job.growth(within: s.freezeHorizonSeconds, horizon: h)
-                    + Double(job.holdingBytes - job.rssBytes)
+                var grows = job.growth(within: s.freezeHorizonSeconds, horizon: thawHorizon)
+                if thawHorizon == 0 {
+                    grows = min(grows, max(0, Double(job.expectedPeak(horizon: 0)) - Double(job.holdingBytes)))
+                }
+                grows += Double(job.holdingBytes - job.rssBytes)
                 guard trial.peakBytes <= budget, ahead + grows <= budget else { break }
                 thawed = trial
                 ahead += grows

@@ -181,10 +181,14 @@ public struct JobTable: Sendable {
             // faults its pages back in only as it touches them).
             let held = rss + swapped
             if var job = jobs[id] {
-                if rss > job.rssBytes + max(job.rssBytes / 50, 1 << 20) { job.lastGrowthAt = now }
+                // Growth is new demand: a thawed job faulting its paged-out memory back in grows its resident set
+                // but asks for nothing it did not hold before (taken for growth, it was frozen again at once).
+                let before = max(job.rssBytes + job.swappedBytes, job.pagedOutBytes)
+                let demand = max(held, job.pagedOutBytes)
+                if demand > before + max(before / 50, 1 << 20) { job.lastGrowthAt = now }
                 let dt = now - job.lastReadingAt
                 if dt > 0 && !job.frozen {
-                    let rate = (Double(rss) - Double(job.rssBytes)) / dt
+                    let rate = (Double(demand) - Double(before)) / dt
                     // Weighted towards the latest reading: a compiler's growth comes in bursts.
                     job.growthRate = max(0, 0.5 * job.growthRate + 0.5 * rate)
                 }

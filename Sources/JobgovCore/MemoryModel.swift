@@ -1,3 +1,17 @@
+/// A job the history says starts soon: its peak (corrected as the history is) and, when known, how long it ran and
+/// how its memory grew.
+public struct UpcomingJob: Sendable, Equatable {
+    public var peakBytes: UInt64
+    public var runSeconds: Double?
+    public var shape: MemoryShape?
+
+    public init(peakBytes: UInt64, runSeconds: Double? = nil, shape: MemoryShape? = nil) {
+        self.peakBytes = peakBytes
+        self.runSeconds = runSeconds
+        self.shape = shape
+    }
+}
+
 /// Predicts how much memory a job will need at its peak.
 ///
 /// Sources, best first: the peak the same command reached in an earlier build (the history), the peaks of this
@@ -59,13 +73,20 @@ public struct MemoryModel: Sendable {
     /// started yet, from a little before the furthest point this build has reached (parallel jobs start in a
     /// slightly different order each time). Jobs well before that point were passed over: not part of this build
     /// (an incremental one), so not coming.
-    public func upcomingPeaks(count: Int) -> [UInt64] {
+    public func upcomingPeaks(count: Int) -> [UInt64] { upcomingJobs(count: count).map(\.peakBytes) }
+
+    /// The next jobs to start, as `upcomingPeaks` finds them, with how long each ran and how its memory grew.
+    public func upcomingJobs(count: Int) -> [UpcomingJob] {
         guard !historyOrder.isEmpty else { return [] }
-        var out: [UInt64] = []
+        var out: [UpcomingJob] = []
         // Every tick calls this: stop as soon as enough are found, not at the end of a long history.
         for command in historyOrder[max(0, position - Self.reorderWindow)...] {
             guard out.count < count else { break }
-            if !started.contains(command), let peak = history[command] { out.append(corrected(peak)) }
+            if !started.contains(command), let peak = history[command] {
+                let seconds = historySeconds[command]
+                out.append(UpcomingJob(peakBytes: corrected(peak), runSeconds: seconds,
+                                       shape: seconds == nil ? nil : historyShapes[command]))
+            }
         }
         return out
     }

@@ -53,7 +53,8 @@ public struct MemoryPlan: Sendable {
     public init(now: Double, baseBytes: Double) {
         self.now = now
         self.baseBytes = baseBytes
-        self.points = [(now, baseBytes)]
+        // A job with no planned end is counted at its peak once it has grown there; `infinity` is that point.
+        self.points = [(now, baseBytes), (.infinity, baseBytes)]
     }
 
     public init(now: Double, baseBytes: Double, items: [Item]) {

@@ -50,6 +50,8 @@ public enum PageOut {
         public var seconds: Double = 0
         /// Whether any swap area had room when the page-out started.
         public var swapAvailable = false
+        /// It was asked to stop (the job was thawed) before it was done.
+        public var stopped = false
         /// The failure that stopped the whole page-out (ESRCH: the process is gone; EPERM: no CAP_SYS_NICE or no
         /// ptrace access), nil when it ran.
         public var error: SystemError?
@@ -76,7 +78,14 @@ public enum PageOut {
     /// mappings) of `pid`. Read-only and shared mappings are left alone: their pages are file cache that another
     /// process may be using, or that would only be read back. Meant for a stopped process (frozen or SIGSTOPped):
     /// a running one changes its mappings while they are read, and faults its pages straight back in.
-    public static func process(pid: Int32, procRoot: String = "/proc") -> Result {
+    /// At most this much is advised in one call, so that a page-out asked to stop (`shouldStop`) stops soon: a
+    /// compiler's heap is often a single mapping of hundreds of MiB, which one call would take seconds over.
+    public static let batchBytes: UInt64 = 32 << 20
+
+    /// - Parameter shouldStop: asked before each batch of `batchBytes`; true ends the page-out there (the job was
+    ///   thawed: paging out a running job only makes it fault its pages back in).
+    public static func process(pid: Int32, procRoot: String = "/proc",
+                               shouldStop: () -> Bool = { false }) -> Result {
         var result = Result(pid: pid)
         result.swapAvailable = swapHasRoom(procRoot: procRoot)
         // The pidfd pins the process: if the pid is reused after the maps are read, the advice fails with ESRCH
@@ -94,13 +103,25 @@ public enum PageOut {
             result.error = SystemError("cannot read", path: "\(procRoot)/\(pid)/maps", errno: ESRCH, hint: "the process is gone")
             return result
         }
-        let ranges = privateWritableRanges(maps: maps)
-        result.ranges = ranges.count
-        result.requestedBytes = ranges.reduce(0) { $0 + $1.length }
+        let mappings = privateWritableRanges(maps: maps)
+        result.ranges = mappings.count
+        result.requestedBytes = mappings.reduce(0) { $0 + $1.length }
+        let ranges = split(mappings, atMost: batchBytes)
         let started = monotonicSeconds()
         var next = 0
         while next < ranges.count {
-            let batch = Array(ranges[next..<min(next + Int(jobgov_iov_max), ranges.count)])
+            if shouldStop() {
+                result.stopped = true
+                break
+            }
+            var end = next
+            var bytes: UInt64 = 0
+            while end < ranges.count && end - next < Int(jobgov_iov_max)
+                    && (end == next || bytes + ranges[end].length <= batchBytes) {
+                bytes += ranges[end].length
+                end += 1
+            }
+            let batch = Array(ranges[next..<end])
             let asked = batch.reduce(0) { $0 + $1.length }
             let n = advise(pidfd, batch)
             if n < 0 {
@@ -139,6 +160,21 @@ public enum PageOut {
         result.seconds = monotonicSeconds() - started
         (result.residentAfter, result.swapAfter) = memory(pid: pid, procRoot: procRoot)
         return result
+    }
+
+    /// The ranges cut into pieces of at most `limit` bytes, in order.
+    public static func split(_ ranges: [Range], atMost limit: UInt64) -> [Range] {
+        var out: [Range] = []
+        for r in ranges {
+            var start = r.start
+            let end = r.start + r.length
+            while start < end {
+                let length = min(limit, end - start)
+                out.append(Range(start: start, length: length))
+                start += length
+            }
+        }
+        return out
     }
 
     static func hint(_ e: Int32) -> String? {

@@ -48,12 +48,16 @@ if positional.count > 1, let s = UInt64(positional[1]) { first = s }
 
 struct Tally {
     var runs = 0, kills = 0, failed = 0, stuck = 0
+    var freezes = 0, pageOuts = 0, evictions = 0
     var ratios: [Double] = []
     mutating func add(_ o: SimulatedBuild.Outcome, clairvoyant: Double, fits: Bool) {
         runs += 1
         if fits && o.oomKills > 0 { kills += 1 }
         if fits && !o.succeeded { failed += 1 }
         if o.longestStall > 10 { stuck += 1 }
+        freezes += o.freezes
+        pageOuts += o.pageOuts
+        evictions += o.evictions
         if o.succeeded { ratios.append(o.makespan / clairvoyant) }
     }
     var median: Double { ratios.isEmpty ? .nan : ratios.sorted()[ratios.count / 2] }
@@ -89,10 +93,12 @@ for seed in seeds {
         }
     }
 }
-print("case                         runs  oom-runs  failed  stuck  median  p90")
+print("case                         runs  oom-runs  failed  stuck  median  p90   freezes page-outs ends (per build)")
 for key in tallies.keys.sorted() {
     let t = tallies[key]!
     print(pad(key, 28) + pad("\(t.runs)", 6, right: true) + pad("\(t.kills)", 10, right: true)
           + pad("\(t.failed)", 8, right: true) + pad("\(t.stuck)", 7, right: true) + pad(f2(t.median), 8, right: true)
-          + pad(f2(t.p90), 6, right: true))
+          + pad(f2(t.p90), 6, right: true) + pad(f1(Double(t.freezes) / Double(t.runs)), 10, right: true)
+          + pad(f1(Double(t.pageOuts) / Double(t.runs)), 10, right: true)
+          + pad(f1(Double(t.evictions) / Double(t.runs)), 5, right: true))
 }

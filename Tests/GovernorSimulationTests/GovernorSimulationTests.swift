@@ -96,14 +96,16 @@ struct GovernorSimulationTests {
 
     /// On builds that the history describes (warm), the makespan against a clairvoyant scheduler that knows every
     /// job's true peak and duration.
-    @Test("warm builds: median makespan within 1.25x of a clairvoyant schedule, per memory shape")
+    @Test("makespan against a clairvoyant schedule: warm median within 1.15x per memory shape, cold within 1.30x")
     func warmMakespan() {
         var ratios: [Scenario.Family: [Double]] = [:]
         var atHard: [Scenario.Family: [Double]] = [:]
+        var colds: [Double] = []
         for seed in Self.firstSeed..<(Self.firstSeed + 300) {
             let s = Scenario.random(seed: seed)
             let cold = s.simulate(swap: true, jitter: 0.3, runSeed: 1)
             let warm = s.simulate(history: cold.history, swap: true, jitter: 0.3, runSeed: 2)
+            if cold.succeeded { colds.append(cold.makespan / s.clairvoyantMakespan) }
             guard warm.succeeded else { continue }
             ratios[s.family, default: []].append(warm.makespan / s.clairvoyantMakespan)
             atHard[s.family, default: []].append(warm.makespan / s.clairvoyantMakespanAtHardLimit)
@@ -113,8 +115,11 @@ struct GovernorSimulationTests {
             let hard = atHard[family]!.sorted()[v.count / 2]
             print("warm \(family.rawValue): median \(Self.two(median)) of clairvoyant with the same budget "
                   + "(\(Self.two(hard)) of one that may also use the reserve up to the hard limit), \(v.count) builds")
-            #expect(median <= 1.25, "\(family.rawValue): median makespan \(Self.two(median))x the clairvoyant schedule")
+            #expect(median <= 1.15, "\(family.rawValue): median makespan \(Self.two(median))x the clairvoyant schedule")
         }
+        let cold = colds.sorted()[colds.count / 2]
+        print("cold, all shapes: median \(Self.two(cold)) of clairvoyant with the same budget, \(colds.count) builds")
+        #expect(cold <= 1.30, "cold builds: median makespan \(Self.two(cold))x the clairvoyant schedule")
     }
 
     /// The failure the issue reports, in the simulator: real g++ compiles of 340-720 MB that reach most of their

@@ -95,10 +95,26 @@ struct GovernorBuildTests {
         #expect(plain.status != 0 && plainKills > 0, "plain ninja must fail by OOM kills here (status \(plain.status), \(plainKills) kills)")
         _ = try Running(Clients.ninja, ["-t", "clean"], in: s, cwd: s.path + "/mh", tag: "clean").finish(timeout: 30)
 
-        let (governed, kills) = try run([Clients.jobgov, "--trace", s.path + "/trace.jsonl", Clients.ninja, "-j16"],
+        let (governed, kills) = try run([Clients.jobgov, "--trace", s.path + "/trace.jsonl", "--trace-events",
+                                         s.path + "/build.trace.json", Clients.ninja, "-j16"],
                                         limit: Self.budget, tag: "jobgov", in: s)
         #expect(governed.status == 0, "\(governed.jobgovLines.joined(separator: "\n"))")
         #expect(kills == 0)
+        // The timeline holds every compile and link (each runs a second or more: longer than a tick), on slots
+        // that never overlap, and memory against the budget.
+        let timeline = try TraceEventsBuildTests.Trace(path: s.path + "/build.trace.json")
+        let plan = try #require(try JSONSerialization.jsonObject(
+            with: Data(contentsOf: URL(fileURLWithPath: Self.example + "/build.json"))) as? [String: Any])
+        let long = (plan["jobs"] as? [[String: Any]] ?? []).filter { ["compile", "link"].contains($0["kind"] as? String) }
+        #expect(long.count == 64)
+        for job in long {
+            let name = job["name"] as? String ?? "?"
+            #expect(timeline.job(name).count == 1, "\(name) is not one slice of the timeline")
+        }
+        timeline.checkTracks()
+        let memory = timeline.events.filter { $0["name"] as? String == "memory in use" }
+            .compactMap { (($0["args"] as? [String: Any])?["MiB"] as? NSNumber)?.doubleValue }
+        #expect((memory.max() ?? 0) > 100 && (memory.max() ?? 0) < 1024, "memory in use, MiB: \(memory.max() ?? 0)")
         // The trace shows the governor at work: fewer than 16 jobs allowed at some point.
         let targets = s.read("trace.jsonl").split(separator: "\n").compactMap { line -> Int? in
             guard let r = line.range(of: "\"target\":") else { return nil }

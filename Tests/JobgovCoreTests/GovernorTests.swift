@@ -668,6 +668,81 @@ struct ShapeAndRungTests {
         #expect(dq.freeze.contains(JobID(pid: 2, startTicks: 0)) && dq.pageOut.isEmpty)
     }
 
+    @Test func undoableAdmissionPlansTheNextJobsAlongTheirShapes() {
+        // One job at its 600 MiB peak ends in about a second; the history's next jobs peak at 500 MiB late in
+        // their 10 s runs. Where a wrong admission can be undone, the next job starts now: it is at a quarter of its
+        // peak when the running one ends. Otherwise it is counted at its peak from the start, and does not fit.
+        let late = MemoryShape(reach: [0.8, 0.85, 0.9, 0.95, 1.0])!
+        let running = GovernorInput.RunningJob(id: JobID(pid: 1, startTicks: 0), startedAt: 0, rssBytes: 600 * MiB,
+                                               peakBytes: 600 * MiB, predictedPeakBytes: 600 * MiB, ranSeconds: 9,
+                                               runSeconds: 10, shape: late)
+        let next = Array(repeating: UpcomingJob(peakBytes: 500 * MiB, runSeconds: 10, shape: late), count: 3)
+        let input = GovernorInput(now: 9, memoryUsedBytes: 610 * MiB, jobs: [running], nextJobPeakBytes: 500 * MiB,
+                                  upcomingJobs: next)
+        var undoable = Governor(settings: settings(pageOut: true, evict: false))
+        #expect(undoable.decide(input).targetJobs == 2, "the running job and one new")
+        var strict = Governor(settings: settings(pageOut: false, evict: false))
+        #expect(strict.decide(input).targetJobs == 1)
+        // Two new ones would hold 1000 MiB together once at their peaks: never planned to end, they do not fit.
+        #expect(undoable.decide(input).targetJobs < 3)
+    }
+
+    @Test func aFrozenJobIsNotKeptFrozenByTheGrowthRateItWasFrozenAt() {
+        // Job 2 was frozen (and paged out) while it rose at 1.3 GB/s; it had reached 300 MiB, near its plateau. The
+        // oldest job holds 300 MiB: both fit in 1000. Where a wrong thaw can be undone it is thawed; otherwise its
+        // growth rate still counts and it stays frozen until the oldest ends.
+        let oldest = job(1, rss: 300)
+        var frozen = job(2, rss: 0, frozen: true, paged: 300, peak: 300)
+        frozen.predictedPeakBytes = 250 * MiB
+        frozen.growing = true
+        frozen.growthRate = 1300 * Double(MiB)
+        let input = GovernorInput(now: 10, memoryUsedBytes: 310 * MiB, jobs: [oldest, frozen],
+                                  nextJobPeakBytes: 250 * MiB)
+        var undoable = Governor(settings: settings(pageOut: true, evict: false))
+        #expect(undoable.decide(input).thaw == [JobID(pid: 2, startTicks: 0)])
+        var strict = Governor(settings: settings(pageOut: false, evict: false))
+        #expect(strict.decide(input).thaw.isEmpty)
+    }
+
+    @Test func jobsSittingAtTheirPeaksPastTheFreezeThresholdAreNotFrozen() {
+        // Three jobs admitted at their known peaks, 970 MiB in all (past 95% of the budget, under the hard limit):
+        // none grows, so freezing would only stop them from finishing.
+        let still = (1...3).map { job(Int32($0), rss: 320) }
+        var g = Governor(settings: settings(pageOut: true, evict: false))
+        let d = g.decide(GovernorInput(now: 10, memoryUsedBytes: 970 * MiB, jobs: still, nextJobPeakBytes: 100 * MiB))
+        #expect(d.freeze.isEmpty)
+        // The newest one still grows: it is frozen.
+        var growing = still
+        growing[2].growing = true
+        var h = Governor(settings: settings(pageOut: true, evict: false))
+        let e = h.decide(GovernorInput(now: 10, memoryUsedBytes: 970 * MiB, jobs: growing, nextJobPeakBytes: 100 * MiB))
+        #expect(e.freeze == [JobID(pid: 3, startTicks: 0)])
+    }
+
+    @Test func aJobFaultingItsPagesBackInIsNotGrowing() {
+        var table = JobTable()
+        func reading(rss: UInt64, swap: UInt64) -> [ProcessObservation] {
+            var cc = ProcessObservation(pid: 2, parent: 1, name: "cc", rssBytes: rss * MiB)
+            cc.swapBytes = swap * MiB
+            return [ProcessObservation(pid: 1, parent: 0, name: "make"), cc]
+        }
+        _ = table.update(reading(rss: 300, swap: 0), launched: 1, now: 0)
+        let id = table.running[0].id
+        table.setFrozen(id, true, now: 1)
+        table.setPagedOut(id, bytes: 300 * MiB)
+        _ = table.update(reading(rss: 2, swap: 298), launched: 1, now: 2)
+        table.setFrozen(id, false, now: 3)
+        // Thawed: resident memory comes back from swap, 0 new bytes asked for.
+        _ = table.update(reading(rss: 150, swap: 150), launched: 1, now: 4)
+        _ = table.update(reading(rss: 300, swap: 0), launched: 1, now: 5)
+        #expect(table.running[0].growthRate == 0)
+        #expect(table.running[0].lastGrowthAt < 3)
+        // Then it grows for real.
+        _ = table.update(reading(rss: 400, swap: 0), launched: 1, now: 6)
+        #expect(table.running[0].growthRate > 0)
+        #expect(table.running[0].lastGrowthAt == 6)
+    }
+
     @Test func slowStartAdmitsOneJobOfUnknownSizeAtATime() {
         var s = GovernorSettings(maxJobs: 8, budget: 1000 * MiB, cpus: 2)
         s.slowStart = true

@@ -115,6 +115,14 @@ struct CompressedSwapParsingTests {
         #expect(plan.arguments == ["--zram", "3", "--zram-label", "jobgov-77"])
     }
 
+    @Test func rangesAreCutIntoBatches() {
+        let mib: UInt64 = 1 << 20
+        let pieces = PageOut.split([PageOut.Range(start: 0x1000, length: 70 * mib),
+                                    PageOut.Range(start: 0x9000_0000, length: 4096)], atMost: 32 * mib)
+        #expect(pieces.map(\.length) == [32 * mib, 32 * mib, 6 * mib, 4096])
+        #expect(pieces.map(\.start) == [0x1000, 0x1000 + 32 * mib, 0x1000 + 64 * mib, 0x9000_0000])
+    }
+
     @Test func pageOutOfAProcessThatIsGone() {
         let r = PageOut.process(pid: Int32.max - 1)
         #expect(r.error?.errno == ESRCH)
@@ -288,17 +296,26 @@ final class CompressedSwapKernelTests {
         try box.cgroup.freeze()
         try box.waitFrozen()
         let charged = box.v1Usage
+        // Asked to stop (the job thawed meanwhile), a page-out stops at its next batch: a 200 MiB heap is one
+        // mapping, advised 32 MiB at a time.
+        var asked = 0
+        let partial = PageOut.process(pid: job.pid, shouldStop: { asked += 1; return asked > 2 })
+        #expect(partial.stopped)
+        #expect(partial.advisedBytes > 0 && partial.advisedBytes <= 2 * PageOut.batchBytes,
+                "\(partial.advisedBytes >> 20) MiB advised in two batches before it stopped")
+        #expect(partial.freedBytes < 100 << 20, "\(partial.summary)")
         let result = PageOut.process(pid: job.pid)
+        #expect(!result.stopped)
         let after = box.v1Usage
         let usage = try #require(d.usage)
         print("page-out: \(result.summary); advised \(result.advisedBytes >> 20) MiB of \(result.requestedBytes >> 20) MiB in \(result.ranges) ranges; swap \((result.swapBefore ?? 0) >> 20) -> \((result.swapAfter ?? 0) >> 20) MiB; zram \(usage.originalBytes >> 20) MiB -> \(usage.compressedBytes >> 20) MiB compressed, \(usage.memoryUsedBytes >> 20) MiB used (x\(String(format: "%.2f", usage.ratio))); cgroup charge \(charged.map { $0 >> 20 } ?? 0) -> \(after.map { $0 >> 20 } ?? 0) MiB; memsw \(box.v1SwapUsage.map { $0 >> 20 } ?? 0) MiB")
         #expect(result.error == nil, "\(result.summary)")
         #expect(result.swapAvailable)
         #expect(result.refused.isEmpty, "\(result.refused)")
-        let before = try #require(result.residentBefore)
+        let before = try #require(partial.residentBefore)
         #expect(before > 200 << 20)
-        #expect(result.freedBytes > 180 << 20, "most of the 200 MiB leaves RAM: \(result.summary)")
-        #expect((result.swapAfter ?? 0) > (result.swapBefore ?? 0) + (180 << 20))
+        #expect(partial.freedBytes + result.freedBytes > 180 << 20, "most of the 200 MiB leaves RAM: \(result.summary)")
+        #expect((result.swapAfter ?? 0) > (partial.swapBefore ?? 0) + (180 << 20))
         // Swap areas of equal priority are filled in turn: with another one active (another jobgov, another test
         // on this machine) only part of the pages land in this device. Its ratio still holds.
         let alone = SwapState.read().devices.filter { $0.priority == Int(CompressedSwap.defaultPriority) }.count == 1

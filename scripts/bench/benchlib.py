@@ -317,11 +317,12 @@ def stop(proc, cg, grace=10.0):
 
 
 def run_limited(cmd, limit_bytes, cwd=None, log_path=None, env=None, timeout=None, sample_every=0.1, tag="bench",
-                timeline=None, log_fd=None):
+                timeline=None, on_sample=None, log_fd=None):
     """Run cmd (a list) in a fresh cgroup limited to limit_bytes. Returns a dict of measurements.
 
     limit_bytes None: no memory limit is set (the cgroup is still created, for the counters), unless the layout
-    makes that impossible. timeline, if a list, receives (t, usage_bytes, psi_memory_avg10) samples.
+    makes that impossible. timeline, if a list, receives (t, usage_bytes, psi_memory_avg10) samples. on_sample, if
+    given, is called as on_sample(t, cgroup) at every sample, for whatever else a caller wants to record.
     The command's output (stdout and stderr) goes to the file log_path (created anew), or to the open descriptor
     log_fd (shared as it is, e.g. 2: never reopen /dev/stderr, which would truncate a redirected log), else nowhere.
     """
@@ -358,6 +359,8 @@ def run_limited(cmd, limit_bytes, cwd=None, log_path=None, env=None, timeout=Non
                 max_usage = max(max_usage, u)
             if timeline is not None:
                 timeline.append((round(now, 3), u, cg.psi_memory()))
+            if on_sample is not None:
+                on_sample(round(now, 3), cg)
             cg.poll_oom()
             if timeout and now > timeout and not timed_out:
                 timed_out = True
