@@ -19,25 +19,55 @@ struct Ctl: ParsableCommand {
     )
 
     struct Target: ParsableArguments {
-        @Option(help: ArgumentHelp("The process id of the jobgov to talk to, when several run.", valueName: "pid"))
-        var pid: Int32?
+        // Taken as text and checked here, so that `--pid -5` and `--pid abc` get a message that says what to give.
+        @Option(parsing: .unconditional, help: ArgumentHelp("The process id of the jobgov to talk to, when several run.",
+                                                            valueName: "pid"))
+        var pid: String?
+
+        func validate() throws {
+            _ = try processID
+        }
+
+        var processID: Int32? {
+            get throws(CommandLineError) {
+                try pid.map { (text) throws(CommandLineError) in try OptionValues.processID(text, option: "--pid") }
+            }
+        }
     }
 
     struct Jobs: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Set the number of parallel jobs of a running build (takes effect at once when raising; "
-                + "when lowering, as running jobs finish)."
+                + "when lowering, as running jobs finish).",
+            usage: "jobgov ctl jobs <N> [--pid <pid>]"
         )
-        @Argument(help: ArgumentHelp("Number of jobs, 1 to \(JobsRequest.maximumJobs).", valueName: "N"))
-        var count: String
+        // Every word that is not --pid, checked here: a plain argument would take `-1` for an unknown option and
+        // report the count as missing.
+        @Argument(parsing: .allUnrecognized, help: ArgumentHelp("Number of jobs, 1 to \(JobsRequest.maximumJobs).",
+                                                                 valueName: "N"))
+        var words: [String] = []
         @OptionGroup var target: Target
 
-        func run() throws {
-            let n: Int
-            do { n = try JobsRequest.parseCount(count, option: "jobs") } catch {
-                fail(error.description)
-                throw ExitCode(2)
+        func validate() throws {
+            _ = try count()
+        }
+
+        func count() throws(CommandLineError) -> Int {
+            guard let word = words.first else {
+                throw .conflict("ctl jobs needs the number of jobs, e.g. `jobgov ctl jobs 8`")
             }
+            if word.hasPrefix("-"), word.count > 1, Int(word) == nil {
+                throw .conflict("unknown option '\(word)' for `jobgov ctl jobs`: its only option is --pid PID")
+            }
+            guard words.count == 1 else {
+                throw .conflict("ctl jobs takes one number of jobs, not \(words.count) words ("
+                                + words.map { "'\($0)'" }.joined(separator: " ") + "), e.g. `jobgov ctl jobs 8`")
+            }
+            return try JobsRequest.parseCount(word, option: "ctl jobs")
+        }
+
+        func run() throws {
+            let n = try count()
             let reply = try talk(.setJobs(n), target: target)
             print(reply.hasPrefix("ok ") ? String(reply.dropFirst(3)) : reply)
         }
@@ -92,12 +122,15 @@ struct Ctl: ParsableCommand {
 func talk(_ request: ControlRequest, target: Ctl.Target) throws -> String {
     let env = currentEnvironment()
     let path: String
-    if let pid = target.pid {
+    if let pid = try target.processID {
         let found = RuntimeDirectory.primaryBase(environment: env)
             .map { RuntimeDirectory.instances(in: $0) }?
             .first { $0.pid == pid }
         guard let found else {
-            fail("no jobgov with pid \(pid) is running (or it runs as another user)")
+            let base = RuntimeDirectory.primaryBase(environment: env) ?? "/tmp"
+            fail("no jobgov with pid \(pid) is running (none has its directory in \(base)); `pgrep -a jobgov` lists "
+                 + "the running ones (a jobgov of another user, or started with another XDG_RUNTIME_DIR or TMPDIR, "
+                 + "is not found)")
             throw ExitCode(1)
         }
         path = found.path + "/control"

@@ -48,7 +48,7 @@ public struct Jobgov: ParsableCommand {
         line; 1 when jobgov cannot set the build up (e.g. a --cgroup parent that does not exist); 126 when \
         COMMAND cannot be executed, 127 when it is not found.
         """,
-        version: "jobgov 0.1.0",
+        version: "jobgov \(jobgovVersion)",
         subcommands: [Run.self, Ctl.self, Monitor.self, WatchdogCommand.self],
         defaultSubcommand: Run.self
     )
@@ -68,7 +68,9 @@ struct Run: ParsableCommand {
     )
 
     /// jobgov's own ceiling on parallel jobs; wins over the build tool's -j.
-    @Option(name: [.customShort("j", allowingJoined: true), .long], help: ArgumentHelp(
+    // Options whose value may look like a negative number take the next word whatever it is (`.unconditional`), so
+    // that `-j -3` is reported as a bad job count rather than as a missing value.
+    @Option(name: [.customShort("j", allowingJoined: true), .long], parsing: .unconditional, help: ArgumentHelp(
         "Jobs to run at most (wins over the build tool's own -j).", valueName: "N"))
     var jobs: String?
 
@@ -90,12 +92,12 @@ struct Run: ParsableCommand {
     @Flag(help: "Do not put the build in a cgroup of its own (no limits, no freezing).")
     var noCgroup = false
 
-    @Option(help: ArgumentHelp("""
+    @Option(parsing: .unconditional, help: ArgumentHelp("""
         CPU time for the build, in CPUs (e.g. 1.5): the cgroup's cpu.max (v1 cpu.cfs_quota_us) per 100 ms period.
         """, valueName: "cpus"))
     var cpuMax: String?
 
-    @Option(help: ArgumentHelp("""
+    @Option(parsing: .unconditional, help: ArgumentHelp("""
         Memory for the build, e.g. 8G, 512M or 75% (of the machine's memory): the cgroup's memory.high on cgroup v2; \
         the hard limit is a reserve (a tenth, 64 MiB to 1 GiB) above it.
         """, valueName: "size"))
@@ -104,21 +106,21 @@ struct Run: ParsableCommand {
     @Flag(help: "Keep the job count at -j (and `jobgov ctl jobs`): no governor, nothing withheld or frozen for memory.")
     var fixedJobs = false
 
-    @Option(help: ArgumentHelp("""
+    @Option(parsing: .unconditional, help: ArgumentHelp("""
         Start no job while memory in use is above this share of the budget (default 85%); new jobs are also \
         admitted only while the running ones at their predicted peaks and the new ones fit in the budget.
         """, valueName: "percent"))
     var memoryThreshold: String?
 
-    @Option(help: ArgumentHelp("Freeze the newest job when memory in use passes this share of the budget (default 95%).",
+    @Option(parsing: .unconditional, help: ArgumentHelp("Freeze the newest job when memory in use passes this share of the budget (default 95%).",
                                valueName: "percent"))
     var freezeThreshold: String?
 
-    @Option(help: ArgumentHelp("Start no more jobs than run (and at least one per CPU) while the build keeps this share of all CPUs busy (default 90%).",
+    @Option(parsing: .unconditional, help: ArgumentHelp("Start no more jobs than run (and at least one per CPU) while the build keeps this share of all CPUs busy (default 90%).",
                                valueName: "percent"))
     var cpuThreshold: String?
 
-    @Option(help: ArgumentHelp("Start no more jobs while block I/O takes longer than this per request (default 100).",
+    @Option(parsing: .unconditional, help: ArgumentHelp("Start no more jobs while block I/O takes longer than this per request (default 100).",
                                valueName: "ms"))
     var ioLatency: String?
 
@@ -144,7 +146,8 @@ struct Run: ParsableCommand {
     var noRerun = false
 
     @Flag(help: ArgumentHelp("""
-        Do not page frozen jobs out. As root on a machine without swap, jobgov otherwise adds a compressed-RAM swap         (zram) for the build's frozen jobs and removes it at exit; existing swap is used as it is.
+        Do not page frozen jobs out. As root on a machine without swap, jobgov otherwise adds a compressed-RAM swap \
+        (zram) for the build's frozen jobs and removes it at exit; existing swap is used as it is.
         """))
     var noSwap = false
 
@@ -165,9 +168,15 @@ struct Run: ParsableCommand {
     /// Runs the build and returns the exit status for jobgov.
     func execute() -> Int32 {
         var command = self.command
-        if command.first == "--" { command.removeFirst() }
         let env = currentEnvironment()
         do {
+            // Everything from the first word jobgov does not know is the build's command: a word there that looks
+            // like an option is a mistyped jobgov option, unless `--` came first.
+            if command.first == "--" {
+                command.removeFirst()
+            } else if let first = command.first, first.hasPrefix("-"), first.count > 1 {
+                throw CommandLineError.unknownOption(first, suggestion: OptionValues.suggestion(for: first, among: Self.longOptions))
+            }
             let override = try jobs.map { (text) throws(CommandLineError) in try JobsRequest.parseCount(text, option: "--jobs") }
             guard let name = command.first, !name.isEmpty else { throw CommandLineError.noCommand }
             let executable: String
@@ -190,10 +199,7 @@ struct Run: ParsableCommand {
             }
             var cpuQuota: Int?
             if let cpuMax {
-                guard let cpus = Double(cpuMax), cpus >= 0.01, cpus <= Double(JobsRequest.maximumJobs) else {
-                    throw CommandLineError.invalidSize(option: "--cpu-max", value: cpuMax,
-                                                       reason: "give a number of CPUs such as 1.5 (at least 0.01)")
-                }
+                let cpus = try OptionValues.cpus(cpuMax, option: "--cpu-max", maximum: JobsRequest.maximumJobs)
                 cpuQuota = Int((cpus * 100_000).rounded())
             }
             let budget = try memoryBudget.map { (text) throws(CommandLineError) in
@@ -204,6 +210,11 @@ struct Run: ParsableCommand {
             options.memoryBudget = budget
             options.cpuQuotaMicroseconds = cpuQuota
             options.governor = try governorChoices(env: env)
+            if let summaryJson, let problem = Self.unwritable(summaryJson) {
+                // Found out now rather than after a build that may take an hour.
+                fail("cannot write the summary to \(summaryJson): \(problem); give a file in a directory that exists and is writable")
+                return 1
+            }
             let supervisor = BuildSupervisor(options: options)
             let outcome = try supervisor.run()
             let summary = RunSummary(outcome: outcome, plan: plan)
@@ -227,6 +238,26 @@ struct Run: ParsableCommand {
         }
     }
 
+    /// The long options of `jobgov run`, from its help (for "did you mean" on an unknown option).
+    static let longOptions: [String] = {
+        var names: [String] = []
+        for word in Jobgov.helpMessage(for: Run.self, columns: 200).split(whereSeparator: { " ,[]()<>=\n".contains($0) })
+        where word.hasPrefix("--") && word.count > 2 && !names.contains(String(word)) {
+            names.append(String(word))
+        }
+        return names
+    }()
+
+    /// Why `path` cannot be created or written, or nil if it can.
+    static func unwritable(_ path: String) -> String? {
+        if access(path, F_OK) == 0 {
+            return access(path, W_OK) == 0 ? nil : String(cString: strerror(errno))
+        }
+        let slash = path.lastIndex(of: "/")
+        let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        return access(directory, W_OK) == 0 ? nil : String(cString: strerror(errno))
+    }
+
     /// Flags over the config file over the defaults.
     private func governorChoices(env: [String: String]) throws -> BuildSupervisor.GovernorChoices? {
         var file: [String: String] = [:]
@@ -238,6 +269,13 @@ struct Run: ParsableCommand {
                 throw error
             } catch FileReadFailure.open(let e) where config == nil && [ENOENT, ENOTDIR, EACCES].contains(e) {
                 // No config file of ours (or a HOME that belongs to someone else): the defaults.
+            } catch let failure as FileReadFailure {
+                let why = switch failure {
+                case .open(let e), .read(let e): String(cString: strerror(e))
+                case .tooLarge(let limit): "larger than \(limit / 1024) KiB"
+                }
+                let fix = config == nil ? "fix it or remove it" : "give an existing file to --config, or leave --config out"
+                throw CommandLineError.conflict("cannot read the config file \(path): \(why); \(fix)")
             } catch {
                 throw CommandLineError.conflict("cannot read the config file \(path) (\(error))")
             }

@@ -26,25 +26,53 @@ struct Monitor: ParsableCommand {
         """, valueName: "path"))
     var cgroup: String?
 
-    @Option(help: ArgumentHelp("Watch the build of the running jobgov with this process id.", valueName: "pid"))
-    var pid: Int32?
+    // Numbers are taken as text (`.unconditional`: also when they look like a negative number) and checked in
+    // validate(), so that a mistake gets a message that says what to give.
+    @Option(parsing: .unconditional, help: ArgumentHelp("Watch the build of the running jobgov with this process id.",
+                                                        valueName: "pid"))
+    var pid: String?
 
-    @Option(help: ArgumentHelp("Seconds between updates.", valueName: "seconds"))
-    var interval: Double = 1
+    @Option(parsing: .unconditional, help: ArgumentHelp("Seconds between updates, 0.05 to 3600.", valueName: "seconds"))
+    var interval: String = "1"
 
-    @Option(help: ArgumentHelp("Stop after this many updates (default: until interrupted).", valueName: "n"))
-    var count: Int?
+    @Option(parsing: .unconditional, help: ArgumentHelp("Stop after this many updates (default: until interrupted).",
+                                                        valueName: "n"))
+    var count: String?
 
     @Flag(help: "Print one JSON object per update.")
     var json = false
 
     func validate() throws {
-        guard interval >= 0.05, interval <= 3600 else { throw ValidationError("--interval must be between 0.05 and 3600 seconds") }
-        if let count, count < 1 { throw ValidationError("--count must be at least 1") }
-        if cgroup != nil && pid != nil { throw ValidationError("give --cgroup or --pid, not both") }
+        _ = try seconds
+        _ = try updates
+        _ = try processID
+        if cgroup != nil && pid != nil {
+            throw CommandLineError.conflict("give --cgroup or --pid, not both: --pid PID watches that jobgov's build cgroup")
+        }
+    }
+
+    private var seconds: Double {
+        get throws(CommandLineError) { try OptionValues.seconds(interval, option: "--interval", range: 0.05...3600) }
+    }
+
+    private var updates: Int? {
+        get throws(CommandLineError) {
+            try count.map { (text) throws(CommandLineError) in
+                try OptionValues.positiveCount(text, option: "--count", what: "updates")
+            }
+        }
+    }
+
+    private var processID: Int32? {
+        get throws(CommandLineError) {
+            try pid.map { (text) throws(CommandLineError) in try OptionValues.processID(text, option: "--pid") }
+        }
     }
 
     func run() throws {
+        let interval = try seconds
+        let count = try updates
+        let pid = try processID
         var paths: CgroupPaths?
         if let pid {
             let reply = try talk(.status, target: try Ctl.Target.parse(["--pid", String(pid)]))
@@ -58,7 +86,9 @@ struct Monitor: ParsableCommand {
             paths = CgroupPaths(v2: v2?.contains("/memory/") == true ? nil : v2, v1Memory: v1)
         } else if let cgroup {
             guard let resolved = Self.resolve(cgroup, layout: CgroupLayout.detect()) else {
-                fail("no cgroup '\(cgroup)' in any cgroup hierarchy of this machine")
+                fail("no cgroup '\(cgroup)' in any cgroup hierarchy of this machine; give a directory below "
+                     + "/sys/fs/cgroup or a path relative to the cgroup mounts, e.g. jobgov-1234 (or --pid PID for a "
+                     + "running build)")
                 throw ExitCode(1)
             }
             paths = resolved

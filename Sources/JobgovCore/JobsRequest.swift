@@ -47,6 +47,10 @@ public enum CommandLineError: Error, Equatable, Sendable, CustomStringConvertibl
     case invalidJobs(option: String, value: String, reason: String)
     case missingJobsValue(option: String)
     case invalidSize(option: String, value: String, reason: String)
+    /// Any other option value: `reason` says what to give instead.
+    case invalidValue(option: String, value: String, reason: String)
+    /// An option jobgov does not have, before the build command (which would otherwise be taken for the command).
+    case unknownOption(String, suggestion: String?)
     case conflict(String)
 
     public var description: String {
@@ -54,9 +58,19 @@ public enum CommandLineError: Error, Equatable, Sendable, CustomStringConvertibl
         case .noCommand:
             return "no command given: say which build to run, e.g. `jobgov make -j8` or `jobgov -- ./build.sh`"
         case .invalidJobs(let option, let value, let reason):
-            return "invalid job count '\(value)' for \(option): \(reason); give a whole number from 1 to \(JobsRequest.maximumJobs), e.g. -j8"
+            // The example in the option's own spelling: -j8, --parallel 8, or `jobgov ctl jobs 8` (ctl and the
+            // control protocol, whose command is `jobs`).
+            let example = ["-j", "--jobs"].contains(option) ? "-j8" : option.hasPrefix("-") ? "\(option) 8" : "`jobgov ctl jobs 8`"
+            return "invalid job count '\(value)' for \(option): \(reason); give a whole number from 1 to \(JobsRequest.maximumJobs), e.g. \(example)"
         case .invalidSize(let option, let value, let reason):
             return "invalid size '\(value)' for \(option): \(reason)"
+        case .invalidValue(let option, let value, let reason):
+            return "invalid value '\(value)' for \(option): \(reason)"
+        case .unknownOption(let option, let suggestion):
+            let name = option.split(separator: "=", maxSplits: 1).first.map(String.init) ?? option
+            return "unknown jobgov option '\(name)'" + (suggestion.map { " (did you mean '\($0)'?)" } ?? "")
+                + ": jobgov's own options come before the command (`jobgov --help` lists them); to run a command "
+                + "whose name starts with '-', put `--` before it: `jobgov -- \(option) ...`"
         case .conflict(let message):
             return message
         case .missingJobsValue(let option):

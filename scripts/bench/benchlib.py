@@ -317,16 +317,25 @@ def stop(proc, cg, grace=10.0):
 
 
 def run_limited(cmd, limit_bytes, cwd=None, log_path=None, env=None, timeout=None, sample_every=0.1, tag="bench",
-                timeline=None, on_sample=None):
+                timeline=None, on_sample=None, log_fd=None):
     """Run cmd (a list) in a fresh cgroup limited to limit_bytes. Returns a dict of measurements.
 
     limit_bytes None: no memory limit is set (the cgroup is still created, for the counters), unless the layout
     makes that impossible. timeline, if a list, receives (t, usage_bytes, psi_memory_avg10) samples. on_sample, if
     given, is called as on_sample(t, cgroup) at every sample, for whatever else a caller wants to record.
+    The command's output (stdout and stderr) goes to the file log_path (created anew), or to the open descriptor
+    log_fd (shared as it is, e.g. 2: never reopen /dev/stderr, which would truncate a redirected log), else nowhere.
     """
     cg = LimitedCgroup(limit_bytes if limit_bytes else (1 << 62), tag=tag)
     res = dict(cmd=cmd, cwd=cwd, limit_bytes=limit_bytes, layout=cg.layout)
-    logf = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    if log_path:
+        logf = open(log_path, "wb")
+    elif log_fd is not None:
+        logf = log_fd
+        sys.stdout.flush()  # what we printed before comes before the command's output
+        sys.stderr.flush()
+    else:
+        logf = subprocess.DEVNULL
     proc = None
     _current.append(cg)
     try:
@@ -412,8 +421,10 @@ def main_cgrun(argv):
 
 
 def _run_to_terminal(cmd, limit, timeout):
-    # Same as run_limited, but the output goes to our stdout/stderr.
-    return run_limited(cmd, limit, log_path="/dev/stderr", timeout=timeout, tag="cgrun")
+    # Same as run_limited, but the command's output goes to our own stderr: the inherited descriptor itself, so that
+    # with `cgrun ... 2>>log` or `script > log 2>&1` it lands after what is already there (opening /dev/stderr for
+    # writing would truncate such a file and write over it from its start).
+    return run_limited(cmd, limit, log_fd=sys.stderr.fileno(), timeout=timeout, tag="cgrun")
 
 
 # -----------------------------------------------------------------------------------------------------------------
