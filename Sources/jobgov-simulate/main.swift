@@ -35,7 +35,8 @@ while let a = args.popFirst() {
             case "raiseMargin": s.raiseMargin = v
             case "endSlack": s.endSlack = v
             case "cpuThreshold": s.cpuThreshold = v
-            case "growthSpeedup": break
+            case "growthHorizon": s.growthHorizonSeconds = v
+            case "freezeHorizon": s.freezeHorizonSeconds = v
             case "budgetShare": s.budget = UInt64(Double(s.hardLimit) * v)
             default: print("unknown setting \(name)")
             }
