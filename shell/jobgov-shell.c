@@ -339,21 +339,28 @@ static char *decimal(char *p, unsigned long n) {
     return p;
 }
 
-// The recipe failed (wait status `status`): asks jobgov whether to run it again; the final wait status.
+// The recipe failed (wait status `status`): asks jobgov whether to run it again; the final wait status. A run
+// again that fails is asked about too: jobgov may have ended it early a second time (or the OOM killer may have),
+// and only jobgov knows; it answers "no" to an ordinary failure at once.
 static int maybe_rerun(const char *control, struct command *c, int status) {
-    char request[64] = "rerun ", reply[256];
-    char *p = decimal(request + 6, (unsigned long)sys1(SYS_getpid, 0));
-    *p++ = ' ';
-    p = decimal(p, (unsigned)status);
-    *p++ = '\n';
-    *p = 0;
-    while (ask(control, request, reply, sizeof reply)) {
-        if (after(reply, "go")) return run_child(c);
-        if (!after(reply, "wait")) break;
-        struct { long sec, nsec; } pause = {0, 200 * 1000 * 1000};
-        sys4(SYS_clock_nanosleep, 1, 0, &pause, 0);  // CLOCK_MONOTONIC
+    for (;;) {
+        char request[64] = "rerun ", reply[256];
+        char *p = decimal(request + 6, (unsigned long)sys1(SYS_getpid, 0));
+        *p++ = ' ';
+        p = decimal(p, (unsigned)status);
+        *p++ = '\n';
+        *p = 0;
+        int go = 0;
+        while (ask(control, request, reply, sizeof reply)) {
+            if (after(reply, "go")) { go = 1; break; }
+            if (!after(reply, "wait")) break;
+            struct { long sec, nsec; } pause = {0, 200 * 1000 * 1000};
+            sys4(SYS_clock_nanosleep, 1, 0, &pause, 0);  // CLOCK_MONOTONIC
+        }
+        if (!go) return status;
+        status = run_child(c);
+        if (status == 0) return 0;
     }
-    return status;
 }
 
 static int run(char **argv, char **envp) {

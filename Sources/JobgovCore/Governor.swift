@@ -316,8 +316,9 @@ public struct Governor: Sendable {
                 return MemoryPlan.Item(bytes: 0, peakBytes: peak, endsAt: nil)
             }
             let shape = window.dropFirst().reduce(window.first!.shape!) { $0.merged(with: $1.shape!) }
+            let run = window.map { $0.runSeconds! }.min()!
             return MemoryPlan.Item(bytes: 0, peakBytes: peak, endsAt: nil, shape: shape, ranSeconds: 0,
-                                   runSeconds: window.map { $0.runSeconds! }.min()!)
+                                   runSeconds: run)
         }
         var index = 0
         // Slow start while nothing can take memory back: one job of unknown size at a time.
