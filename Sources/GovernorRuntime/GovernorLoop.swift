@@ -132,14 +132,15 @@ public final class GovernorLoop {
             // peak as growth to come would keep the others frozen while it waits for them.
             if rerunsAsked[job.id.pid] != nil || evicted.contains(job.id.pid) { continue }
             let predicted = model.predictedPeak(of: job.command)
+            let knownSeconds = model.knownSeconds(of: job.command)
             running.append(GovernorInput.RunningJob(
                 id: job.id, startedAt: job.startedAt, rssBytes: job.rssBytes, peakBytes: job.peakBytes,
                 predictedPeakBytes: predicted, frozen: job.frozen,
                 // A frozen job keeps the growth it had when it was frozen: thawed, it will grow again.
                 growing: job.frozen ? job.growthRate > 0 : t - job.lastGrowthAt < options.settings.growingSeconds,
                 growthRate: job.growthRate, ranSeconds: job.activeSeconds(at: t),
-                runSeconds: model.knownSeconds(of: job.command) ?? typical?.runSeconds,
-                shape: model.knownSeconds(of: job.command) == nil ? typical?.shape : model.knownShape(of: job.command),
+                runSeconds: knownSeconds ?? typical?.runSeconds,
+                shape: knownSeconds == nil ? typical?.shape : model.knownShape(of: job.command),
                 pagedOutBytes: job.pagedOutBytes,
                 evictable: options.settings.canEvict && job.rootName == "jobgov-shell",
                 peakKnown: model.knowsPeak(of: job.command) && job.peakBytes <= predicted * 17 / 16))

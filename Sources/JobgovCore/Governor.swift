@@ -310,15 +310,17 @@ public struct Governor: Sendable {
                 return MemoryPlan.Item(bytes: 0, peakBytes: peak, endsAt: nil, shape: shape, ranSeconds: 0,
                                        runSeconds: run)
             }
-            let window = index == 0 && !undoable ? upcoming.prefix(3) : upcoming[index...index]
-            let peak = max(Double(window.map(\.peakBytes).max()!), Double(1 << 20))
-            guard undoable, window.allSatisfy({ $0.shape != nil && ($0.runSeconds ?? 0) > 0 }) else {
+            guard undoable else {
+                let window = index == 0 ? upcoming.prefix(3) : upcoming[index...index]
+                return MemoryPlan.Item(bytes: 0, peakBytes: max(Double(window.map(\.peakBytes).max()!), Double(1 << 20)),
+                                       endsAt: nil)
+            }
+            let job = upcoming[index]
+            let peak = max(Double(job.peakBytes), Double(1 << 20))
+            guard let shape = job.shape, let run = job.runSeconds, run > 0 else {
                 return MemoryPlan.Item(bytes: 0, peakBytes: peak, endsAt: nil)
             }
-            let shape = window.dropFirst().reduce(window.first!.shape!) { $0.merged(with: $1.shape!) }
-            let run = window.map { $0.runSeconds! }.min()!
-            return MemoryPlan.Item(bytes: 0, peakBytes: peak, endsAt: nil, shape: shape, ranSeconds: 0,
-                                   runSeconds: run)
+            return MemoryPlan.Item(bytes: 0, peakBytes: peak, endsAt: nil, shape: shape, ranSeconds: 0, runSeconds: run)
         }
         var index = 0
         // Slow start while nothing can take memory back: one job of unknown size at a time.

@@ -99,6 +99,7 @@ public struct MemoryModel: Sendable {
         finishedPeaks.append(job.peakBytes)
         finishedSeconds.append(max(0, job.seconds - job.frozenSeconds))
         if let shape = job.shape { finishedShapes.append(shape) }
+        typicalRun = measuredTypicalRun()
         if let h = history[job.command], h > 0 {
             historyRatios[job.command] = max(historyRatios[job.command] ?? 0, Double(job.peakBytes) / Double(h))
         }
@@ -167,15 +168,22 @@ public struct MemoryModel: Sendable {
     /// earliest quarter of the reach times. Only for plans whose mistakes can be undone: the first jobs to end are
     /// the short ones, so it errs towards "ends soon".
     public var typicalJob: UpcomingJob? {
+        typicalRun.map { UpcomingJob(peakBytes: typicalJobPeak, runSeconds: $0.seconds, shape: $0.shape) }
+    }
+    static let typicalAfter = 3
+
+    /// The typical job's duration and shape change only when a job ends: kept, not sorted again every tick.
+    private var typicalRun: (seconds: Double, shape: MemoryShape)?
+
+    private func measuredTypicalRun() -> (seconds: Double, shape: MemoryShape)? {
         guard finishedSeconds.count >= Self.typicalAfter, finishedShapes.count >= Self.typicalAfter else { return nil }
         let seconds = finishedSeconds.sorted()[finishedSeconds.count / 2]
         let reach = (0..<MemoryShape.levels.count).map { level in
             finishedShapes.map { $0.reach[level] }.sorted()[finishedShapes.count / 4]
         }
         guard seconds > 0, let shape = MemoryShape(reach: reach) else { return nil }
-        return UpcomingJob(peakBytes: typicalJobPeak, runSeconds: seconds, shape: shape)
+        return (seconds, shape)
     }
-    static let typicalAfter = 3
 
     /// The mean peak of the jobs still to come (from the history) or of this build's finished jobs, else the prior.
     public var typicalJobPeak: UInt64 { estimates.typical }
