@@ -71,9 +71,9 @@ struct GovernorSimulationTests {
         #expect(builds >= 4 * Self.trees)
     }
 
-    /// ninja stops at the first failed job, and without swap nothing frozen gives memory back: a history that is
-    /// wrong can still end in an OOM kill there (measured and printed; see the README). Cold and warm builds are
-    /// held to a small share, which the slow start for jobs of unknown size keeps.
+    /// ninja stops at the first failed job, and without swap nothing frozen gives memory back: a build can still
+    /// end in an OOM kill there (measured and printed; see the README). Every kind is held to a small share: cold
+    /// builds by the slow start for jobs of unknown size, the others by doubting the history until a job confirms it.
     @Test("ninja without swap: cold and warm builds rarely meet the OOM killer; never a hang")
     func ninjaWithoutSwap() {
         var failed: [String: Int] = [:]
@@ -92,6 +92,10 @@ struct GovernorSimulationTests {
               + "half-size history \(Self.pct(share("half"))), another tree's history \(Self.pct(share("other")))")
         #expect(share("cold") <= 0.05)
         #expect(share("warm") <= 0.05)
+        // Until a job confirms the history, its peaks count double here: a history wrong by half, or from another
+        // tree, costs a slower start instead of a failed build (without that: 24% and 13% of these builds failed).
+        #expect(share("half") <= 0.05)
+        #expect(share("other") <= 0.08)
     }
 
     /// On builds that the history describes (warm), the makespan against a clairvoyant scheduler that knows every
