@@ -179,6 +179,27 @@ struct GovernorSimulationTests {
         }
     }
 
+    @Test("the static -jK baseline: a K whose jobs pass the hard limit does not finish; spikes that do not meet do")
+    func staticBaseline() {
+        let mib = Scenario.mib
+        func tree(_ shape: SimulatedShape, seconds: [Double]) -> Scenario {
+            let jobs = seconds.enumerated().map { i, s in
+                SimulatedJob(command: "cc \(i)", peakBytes: 600 * mib, seconds: s, cpuShare: 0.1, shape: shape)
+            }
+            return Scenario(seed: 1, family: .mixed, tool: .make, jobs: jobs, budget: UInt64(1000 * mib),
+                            hardLimit: UInt64(1100 * mib), maxJobs: 2)
+        }
+        // Two jobs of 600 MiB held from the start: -j2 passes 1100 MiB, -j1 takes both lengths.
+        let plateau = tree(.plateau, seconds: [2, 2])
+        #expect(plateau.staticMakespan(jobs: 2) == nil)
+        #expect(abs(plateau.staticMakespan(jobs: 1)! - 4) < 0.3)
+        #expect(plateau.bestStatic()?.jobs == 1)
+        // Spikes in the last 15% of runs of 2 s and 4 s never meet: -j2 fits and takes about the longer one.
+        let spikes = tree(.spike, seconds: [2, 4])
+        #expect(spikes.bestStatic()?.jobs == 2)
+        #expect(abs(spikes.bestStatic()!.seconds - 4) < 0.3)
+    }
+
     @Test("the same seed gives the same build, step for step")
     func deterministic() {
         let s = Scenario.random(seed: 4242)
