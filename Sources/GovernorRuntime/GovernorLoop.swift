@@ -20,10 +20,12 @@ public final class GovernorLoop {
 
     public private(set) var governor: Governor
     public private(set) var table = JobTable()
-    public private(set) var model: MemoryModel
+    public internal(set) var model: MemoryModel
+    /// Jobs that compile on distcc, icecc or sccache helpers: kept out of the memory model, which is for local work.
+    public internal(set) var remote = RemoteJobs()
     private let sensor: BuildSensing
     private let actuator: BuildActuating
-    private let options: Options
+    let options: Options
     /// Messages for people (also kept for the summary).
     private let output: (String) -> Void
     /// One JSON line per tick, when a trace is wanted.
@@ -36,7 +38,7 @@ public final class GovernorLoop {
     public var tokensOut = 0
     public private(set) var lastDecision: GovernorDecision?
     private var lastInput: GovernorInput?
-    public private(set) var stats = RunStatistics()
+    public internal(set) var stats = RunStatistics()
     /// Time the build's tasks spent in reclaim, when the kernel tells (for the summary).
     public var reclaimStallSeconds: Double? {
         get { stats.reclaimStallSeconds }
@@ -90,10 +92,7 @@ public final class GovernorLoop {
         let reading = sensor.read()
         handle(sensor.events(), now: t)
         let finished = table.update(reading.processes, launched: launchedPID, now: t) { self.sensor.arguments(of: $0) }
-        for job in finished {
-            model.record(job)
-            stats.record(job)
-        }
+        for job in finished { record(job) }
         for id in endedIDs() { actuator.jobEnded(id) }
         stats.peakMemory = max(stats.peakMemory, reading.memoryPeakBytes ?? reading.memoryUsageBytes,
                                reading.memoryUsageBytes)
@@ -127,6 +126,10 @@ public final class GovernorLoop {
         // typically ran (see `MemoryModel.typicalJob`), not at its peak throughout.
         let typical = options.settings.canPageOut || options.settings.canEvict ? model.typicalJob : nil
         for job in table.running {
+            if job.remote.isRemote {
+                running.append(remoteJob(job, now: t))
+                continue
+            }
             model.noteStarted(job.command)
             model.noteRunning(job.command, bytes: job.peakBytes, ranSeconds: job.activeSeconds(at: t))
             // A recipe waiting to run again holds nothing and runs nothing until it is told to go; counting its old
@@ -146,12 +149,15 @@ public final class GovernorLoop {
                 evictable: options.settings.canEvict && job.rootName == "jobgov-shell",
                 peakKnown: model.knowsPeak(of: job.command) && job.peakBytes <= predicted * 17 / 16))
         }
-        return GovernorInput(
+        var input = GovernorInput(
             now: t, memoryUsedBytes: reading.memoryUsedBytes, jobs: running, nextJobPeakBytes: model.nextJobPeak,
             typicalJobPeakBytes: model.typicalJobPeak,
             upcomingJobs: model.upcomingJobs(count: max(governor.ceiling, options.settings.maxJobs)), typicalJob: typical,
             systemAvailableBytes: reading.systemAvailableBytes, systemTotalBytes: reading.systemTotalBytes,
             cpuBusy: reading.cpuBusy, ioLatencySeconds: reading.ioLatencySeconds, atHardLimit: reading.underOOM)
+        input.nextJobRemote = remote.nextJobRemote(running: table.running, now: t)
+        input.remoteJobPeakBytes = remote.peakBytes
+        return input
     }
 
     private func apply(_ decision: GovernorDecision, now: Double) {
@@ -367,10 +373,7 @@ public final class GovernorLoop {
     public func finish(now t: Double) -> MemoryHistoryFormat.Contents {
         // The build may have ended within a tick of an OOM kill: one last reading, in which every job has ended.
         let finished = table.update(sensor.read().processes, launched: launchedPID, now: t)
-        for job in finished {
-            model.record(job)
-            stats.record(job)
-        }
+        for job in finished { record(job) }
         handle(sensor.events(), now: t)
         accountOOMKills(finished: finished, counter: nil, now: t, final: true)
         for (id, job) in table.jobs where job.frozen { table.setFrozen(id, false, now: t) }
@@ -393,6 +396,7 @@ public final class GovernorLoop {
         w.add("running_jobs", table.jobs.values.filter { !$0.frozen }.count)
         w.add("frozen_jobs", table.jobs.values.filter(\.frozen).count)
         w.add("paged_out_jobs", table.jobs.values.filter { $0.pagedOutBytes > 0 }.count)
+        w.add("remote_jobs", table.jobs.values.filter(\.remote.isRemote).count)
         w.add("build_frozen", buildFrozen)
         w.add("memory_bytes", Int(reading.memoryUsedBytes))
         w.add("budget_bytes", Int(options.settings.budget))
@@ -444,6 +448,10 @@ public struct RunStatistics: Sendable {
     public var evictions = 0
     public var frozenSeconds: Double = 0
     public var jobsFinished = 0
+    /// Finished jobs that compiled on a helper, and those that ran here (fallbacks included); the fallbacks.
+    public var remoteJobs = 0
+    public var localJobs = 0
+    public var fellBackJobs = 0
     public var largest: [FinishedJob] = []
     public var oomVictims: [String] = []
     public var reruns = 0
@@ -469,6 +477,8 @@ public struct RunStatistics: Sendable {
 
     mutating func record(_ job: FinishedJob) {
         jobsFinished += 1
+        if job.ranRemotely { remoteJobs += 1 } else { localJobs += 1 }
+        if job.fellBack { fellBackJobs += 1 }
         frozenSeconds += job.frozenSeconds
         largest.append(job)
         largest.sort { $0.peakBytes > $1.peakBytes }

@@ -222,6 +222,7 @@ final class BuildSupervisor {
                 try? cgroup.apply(CgroupLimits(swappiness: 0))
             }
             settings.slowStart = !settings.canPageOut && !settings.canEvict
+            settings.remoteSlots = distccRemoteSlots(env: env)
             historyPath = choices.history ? historyFile(env: env) : nil
             let history = historyPath.flatMap { readSmallFile($0, limit: 8 << 20) }
                 .map(MemoryHistoryFormat.decodeAll) ?? MemoryHistoryFormat.Contents()

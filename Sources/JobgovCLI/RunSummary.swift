@@ -46,6 +46,10 @@ struct RunSummary {
             memory += "; \(s.oomKills) OOM kill\(s.oomKills == 1 ? "" : "s")"
             if s.reruns > 0 { memory += " (\(s.reruns) job\(s.reruns == 1 ? "" : "s") run again)" }
             out.append(memory)
+            if s.remoteJobs + s.fellBackJobs > 0 {
+                out.append("distributed: \(s.remoteJobs) job\(s.remoteJobs == 1 ? "" : "s") compiled remotely, "
+                           + "\(s.localJobs) ran here" + (s.fellBackJobs > 0 ? " (\(s.fellBackJobs) fell back from remote)" : ""))
+            }
             if !s.largest.isEmpty {
                 out.append("largest jobs: " + s.largest.prefix(3).map {
                     "\(MemorySize.format($0.peakBytes)) \(Self.shortCommand($0.command))"
@@ -91,6 +95,9 @@ struct RunSummary {
             w.add("jobs_ended_early", s.evictions)
             w.add("oom_kills", s.oomKills)
             w.add("jobs_finished", s.jobsFinished)
+            w.add("remote_jobs", s.remoteJobs)
+            w.add("local_jobs", s.localJobs)
+            w.add("fell_back_jobs", s.fellBackJobs)
             w.add("largest_jobs", objects: s.largest.map {
                 var j = JSONObjectWriter()
                 j.add("command", $0.command)

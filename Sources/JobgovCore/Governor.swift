@@ -53,6 +53,11 @@ public struct GovernorSettings: Sendable, Equatable {
     /// wrong guess cannot be undone.
     public var slowStart = false
 
+    /// Distributed compiles (distcc, icecc, sccache): how many remote jobs the helpers take at once (distcc's
+    /// `DISTCC_HOSTS` slots); 0: as many as `maxJobs`, the remote width. Remote jobs are planned at what they hold
+    /// here and do not count against the CPU rule (see `GovernorInput.RunningJob.remote`).
+    public var remoteSlots = 0
+
     public init(maxJobs: Int, budget: UInt64, cpus: Int, hardLimit: UInt64? = nil) {
         self.maxJobs = max(1, maxJobs)
         self.budget = budget
@@ -87,6 +92,9 @@ public struct GovernorInput: Sendable, Equatable {
         public var evictable = false
         /// Its peak was measured before (else `predictedPeakBytes` is a guess).
         public var peakKnown = true
+        /// It compiles on a helper (distcc, icecc, sccache): what it holds here is a client's and a preprocessor's,
+        /// predicted as remote jobs' footprint; it is never frozen (that would stall a helper, and free little).
+        public var remote = false
 
         public init(id: JobID, startedAt: Double, rssBytes: UInt64, peakBytes: UInt64, predictedPeakBytes: UInt64,
                     frozen: Bool = false, growing: Bool = false, growthRate: Double = 0,
@@ -177,6 +185,10 @@ public struct GovernorInput: Sendable, Equatable {
     public var ioLatencySeconds: Double?
     /// Tasks of the build wait at its hard limit (the OOM killer held off): the plan was wrong.
     public var atHardLimit = false
+    /// The jobs started lately compile remotely and none fell back: new jobs are expected to be remote too, each
+    /// planned at `remoteJobPeakBytes`, while the helpers have slots free.
+    public var nextJobRemote = false
+    public var remoteJobPeakBytes: UInt64 = 0
 
     public init(now: Double, memoryUsedBytes: UInt64, jobs: [RunningJob], nextJobPeakBytes: UInt64,
                 typicalJobPeakBytes: UInt64? = nil, upcomingJobPeaksBytes: [UInt64] = [],
@@ -264,6 +276,9 @@ public struct Governor: Sendable {
     private var lastEvict: Double = -.infinity
     public private(set) var buildFrozen = false
 
+    /// How many remote jobs at once: the helpers' slots, else the ceiling (`-j` is the remote width).
+    private var remoteSlots: Int { settings.remoteSlots > 0 ? min(settings.remoteSlots, ceiling) : ceiling }
+
     public init(settings: GovernorSettings, initialTarget: Int? = nil) {
         self.settings = settings
         self.ceiling = settings.maxJobs
@@ -274,7 +289,7 @@ public struct Governor: Sendable {
     /// under `limit` bytes. Memory outside the running jobs (make, page cache, frozen jobs) is held as it is.
     static func jobsThatFit(_ input: GovernorInput, running: [GovernorInput.RunningJob], limit: Double, maxJobs: Int,
                             horizon: Double, slack: Double = 1.25, cautious: Bool = false,
-                            youngSeconds: Double = 1, undoable: Bool = false) -> Int {
+                            youngSeconds: Double = 1, undoable: Bool = false, remoteSlots: Int = 0) -> Int {
         let inJobs = running.reduce(UInt64(0)) { $0 + $1.rssBytes }
         var plan = MemoryPlan(now: input.now, baseBytes: Double(input.memoryUsedBytes) - Double(inJobs))
         var count = 0
@@ -321,6 +336,16 @@ public struct Governor: Sendable {
                 return MemoryPlan.Item(bytes: 0, peakBytes: peak, endsAt: nil)
             }
             return MemoryPlan.Item(bytes: 0, peakBytes: peak, endsAt: nil, shape: shape, ranSeconds: 0, runSeconds: run)
+        }
+        // Remote jobs first, while the helpers have slots free: each at what a remote job holds here.
+        var remoteFree = input.nextJobRemote ? max(0, remoteSlots - running.filter(\.remote).count) : 0
+        while count < maxJobs && remoteFree > 0 {
+            let trial = plan.adding(MemoryPlan.Item(bytes: 0, peakBytes: Double(max(input.remoteJobPeakBytes, 1 << 20)),
+                                                    endsAt: nil))
+            guard trial.peakBytes <= limit else { break }
+            plan = trial
+            remoteFree -= 1
+            count += 1
         }
         var index = 0
         // Slow start while nothing can take memory back: one job of unknown size at a time.
@@ -392,7 +417,8 @@ public struct Governor: Sendable {
         let memoryLimit = s.memoryThreshold * budget
         let fitNow = Self.jobsThatFit(input, running: running, limit: budget, maxJobs: ceiling,
                                       horizon: s.growthHorizonSeconds, slack: s.endSlack, cautious: s.slowStart,
-                                      youngSeconds: s.youngSeconds, undoable: s.canPageOut || s.canEvict)
+                                      youngSeconds: s.youngSeconds, undoable: s.canPageOut || s.canEvict,
+                                      remoteSlots: remoteSlots)
         var wanted = min(ceiling, fitNow + frozen.count)
         if fitNow < ceiling { reasons.append("memory") }
         if used > memoryLimit && wanted > jobs.count {
@@ -403,8 +429,12 @@ public struct Governor: Sendable {
         // The build's own CPU use, not the machine's: jobs that wait (I/O, a linker reading) cost no CPU, and
         // another program's load is no reason to hold the build back. Held at the jobs running, never below one
         // per CPU, so that the hold does not ratchet the count down as jobs end.
-        if let busy = input.cpuBusy, busy > s.cpuThreshold, wanted > max(jobs.count, s.cpus) {
-            wanted = max(jobs.count, s.cpus)
+        // Remote jobs use the helpers' CPUs: the hold is on local jobs, and remote ones may still fill free slots.
+        let remoteRunning = jobs.filter(\.remote).count
+        let remoteFree = input.nextJobRemote ? max(0, remoteSlots - remoteRunning) : 0
+        let cpuHold = max(jobs.count - remoteRunning, s.cpus) + remoteRunning + remoteFree
+        if let busy = input.cpuBusy, busy > s.cpuThreshold, wanted > cpuHold {
+            wanted = cpuHold
             reasons.append("cpu")
         }
         if let latency = input.ioLatencySeconds, latency > s.ioLatencyThreshold, wanted > max(jobs.count, s.cpus) {
@@ -421,7 +451,8 @@ public struct Governor: Sendable {
             let withMargin = Self.jobsThatFit(input, running: running, limit: budget - s.raiseMargin * budget,
                                               maxJobs: ceiling, horizon: s.growthHorizonSeconds, slack: s.endSlack,
                                               cautious: s.slowStart, youngSeconds: s.youngSeconds,
-                                              undoable: s.canPageOut || s.canEvict) + frozen.count
+                                              undoable: s.canPageOut || s.canEvict,
+                                              remoteSlots: remoteSlots) + frozen.count
             target = max(target, min(wanted, withMargin))
         }
 
@@ -445,21 +476,22 @@ public struct Governor: Sendable {
         // fits) hold still, and freezing them would only stop them from finishing. Frozen jobs' memory counts in
         // what is used, so without this every tick froze one more job until one ran (measured in the simulator).
         let overUsed = used > s.freezeThreshold * budget && (running.contains(where: \.growing) || used > budget)
-        if let oldest = jobs.first, oldest.frozen {
+        if let oldest = jobs.first(where: { !$0.remote }), oldest.frozen {
             // The jobs older than it have ended: the oldest job always runs, whatever memory says, or the build
             // would wait for nothing (memory in use may sit above the freeze threshold with every job frozen).
             decision.thaw = [oldest.id]
             lastThaw = input.now
             reasons.append("thaw oldest")
         } else if overUsed || nearFuture > budget || plan.peakBytes > budget {
-            if running.count >= 2 && input.now - lastFreeze >= s.freezeIntervalSeconds {
+            let local = running.filter { !$0.remote }
+            if local.count >= 2 && input.now - lastFreeze >= s.freezeIntervalSeconds {
                 // The newest first, never the oldest; several at once when together they grow faster than the
                 // room left (a phase of heavy jobs that all started together), each of them while still small.
                 var ahead = nearFuture
                 var usedSettled = !overUsed
                 var kept = running
                 var toFreeze: [JobID] = []
-                for job in running.dropFirst().reversed() {
+                for job in local.dropFirst().reversed() {
                     let pressing = ahead > budget || !usedSettled
                     let overPlan = Self.runningPlan(input, running: kept, horizon: h, slack: slack).peakBytes > budget
                     if !pressing && !overPlan { break }
@@ -539,7 +571,7 @@ public struct Governor: Sendable {
         // The build waits at its hard limit: whatever the plan says, it was wrong. The newest running jobs (never
         // the oldest) are candidates too, after the frozen ones.
         if input.atHardLimit {
-            held += running.dropFirst().reversed()
+            held += running.filter { !$0.remote }.dropFirst().reversed()
         }
         guard !held.isEmpty, !running.isEmpty else { return }
         var released = 0.0

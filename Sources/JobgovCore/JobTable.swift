@@ -67,6 +67,8 @@ public struct Job: Sendable, Equatable {
     var sawSwap = false
     /// When its memory first reached each new high (seconds run, frozen time not counted), for its memory shape.
     public var readings: [MemoryReading] = []
+    /// Whether it compiles on a distcc, icecc or sccache helper (see `RemoteEvidence`).
+    public var remote = RemoteEvidence()
 
     /// Seconds spent frozen by `now`, the current freeze included.
     public func frozenTime(at now: Double) -> Double { frozenSeconds + (frozenSince.map { now - $0 } ?? 0) }
@@ -99,6 +101,9 @@ public struct FinishedJob: Sendable, Equatable {
     public var lastRSSBytes: UInt64 = 0
     /// How its memory grew, when the readings tell.
     public var shape: MemoryShape?
+    /// It compiled on a helper to its end (`ranRemotely`), or started as a remote job and compiled here (`fellBack`).
+    public var ranRemotely = false
+    public var fellBack = false
     public var seconds: Double { endedAt - startedAt }
 
     public init(command: String, startedAt: Double, endedAt: Double, peakBytes: UInt64, frozenSeconds: Double,
@@ -117,6 +122,10 @@ public struct JobTable: Sendable {
     public private(set) var jobs: [JobID: Job] = [:]
     /// Short names of jobserver clients: their children are jobs.
     public var clientNames: Set<String> = ["make", "gmake", "ninja", "samu", "cargo", "mingw32-make", "remake"]
+    /// A remote job holding more than this here is taken to compile here (a fallback).
+    public var remoteFootprintLimit: UInt64 = 512 << 20
+    /// Whether a compiler proper (by pid and start time) compiles, from its arguments: read once per process.
+    var compilerCompiles: [JobID: Bool] = [:]
 
     public init() {}
 
@@ -204,6 +213,7 @@ public struct JobTable: Sendable {
                 }
                 if swapped > 0 { job.sawSwap = true }
                 if !job.frozen { job.noteReading(bytes: held, now: now) }
+                observeRemote(&job, members: members.compactMap { byPID[$0] }, arguments: arguments)
                 jobs[id] = job
             } else {
                 let command = Self.command(of: p.arguments ?? arguments(p.pid) ?? [p.name])
@@ -211,6 +221,8 @@ public struct JobTable: Sendable {
                               peakBytes: max(rss, peakOfOne), lastGrowthAt: now, lastReadingAt: now)
                 job.rootName = p.name
                 job.noteReading(bytes: rss, now: now)
+                job.remote = RemoteEvidence(client: RemoteClient.named(in: command))
+                observeRemote(&job, members: members.compactMap { byPID[$0] }, arguments: arguments)
                 jobs[id] = job
             }
         }
@@ -221,9 +233,16 @@ public struct JobTable: Sendable {
             let ran = job.activeSeconds(at: now)
             let shape = MemoryShape.measured(job.readings.map { ($0.seconds, $0.bytes) }, peak: job.peakBytes,
                                              runSeconds: ran)
-            finished.append(FinishedJob(command: job.command, startedAt: job.startedAt, endedAt: now,
-                                        peakBytes: job.peakBytes, frozenSeconds: frozen, lastRSSBytes: job.rssBytes,
-                                        shape: shape))
+            var ended = FinishedJob(command: job.command, startedAt: job.startedAt, endedAt: now,
+                                    peakBytes: job.peakBytes, frozenSeconds: frozen, lastRSSBytes: job.rssBytes,
+                                    shape: shape)
+            ended.ranRemotely = job.remote.isRemote
+            ended.fellBack = job.remote.fellBack && job.remote.wasRemote
+            finished.append(ended)
+        }
+        if !compilerCompiles.isEmpty {
+            let alive = Set(processes.map { JobID(pid: $0.pid, startTicks: $0.startTicks) })
+            compilerCompiles = compilerCompiles.filter { alive.contains($0.key) }
         }
         return finished.sorted { $0.startedAt < $1.startedAt }
     }

@@ -64,6 +64,8 @@ public struct BuildTimeline: Sendable {
         var pagedOutBytes: UInt64 = 0
         var lastPagedOut: UInt64 = 0
         var marks: [(mark: Mark, at: Double, bytes: UInt64)] = []
+        /// Where it compiled, as last seen (distcc, icecc, sccache: see `RemoteEvidence`).
+        var remote = RemoteEvidence()
         func has(_ m: Mark) -> Bool { marks.contains { $0.mark == m } }
     }
 
@@ -113,6 +115,7 @@ public struct BuildTimeline: Sendable {
             seen.insert(job.id)
             var r = running[job.id] ?? Record(id: job.id, command: job.command, start: job.startedAt, peakBytes: 0)
             r.peakBytes = max(r.peakBytes, job.peakBytes)
+            r.remote = job.remote
             if job.frozen, r.frozen.last.map({ $0.to != nil }) ?? true {
                 r.frozen.append((job.frozenSince ?? t, nil))
             } else if !job.frozen, let last = r.frozen.last, last.to == nil {
@@ -208,9 +211,15 @@ public struct BuildTimeline: Sendable {
             args.add("ended_early", r.has(.endedEarly))
             args.add("oom_killed", r.has(.oomKilled))
             args.add("rerun", r.has(.rerun))
+            if let client = r.remote.client, r.remote.wasRemote {
+                args.add("remote", r.remote.isRemote)
+                args.add("remote_client", client.rawValue)
+                args.add("fell_back", r.remote.fellBack)
+            }
             if r.end == nil { args.add("running_at_exit", true) }
-            let cname = r.has(.oomKilled) ? ",\"cname\":\"terrible\"" : ""
-            events.append("{\"name\":\(q(Self.shortName(r.command))),\"cat\":\"job\",\"ph\":\"X\",\"ts\":\(us(r.start)),"
+            let cname = r.has(.oomKilled) ? ",\"cname\":\"terrible\"" : r.remote.isRemote ? ",\"cname\":\"good\"" : ""
+            let cat = r.remote.isRemote ? "job,remote" : r.remote.wasRemote ? "job,fell back" : "job"
+            events.append("{\"name\":\(q(Self.shortName(r.command))),\"cat\":\"\(cat)\",\"ph\":\"X\",\"ts\":\(us(r.start)),"
                           + "\"dur\":\(us(stop) - us(r.start)),\"pid\":\(pid),\"tid\":\(tid)\(cname),\"args\":\(args.text)}")
             for (from, to) in frozen where to >= from {
                 events.append("{\"name\":\"frozen\",\"cat\":\"frozen\",\"ph\":\"X\",\"ts\":\(us(from)),"
