@@ -33,7 +33,8 @@ public struct FanCurve: Sendable, Equatable {
             throw .invalidValue(option: option, value: Self.format(fullAt), reason: "give degrees Celsius from -50 to 150, e.g. 85")
         }
         guard let last = points.last, fullAt >= last.celsius else {
-            throw .conflict("\(option) \(Self.format(fullAt)) °C is below the fan curve's last point (\(Self.format(points[points.count - 1].celsius)) °C): the fan goes to full at the maximum temperature, so give one at or above the curve")
+            throw .invalidValue(option: option, value: Self.format(fullAt),
+                                reason: "it is below the fan curve's last point (\(Self.format(points[points.count - 1].celsius)) °C); the fan goes to full at the maximum temperature, so give one at or above the curve's")
         }
         self.points = points
         self.fullAt = fullAt
