@@ -1,3 +1,6 @@
+#if canImport(Glibc)
+import Glibc
+#endif
 import JobgovCore
 import LinuxSystem
 
@@ -9,6 +12,8 @@ final class BuildBoost {
     private var policy: BoostPolicy
     private let say: (String) -> Void
     private var failed = false
+    /// JOBGOV_DEBUG_BOOST: print each tick's CPU signals.
+    private let debug = getenv("JOBGOV_DEBUG_BOOST") != nil
 
     /// The boost this machine allows and the line that says so at start, or why there is none.
     static func make(enabled: Bool, hasCgroup: Bool, root: String, cpus: Int,
@@ -33,6 +38,7 @@ final class BuildBoost {
     }
 
     func observe(_ signals: CPUSignals, now: Double) {
+        if debug { say("debug: boost \(signals)") }
         guard !failed, let action = policy.observe(signals, now: now) else { return }
         apply(action, signals: signals)
     }
@@ -52,8 +58,11 @@ final class BuildBoost {
                 say("CPU boost: cannot raise it (\(problems.first ?? "every knob changed since jobgov started")); the build goes on without")
                 return
             }
-            let busy = signals?.cpusBusy.map { " (\(FanCurve.format($0)) CPUs busy for \(signals?.runningJobs ?? 0) jobs)" } ?? ""
-            say("CPU-bound\(busy): CPU boost raised" + (problems.isEmpty ? "" : "; not all of it: \(problems[0])"))
+            var why: [String] = []
+            if let s = signals, let busy = s.cpusBusy { why.append("\(FanCurve.format(busy)) CPUs busy for \(s.runningJobs) jobs") }
+            if let stall = signals?.cpuStall, stall >= 0.01 { why.append("waiting for a CPU \(Int((stall * 100).rounded()))% of the time") }
+            say("CPU-bound" + (why.isEmpty ? "" : " (\(why.joined(separator: ", ")))") + ": CPU boost raised"
+                + (problems.isEmpty ? "" : "; not all of it: \(problems[0])"))
         case .lower:
             boost.lower()
             if signals != nil { say("no longer CPU-bound: CPU boost given back") }

@@ -243,7 +243,7 @@ final class BuildSupervisor {
             }
             (boost, boostNote) = BuildBoost.make(enabled: choices.boost, hasCgroup: cgroup != nil,
                                                  root: SysfsTuning.root(environment: env), cpus: onlineCPUs()) { if !quiet { note($0) } }
-            kernel.observesRunQueue = boost != nil
+            kernel.readsCPUSignals = boost != nil
             self.kernel = kernel
             governing = loop
             ledger.setJobs(loop.initialTarget)

@@ -46,9 +46,10 @@ final class KernelBuild: BuildSensing, BuildActuating {
     private let swap: CompressedSwap?
     /// The CPU signals of the last reading (for the CPU boost); `runningJobs` is the caller's to fill in.
     private(set) var cpuSignals = CPUSignals(cpusBusy: nil, runningJobs: 0)
-    /// The build's run-queue latency is observed (eBPF) only where a CPU boost can use it.
-    var observesRunQueue = false
+    /// The build's own CPU pressure and run-queue latency (eBPF) are read only where a CPU boost can use them.
+    var readsCPUSignals = false
     private var lastRunQueue = LatencyHistogram(buckets: [])
+    private var lastCPUPressure: (time: Double, some: PressureLine)?
 
     init(cgroup: BuildCgroup?, cpus: Int, swap: CompressedSwap?, say: @escaping @Sendable (String) -> Void) {
         self.cgroup = cgroup
@@ -92,8 +93,10 @@ final class KernelBuild: BuildSensing, BuildActuating {
         r.ioLatencySeconds = previous.flatMap { ioLatency(from: $0, to: sample) }
         r.memoryPressure = sample.cgroupPressure[.memory]?.some.avg10 ?? sample.systemPressure[.memory]?.some.avg10 ?? 0
         r.cpuPressure = sample.systemPressure[.cpu]?.some.avg10 ?? 0
-        cpuSignals = CPUSignals(cpusBusy: r.cpuBusy.map { $0 * Double(cpus) }, runningJobs: 0,
-                                cpuStall: previous.flatMap { cpuStall(from: $0, to: sample) }, runQueueP90Seconds: runQueueP90())
+        if readsCPUSignals {
+            cpuSignals = CPUSignals(cpusBusy: r.cpuBusy.map { $0 * Double(cpus) }, runningJobs: 0,
+                                    cpuStall: buildCPUStall(now: sample.time), runQueueP90Seconds: runQueueP90())
+        }
         previous = sample
         return r
     }
@@ -137,9 +140,9 @@ final class KernelBuild: BuildSensing, BuildActuating {
         probesAttempted = true
         do {
             let p = try BuildProbes.open(cgroupV2Path: unifiedDir,
-                                         leaveOut: observesRunQueue ? [.memory, .blockIO, .execGate, .brake]
+                                         leaveOut: readsCPUSignals ? [.memory, .blockIO, .execGate, .brake]
                                              : [.memory, .blockIO, .runQueue, .execGate, .brake])
-            let wanted: [ProbeObserver] = [.processes, .reclaim, .oom] + (observesRunQueue ? [.runQueue] : [])
+            let wanted: [ProbeObserver] = [.processes, .reclaim, .oom] + (readsCPUSignals ? [.runQueue] : [])
             let on = wanted.filter { p.isAvailable($0) }
             if on.isEmpty {
                 let why = p.unavailable.first?.reason ?? "not available"
@@ -159,10 +162,21 @@ final class KernelBuild: BuildSensing, BuildActuating {
 
     /// The 90th percentile of the build's run-queue waits since the last call, in seconds (nil without the observer).
     private func runQueueP90() -> Double? {
-        guard observesRunQueue, let probes, probes.isAvailable(.runQueue) else { return nil }
+        guard let probes, probes.isAvailable(.runQueue) else { return nil }
         let now = probes.histogram(.runQueue)
         defer { lastRunQueue = now }
         return now.subtracting(lastRunQueue).quantileUpperBound(0.90).map { Double($0) / 1e6 }
+    }
+
+    /// The share of the time since the last reading in which some task of the build waited for a CPU (its cgroup's
+    /// cpu.pressure; the machine's without a cgroup v2 directory).
+    private func buildCPUStall(now: Double) -> Double? {
+        let path = cgroup?.unifiedDir.map { $0 + "/cpu.pressure" } ?? "/proc/pressure/cpu"
+        guard let text = readSmallFile(path, limit: 4096), let line = try? parsePressure(text, path: path).some else { return nil }
+        defer { lastCPUPressure = (now, line) }
+        return lastCPUPressure.flatMap {
+            PressureRate.stalledFraction(previous: $0.some, current: line, elapsedSeconds: now - $0.time)
+        }
     }
 
     /// Time the build's tasks spent in reclaim, from the observers; closes them.
@@ -286,12 +300,6 @@ func buildCPUShare(from a: Sample, to b: Sample, cpus: Int) -> Double? {
     }
     guard let x = a.cpu, let y = b.cpu else { return nil }
     return CPUTimes.utilization(previous: x, current: y)
-}
-
-/// The share of the interval in which some task of the machine waited for a CPU (PSI), between two samples.
-func cpuStall(from a: Sample, to b: Sample) -> Double? {
-    guard let x = a.systemPressure[.cpu]?.some, let y = b.systemPressure[.cpu]?.some else { return nil }
-    return PressureRate.stalledFraction(previous: x, current: y, elapsedSeconds: b.time - a.time)
 }
 
 /// The slowest disk's average time per completed request between two samples, in seconds.

@@ -4,7 +4,7 @@ public struct CPUSignals: Sendable, Equatable {
     public var cpusBusy: Double?
     /// Jobs of the build that can run (not frozen).
     public var runningJobs: Int
-    /// Share of the interval (0...1) in which some task waited for a CPU (CPU PSI `some`).
+    /// Share of the interval (0...1) in which some task of the build waited for a CPU (its cgroup's CPU PSI `some`).
     public var cpuStall: Double?
     /// The build's run-queue wait since the last tick, 90th percentile, in seconds (eBPF; nil without it).
     public var runQueueP90Seconds: Double?
@@ -21,17 +21,17 @@ public struct CPUSignals: Sendable, Equatable {
 /// out; the caller writes cpufreq.
 ///
 /// A build is CPU-bound when the CPU is what its jobs wait for: the jobs that can run keep about one CPU each busy
-/// (a single-threaded link counts as much as sixteen compiles on sixteen CPUs), or they keep at least half of that
-/// busy while their tasks queue for a CPU (PSI or the run-queue latency says so: other work shares the CPUs). A
-/// build waiting on memory (frozen jobs do not count), I/O or a slow tool is not, and a higher clock would only cost
-/// power. It is raised after `raiseAfterSeconds` of being bound and lowered after `lowerAfterSeconds` of not being
+/// (a single-threaded link counts as much as sixteen compiles on sixteen CPUs), or they are on a CPU or queued for
+/// one most of the time (other work shares the CPUs and the build gets less than it could use: its cgroup's CPU PSI
+/// says how long it queued, the run-queue latency that it did). A build waiting on memory (frozen jobs do not
+/// count), I/O or a slow tool is not, and a higher clock would only cost power. It is raised after `raiseAfterSeconds` of being bound and lowered after `lowerAfterSeconds` of not being
 /// bound, so that the short gaps between a build's steps do not switch it back and forth.
 public struct BoostPolicy: Sendable {
     public struct Settings: Sendable, Equatable {
         /// CPUs busy per runnable job (up to one per CPU) at or above which the build is CPU-bound.
         public var busyPerJob = 0.80
-        /// The lower share that is enough while tasks queue for a CPU.
-        public var contendedBusyPerJob = 0.50
+        /// With the run-queue latency alone (no PSI share), the share per job that is enough while tasks queue.
+        public var contendedBusyPerJob = 0.25
         public var stallThreshold = 0.10
         public var runQueueThresholdSeconds = 0.004
         public var raiseAfterSeconds = 2.0
@@ -57,11 +57,12 @@ public struct BoostPolicy: Sendable {
     /// Whether these signals say the build is CPU-bound now.
     public static func isCPUBound(_ s: CPUSignals, settings: Settings) -> Bool {
         guard let busy = s.cpusBusy, s.runningJobs > 0 else { return false }
-        let demand = Double(min(s.runningJobs, settings.cpus))
-        if busy >= settings.busyPerJob * demand { return true }
-        let queued = (s.cpuStall ?? 0) >= settings.stallThreshold
-            || (s.runQueueP90Seconds ?? 0) >= settings.runQueueThresholdSeconds
-        return queued && busy >= settings.contendedBusyPerJob * demand
+        let perJob = busy / Double(min(s.runningJobs, settings.cpus))
+        if perJob >= settings.busyPerJob { return true }
+        // On a shared machine a CPU-bound build of 2 jobs got 0.2 to 0.5 of a CPU each here, its tasks queued 75-100%
+        // of the time: time on a CPU plus time queued for one is what counts then.
+        if let stall = s.cpuStall, stall >= settings.stallThreshold, perJob + stall >= settings.busyPerJob { return true }
+        return (s.runQueueP90Seconds ?? 0) >= settings.runQueueThresholdSeconds && perJob >= settings.contendedBusyPerJob
     }
 
     /// One tick at time `now` (seconds, monotonic): nil, or what to do.
