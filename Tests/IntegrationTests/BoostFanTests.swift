@@ -27,6 +27,18 @@ struct BoostFanTests {
 
     private func value(_ s: Scratch, _ path: String) -> String { s.read(path).trimmingCharacters(in: .whitespacesAndNewlines) }
 
+    /// jobgov running `spinning` with make 4.4.1 -j2 on the fake cpufreq tree.
+    private func spinningBuild(_ s: Scratch, options: [String] = []) throws -> Running {
+        try Clients.require(Clients.make44)
+        try cpufreqTree(s)
+        try s.write("Makefile", spinning)
+        return try Running(Clients.jobgov, options + [Clients.make44, "-j2"], in: s, env: ["JOBGOV_SYSFS_ROOT": s.path + "/sys"])
+    }
+
+    private func waitForTheBoost(_ s: Scratch) {
+        waitUntil("the boost to be raised", timeout: 40) { value(s, Self.governor) == "performance" && value(s, Self.boost) == "1" }
+    }
+
     private func cgroupDirectories(pid: Int32) -> [String] {
         let layout = CgroupLayout.detect()
         let bases = [layout.ownUnifiedDirectory, layout.ownV1Directory("memory"), layout.ownV1Directory("cpu")]
@@ -35,12 +47,9 @@ struct BoostFanTests {
 
     @Test("a CPU-bound build raises the boost and gives it back when it ends")
     func boostRaisedAndGivenBack() throws {
-        try Clients.require(Clients.make44)
         let s = try Scratch()
-        try cpufreqTree(s)
-        try s.write("Makefile", spinning)
-        let run = try Running(Clients.jobgov, [Clients.make44, "-j2"], in: s, env: ["JOBGOV_SYSFS_ROOT": s.path + "/sys"])
-        waitUntil("the boost to be raised", timeout: 40) { value(s, Self.governor) == "performance" && value(s, Self.boost) == "1" }
+        let run = try spinningBuild(s)
+        waitForTheBoost(s)
         try s.write("stop", "")
         let r = run.finish()
         #expect(r.status == 0, "\(r.stderr)")
@@ -53,12 +62,9 @@ struct BoostFanTests {
 
     @Test("jobgov killed with SIGKILL mid-build: the watchdog gives the boost back")
     func watchdogGivesTheBoostBack() throws {
-        try Clients.require(Clients.make44)
         let s = try Scratch()
-        try cpufreqTree(s)
-        try s.write("Makefile", spinning)
-        let run = try Running(Clients.jobgov, [Clients.make44, "-j2"], in: s, env: ["JOBGOV_SYSFS_ROOT": s.path + "/sys"])
-        waitUntil("the boost to be raised", timeout: 40) { value(s, Self.governor) == "performance" && value(s, Self.boost) == "1" }
+        let run = try spinningBuild(s)
+        waitForTheBoost(s)
         let dirs = cgroupDirectories(pid: run.pid)
         kill(run.pid, SIGKILL)
         // The build goes on without jobgov: the watchdog gives cpufreq back while it still runs.
@@ -71,12 +77,8 @@ struct BoostFanTests {
 
     @Test("--no-boost leaves cpufreq alone")
     func noBoost() throws {
-        try Clients.require(Clients.make44)
         let s = try Scratch()
-        try cpufreqTree(s)
-        try s.write("Makefile", spinning)
-        let run = try Running(Clients.jobgov, ["--no-boost", Clients.make44, "-j2"], in: s,
-                              env: ["JOBGOV_SYSFS_ROOT": s.path + "/sys"])
+        let run = try spinningBuild(s, options: ["--no-boost"])
         // Twice as long as a boost takes to be raised on the same build above.
         var seen: Set<String> = []
         let end = Date().addingTimeInterval(6)
