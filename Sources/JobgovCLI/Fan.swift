@@ -22,8 +22,8 @@ struct Fan: ParsableCommand {
         pci:ADDRESS/FILE (a PCI device's), or a path under /sys. FILE defaults to pwm1 and temp1_input.
 
         Examples:
-          jobgov fan --fan nct6798/pwm2 --sensor net:eth0 --curve 45:30%,65:60%,80:100% --max-temp 90
-          jobgov fan --fan hwmon3/pwm1 --sensor hwmon1/temp1_input --sensor hwmon1/temp2_input
+          jobgov fan --fan nct6798/pwm2 --sensor net:eth0 --max-temp 90
+          jobgov fan --fan hwmon3/pwm1 --sensor hwmon1 --curve 45:30%,80:100%
         """
     )
 

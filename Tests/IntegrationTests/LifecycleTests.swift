@@ -175,6 +175,7 @@ struct MistakeTests {
         (["ctl", "status", "--pid", "x"], "(see `jobgov ctl status --help`)"),
         (["ctl", "frob"], "(see `jobgov ctl --help`)"),
         (["monitor", "--count", "0"], "(see `jobgov monitor --help`)"),
+        (["fan", "--frob"], "(see `jobgov fan --help`)"),
     ])
     func helpHint(arguments: [String], hint: String) throws {
         let s = try Scratch()
