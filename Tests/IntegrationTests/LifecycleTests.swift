@@ -170,7 +170,7 @@ struct MistakeTests {
         #expect(s.runtimeLeftovers.isEmpty)
     }
 
-    @Test("a mistake in ctl or monitor points at that command's help", arguments: [
+    @Test("a mistake in ctl, monitor or fan points at that command's help", arguments: [
         (["ctl", "jobs", "-1"], "(see `jobgov ctl jobs --help`)"),
         (["ctl", "status", "--pid", "x"], "(see `jobgov ctl status --help`)"),
         (["ctl", "frob"], "(see `jobgov ctl --help`)"),
