@@ -678,6 +678,24 @@ struct ShapeAndRungTests {
         #expect(df.pageOut.isEmpty && df.evict.isEmpty)
     }
 
+    @Test func aJobWhosePageOutIsUnderWayIsNotEnded() {
+        // The oldest job runs to 900 MiB; two frozen jobs, both asked to page out, still hold 200 MiB each.
+        func input(askedSecondsAgo: Double) -> GovernorInput {
+            var frozen = [job(2, rss: 200, frozen: true, evictable: true, paged: 250),
+                          job(3, rss: 200, frozen: true, evictable: true, paged: 250)]
+            for i in frozen.indices { frozen[i].pageOutAskedSecondsAgo = askedSecondsAgo }
+            return GovernorInput(now: 10, memoryUsedBytes: 900 * MiB, jobs: [job(1, rss: 500, peak: 900)] + frozen,
+                                 nextJobPeakBytes: 100 * MiB)
+        }
+        // Asked 0.3 s ago: 250 MiB take about 1.6 s at the slowest page-out rate allowed for. Ending them would
+        // throw their work away for memory that is leaving anyway.
+        var g = Governor(settings: settings(pageOut: true, evict: true))
+        #expect(g.decide(input(askedSecondsAgo: 0.3)).evict.isEmpty)
+        // 30 s later they still hold it: the page-out did not free it (swap full). The newest is ended.
+        var late = Governor(settings: settings(pageOut: true, evict: true))
+        #expect(late.decide(input(askedSecondsAgo: 30)).evict == [JobID(pid: 3, startTicks: 0)])
+    }
+
     @Test func atTheHardLimitTheNewestRunningJobGoes() {
         // The plan said it fits, the kernel says the build waits at its hard limit: the plan was wrong.
         let jobs = [job(1, rss: 500, peak: 500), job(2, rss: 500, evictable: true, peak: 500)]
