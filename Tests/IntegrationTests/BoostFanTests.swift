@@ -68,8 +68,9 @@ struct BoostFanTests {
         let dirs = cgroupDirectories(pid: run.pid)
         kill(run.pid, SIGKILL)
         // The build goes on without jobgov: the watchdog gives cpufreq back while it still runs.
-        waitUntil("the watchdog to give the governor back", timeout: 5) { value(s, Self.governor) == "schedutil" }
-        #expect(value(s, Self.boost) == "0")
+        waitUntil("the watchdog to give the governor and the turbo back", timeout: 5) {
+            value(s, Self.governor) == "schedutil" && value(s, Self.boost) == "0"
+        }
         try s.write("stop", "")
         _ = run.finish()
         waitUntil("the build's cgroups to go", timeout: 20) { dirs.allSatisfy { !FileManager.default.fileExists(atPath: $0) } }
