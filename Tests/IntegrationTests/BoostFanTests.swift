@@ -1,5 +1,4 @@
 import Foundation
-import LinuxSystem
 import Testing
 
 /// The CPU boost and `jobgov fan` driven end to end on hand-written sysfs trees (JOBGOV_SYSFS_ROOT: this VM has
@@ -39,12 +38,6 @@ struct BoostFanTests {
         waitUntil("the boost to be raised", timeout: 40) { value(s, Self.governor) == "performance" && value(s, Self.boost) == "1" }
     }
 
-    private func cgroupDirectories(pid: Int32) -> [String] {
-        let layout = CgroupLayout.detect()
-        let bases = [layout.ownUnifiedDirectory, layout.ownV1Directory("memory"), layout.ownV1Directory("cpu")]
-        return bases.compactMap { $0 }.map { "\($0)/jobgov-\(pid)" }.filter { FileManager.default.fileExists(atPath: $0) }
-    }
-
     @Test("a CPU-bound build raises the boost and gives it back when it ends")
     func boostRaisedAndGivenBack() throws {
         let s = try Scratch()
@@ -65,7 +58,7 @@ struct BoostFanTests {
         let s = try Scratch()
         let run = try spinningBuild(s)
         waitForTheBoost(s)
-        let dirs = cgroupDirectories(pid: run.pid)
+        let dirs = buildCgroupDirectories(jobgov: run.pid)
         kill(run.pid, SIGKILL)
         // The build goes on without jobgov: the watchdog gives cpufreq back while it still runs.
         waitUntil("the watchdog to give the governor and the turbo back", timeout: 5) {
