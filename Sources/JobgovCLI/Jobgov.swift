@@ -49,7 +49,7 @@ public struct Jobgov: ParsableCommand {
         COMMAND cannot be executed, 127 when it is not found.
         """,
         version: "jobgov \(jobgovVersion)",
-        subcommands: [Run.self, Ctl.self, Monitor.self, ChangesCommand.self, WatchdogCommand.self],
+        subcommands: [Run.self, Ctl.self, Monitor.self, ChangesCommand.self, GuardCommand.self, WatchdogCommand.self],
         defaultSubcommand: Run.self
     )
 

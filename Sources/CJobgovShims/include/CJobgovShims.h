@@ -5,6 +5,7 @@
 #include <sys/signalfd.h>
 #include <signal.h>
 #include "FileChangeShims.h"
+#include "ProcessShims.h"
 
 /// si_code of a signal the kernel itself raised (for instance a terminal's Ctrl-C).
 static const int jobgov_si_kernel = SI_KERNEL;
