@@ -48,6 +48,10 @@ struct GuardCommand: ParsableCommand {
     var cpuPressure: String = "50"
 
     @Option(parsing: .unconditional, help: ArgumentHelp(
+        "The CPU culprit must use at least this many CPUs (default 0.5).", valueName: "cpus"))
+    var cpuMinimum: String = "0.5"
+
+    @Option(parsing: .unconditional, help: ArgumentHelp(
         "Report a task in uninterruptible sleep (state D) this long without being woken (default 10).", valueName: "seconds"))
     var stuckSeconds: String = "10"
 
@@ -94,6 +98,7 @@ struct GuardCommand: ParsableCommand {
         var s = StuckProcessPolicy.Settings()
         s.memoryPressure = try percent(memoryPressure, "--memory-pressure")
         s.cpuPressure = try percent(cpuPressure, "--cpu-pressure")
+        s.minimumCPUs = try OptionValues.cpus(cpuMinimum, option: "--cpu-minimum", maximum: 4096)
         s.uninterruptibleSeconds = try OptionValues.seconds(stuckSeconds, option: "--stuck-seconds", range: 0.5...86_400)
         s.confirmWindows = try OptionValues.positiveCount(confirm, option: "--confirm", what: "looks")
         for name in protect {
