@@ -17,6 +17,8 @@ public struct Jobgov: ParsableCommand {
                  [--no-rerun] [--no-swap] [--config <file>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
           jobgov ctl jobs <N> | status [--json] | freeze | thaw | kill   [--pid <pid>]
           jobgov monitor [--cgroup <path> | --pid <pid>] [--interval <s>] [--count <n>] [--json]
+          jobgov changes [-o <file>] [--deleted <file>] [-0] [--for <s>] <directory> ...
+          jobgov guard [--action report|freeze|kill] [--interval <s>] [--protect <name>] [--cgroup <path>] [--for <s>]
         """,
         discussion: """
         jobgov runs COMMAND as the jobserver that make, ninja, cargo, recursive sub-makes and gcc -flto=jobserver \
