@@ -49,7 +49,8 @@ struct ChangesCommand: ParsableCommand {
 
     func validate() throws {
         if roots.isEmpty {
-            throw CommandLineError.invalidValue(option: "<directory>", value: "", reason: "give at least one directory to watch, e.g. `jobgov changes /home`")
+            // `.conflict` carries a whole message: there is no value to quote.
+            throw CommandLineError.conflict("no directory given: say which to watch, e.g. `jobgov changes /home`")
         }
         _ = try seconds
     }
@@ -123,27 +124,17 @@ struct ChangesCommand: ParsableCommand {
         if status != 0 { throw ExitCode(status) }
     }
 
+    /// Writes the list to a file, or to stdout without a path.
     private func write(_ bytes: [UInt8], to path: String?) throws(SystemError) {
-        guard let path else {
-            bytes.withUnsafeBytes { raw in
-                var offset = 0
-                while offset < raw.count {
-                    let n = retryingInterrupts { Glibc.write(1, raw.baseAddress! + offset, raw.count - offset) }
-                    if n <= 0 { return }
-                    offset += n
-                }
-            }
-            return
-        }
-        let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+        let fd = path.map { open($0, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644) } ?? 1
         guard fd >= 0 else { throw SystemError("cannot write the list to", path: path) }
-        defer { close(fd) }
+        defer { if path != nil { close(fd) } }
         var offset = 0
         while offset < bytes.count {
             let n = bytes.withUnsafeBytes { raw in
                 retryingInterrupts { Glibc.write(fd, raw.baseAddress! + offset, raw.count - offset) }
             }
-            guard n > 0 else { throw SystemError("cannot write the list to", path: path) }
+            guard n > 0 else { throw SystemError("cannot write the list to", path: path ?? "stdout") }
             offset += n
         }
     }
