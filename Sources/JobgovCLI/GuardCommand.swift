@@ -142,7 +142,8 @@ struct GuardCommand: ParsableCommand {
         say("watching \(within.map { "cgroup \($0)" } ?? "every process") every \(period) s; action: \(action.rawValue)"
             + (probes == nil ? "; reclaim stalls: from cgroup PSI only" : "; reclaim stalls: eBPF"))
         let start = monotonicSeconds()
-        var reported: [StuckProcessFinding.Cause: Int32] = [:]
+        // Each process once per cause: two processes taking turns at the top would otherwise repeat every look.
+        var reported: Set<String> = []
         var status: Int32 = 0
         var fds = [pollfd(fd: signals.fd, events: Int16(POLLIN), revents: 0)]
         while true {
@@ -156,17 +157,16 @@ struct GuardCommand: ParsableCommand {
             }
             probes?.annotate(&observation)
             for finding in policy.observe(observation) {
-                if reported[finding.cause] != finding.pid {
-                    reported[finding.cause] = finding.pid
+                if reported.insert("\(finding.cause) \(finding.pid) \(finding.startTicks)").inserted {
                     say(Self.describe(finding))
                 }
                 if policy.shouldAct(on: finding) { guardSetup.act(on: finding) }
             }
-            if let limit, monotonicSeconds() - start >= limit { break }
-            var wait = period
-            if let limit { wait = min(wait, max(0, limit - (monotonicSeconds() - start))) }
-            _ = poll(&fds, 1, Int32(wait * 1000))
-            if !signals.drain().isEmpty { break }
+            // A look over a much shorter window than the others says little: when --for ends before the next full
+            // window, wait for its end and stop.
+            let left = limit.map { $0 - (monotonicSeconds() - start) } ?? .infinity
+            _ = poll(&fds, 1, Int32(max(0, min(period, left)) * 1000))
+            if !signals.drain().isEmpty || left <= period { break }
         }
         guardSetup.close()
         if status != 0 { throw ExitCode(status) }

@@ -129,8 +129,9 @@ public final class FileChangeWatcher {
         else if mask & UInt64(FAN_DELETE | FAN_MOVED_FROM) != 0 { event = .disappeared }
         else { event = .modified }
         changes.record(event, path: path)
-        // A directory renamed or deleted makes the paths remembered for it and its descendants wrong.
-        if mask & UInt64(FAN_ONDIR) != 0 && mask & UInt64(FAN_MOVED_FROM | FAN_MOVED_TO | FAN_DELETE) != 0 {
+        // A directory renamed makes the paths remembered for it and its descendants wrong (one deleted is not: its
+        // handle never opens again).
+        if mask & UInt64(FAN_ONDIR) != 0 && mask & UInt64(FAN_MOVED_FROM | FAN_MOVED_TO) != 0 {
             directories.removeAll(keepingCapacity: true)
         }
     }
