@@ -17,7 +17,7 @@ public struct FileChangeSet: Sendable {
     /// Normalised roots (no trailing slash except `/` itself).
     public let roots: [[UInt8]]
     /// Every path seen, with whether it was new in this run (its first event made it appear).
-    public private(set) var paths: [[UInt8]: Bool] = [:]
+    public private(set) var paths: [ByteKey: Bool] = [:]
     /// Events outside the roots, ignored (a filesystem-wide mark sees the whole filesystem).
     public private(set) var outside = 0
 
@@ -43,7 +43,8 @@ public struct FileChangeSet: Sendable {
             outside += 1
             return
         }
-        if paths[path] == nil { paths[path] = (event == .appeared) }
+        let key = ByteKey(path)
+        if paths[key] == nil { paths[key] = (event == .appeared) }
     }
 
     public struct Result: Sendable, Equatable {
@@ -59,38 +60,39 @@ public struct FileChangeSet: Sendable {
     /// below it, recursively, as full paths with their kinds.
     public func result(kind: ([UInt8]) -> Kind?,
                        contents: ([UInt8]) -> [([UInt8], Kind)]) -> Result {
-        var changed = Set<[UInt8]>()
+        var changed = Set<ByteKey>()
         var deleted: [[UInt8]] = []
-        for (path, isNew) in paths {
+        for (key, isNew) in paths {
+            let path = key.bytes
             switch kind(path) {
             case nil:
                 if !isNew { deleted.append(path) }
             case .other?:
-                changed.insert(path)
+                changed.insert(key)
             case .directory?:
                 // A directory moved in from elsewhere brings contents that raised no event of their own.
                 let below = contents(path)
-                var hasChild = Set<[UInt8]>()
+                var hasChild = Set<ByteKey>()
                 for (child, childKind) in below {
-                    if childKind == .other { changed.insert(child) }
-                    if let slash = child.lastIndex(of: UInt8(ascii: "/")) { hasChild.insert(Array(child[..<slash])) }
+                    if childKind == .other { changed.insert(ByteKey(child)) }
+                    if let slash = child.lastIndex(of: UInt8(ascii: "/")) { hasChild.insert(ByteKey(Array(child[..<slash]))) }
                 }
-                for (child, childKind) in below where childKind == .directory && !hasChild.contains(child) {
-                    changed.insert(child)
+                for (child, childKind) in below where childKind == .directory && !hasChild.contains(ByteKey(child)) {
+                    changed.insert(ByteKey(child))
                 }
-                if below.isEmpty { changed.insert(path) }
+                if below.isEmpty { changed.insert(key) }
             }
         }
         // A directory that is not empty is given by its contents.
-        var parents = Set<[UInt8]>()
+        var parents = Set<ByteKey>()
         for path in changed {
-            var p = path
+            var p = path.bytes
             while let slash = p.lastIndex(of: UInt8(ascii: "/")), slash > 0 {
-                p = Array(p[..<slash])
-                if !parents.insert(p).inserted { break }
+                p.removeSubrange(slash...)
+                if !parents.insert(ByteKey(p)).inserted { break }
             }
         }
-        let files = changed.filter { !parents.contains($0) }
+        let files = changed.filter { !parents.contains($0) }.map(\.bytes)
         return Result(changed: files.sorted(by: Self.before), deleted: deleted.sorted(by: Self.before))
     }
 
@@ -111,4 +113,12 @@ public struct FileChangeSet: Sendable {
         }
         return (out, skipped)
     }
+}
+
+/// Bytes as a dictionary key, hashed in one call rather than byte by byte as `[UInt8]` is (hashing and lookups
+/// were about a tenth of `jobgov changes`' CPU with 100,000 changed files).
+public struct ByteKey: Hashable, Sendable {
+    public var bytes: [UInt8]
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
+    public func hash(into hasher: inout Hasher) { bytes.withUnsafeBytes { hasher.combine(bytes: $0) } }
 }

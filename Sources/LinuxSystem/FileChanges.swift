@@ -13,7 +13,7 @@ public final class FileChangeWatcher {
     /// Filesystem id (statfs f_fsid) → a descriptor on that filesystem, for open_by_handle_at.
     private var mountFDs: [UInt64: Int32] = [:]
     /// Directory handle (fsid + handle bytes) → its path when first seen.
-    private var directories: [[UInt8]: [UInt8]] = [:]
+    private var directories: [ByteKey: [UInt8]] = [:]
     public private(set) var changes: FileChangeSet
     /// The kernel's queue overflowed: events were lost and the list is incomplete.
     public private(set) var overflowed = false
@@ -112,7 +112,7 @@ public final class FileChangeWatcher {
         let handleEnd = 16 + handleBytes
         guard handleEnd <= info.count else { return }
         let name = Array(info[handleEnd...].prefix { $0 != 0 })
-        let key = Array(info[0..<handleEnd])
+        let key = ByteKey(Array(info[0..<handleEnd]))
         guard let directory = resolve(key: key, fsid: fsid, handle: UnsafeRawBufferPointer(rebasing: info[8..<handleEnd])) else {
             unresolved += 1
             return
@@ -136,7 +136,7 @@ public final class FileChangeWatcher {
         }
     }
 
-    private func resolve(key: [UInt8], fsid: UInt64, handle: UnsafeRawBufferPointer) -> [UInt8]? {
+    private func resolve(key: ByteKey, fsid: UInt64, handle: UnsafeRawBufferPointer) -> [UInt8]? {
         if let known = directories[key] { return known }
         guard let mountFD = mountFDs[fsid] ?? mountFDs.values.first else { return nil }
         let dirFD = jobgov_open_path_by_handle(mountFD, handle.baseAddress)
