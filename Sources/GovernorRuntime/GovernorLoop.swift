@@ -399,6 +399,7 @@ public final class GovernorLoop {
         w.add("next_job_peak_bytes", Int(model.nextJobPeak))
         w.add("psi_memory_some_avg10", reading.memoryPressure)
         w.add("psi_cpu_some_avg10", reading.cpuPressure)
+        if let busy = reading.cpuBusy { w.add("cpu_busy", (busy * 1000).rounded() / 1000) }
         w.add("rung", decision.rung.description)
         w.add("reason", decision.reason)
         trace(w.text + "\n")

@@ -24,7 +24,10 @@ final class KernelBuild: BuildSensing, BuildActuating {
     private let sensors: SensorReader
     private let tree = ProcessTree()
     private let cpus: Int
+    /// The sample the CPU and I/O rates are measured from, and the rates it gave.
     private var previous: Sample?
+    private var lastRates: (cpuBusy: Double?, ioLatency: Double?) = (nil, nil)
+    static let shortestRateInterval = 0.05
     private var leaves: [JobID: JobCgroup] = [:]
     /// The eBPF observers, once attached (a second into the build: loading them takes about 0.1 s).
     private(set) var probes: BuildProbes?
@@ -50,7 +53,12 @@ final class KernelBuild: BuildSensing, BuildActuating {
         self.swap = swap
         self.cpus = cpus
         self.say = say
-        self.sensors = SensorReader(cgroup: CgroupPaths(v2: cgroup?.unifiedDir, v1Memory: cgroup?.memoryDir))
+        // The build's own CPU time: v2's cpu.stat, else v1's cpuacct.usage where cpuacct shares the build's cpu
+        // directory (a cpu directory is made only for --cpu-max: it costs fork-heavy builds time). Without either,
+        // the sensors read the machine's CPU use from /proc/stat.
+        let cpuacct = cgroup?.cpuDir.flatMap { access($0 + "/cpuacct.usage", F_OK) == 0 ? $0 : nil }
+        self.sensors = SensorReader(cgroup: CgroupPaths(v2: cgroup?.unifiedDir, v1Memory: cgroup?.memoryDir,
+                                                        v1CPUAcct: cpuacct))
     }
 
     // MARK: sensing
@@ -83,11 +91,19 @@ final class KernelBuild: BuildSensing, BuildActuating {
         r.underOOM = memory?.underOOM == true
         r.systemAvailableBytes = sample.memory?.available
         r.systemTotalBytes = sample.memory?.total
-        r.cpuBusy = previous.flatMap { buildCPUShare(from: $0, to: sample, cpus: cpus) }
-        r.ioLatencySeconds = previous.flatMap { ioLatency(from: $0, to: sample) }
+        // Rates need an interval long enough to mean something: /proc/stat counts in 10 ms ticks, and a tick the
+        // control socket asks for can come milliseconds after the last. Until then the last rates stand.
+        if let previous, sample.time - previous.time < Self.shortestRateInterval {
+            r.cpuBusy = lastRates.cpuBusy
+            r.ioLatencySeconds = lastRates.ioLatency
+        } else {
+            r.cpuBusy = previous.flatMap { buildCPUShare(from: $0, to: sample, cpus: cpus) }
+            r.ioLatencySeconds = previous.flatMap { ioLatency(from: $0, to: sample) }
+            lastRates = (r.cpuBusy, r.ioLatencySeconds)
+            previous = sample
+        }
         r.memoryPressure = sample.cgroupPressure[.memory]?.some.avg10 ?? sample.systemPressure[.memory]?.some.avg10 ?? 0
         r.cpuPressure = sample.systemPressure[.cpu]?.some.avg10 ?? 0
-        previous = sample
         return r
     }
 
