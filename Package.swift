@@ -68,6 +68,8 @@ let package = Package(
         .testTarget(name: "JobgovCoreTests", dependencies: ["JobgovCore"]),
         .testTarget(name: "GovernorSimulationTests", dependencies: ["BuildSimulator", "GovernorRuntime", "JobgovCore"]),
         .testTarget(name: "JobserverTests", dependencies: ["Jobserver", "LinuxSystem"]),
+        // The command-line module's own logic: the settings table against its flags and config keys.
+        .testTarget(name: "JobgovCLITests", dependencies: ["JobgovCLI", "JobgovCore"]),
         .testTarget(
             name: "LinuxSystemTests", dependencies: ["LinuxSystem", "JobgovCore"], resources: [.copy("Fixtures")]),
         // Root tests of the BPF programs on the running kernel, in cgroups they create and remove.

@@ -35,10 +35,10 @@ final class BuildSupervisor {
 
     /// What the user chose for the governor (the budget and ceiling come from elsewhere).
     struct GovernorChoices {
-        var memoryThreshold = 0.85
-        var freezeThreshold = 0.95
-        var cpuThreshold = 0.90
-        var ioLatencySeconds = 0.100
+        var memoryThreshold = RunSettings.memoryThreshold.defaultValue
+        var freezeThreshold = RunSettings.freezeThreshold.defaultValue
+        var cpuThreshold = RunSettings.cpuThreshold.defaultValue
+        var ioLatency = RunSettings.ioLatency.defaultValue
         var traceFile: String?
         /// The build's timeline as Chrome trace-event JSON (`--trace-events`), written when the build ends.
         var traceEventsFile: String?
@@ -205,10 +205,10 @@ final class BuildSupervisor {
                 if traceEventsFD < 0 { throw SystemError("cannot write the trace-events file \(path)") }
             }
             var settings = GovernorSettings(maxJobs: options.plan.ceiling, budget: budget.bytes, cpus: onlineCPUs())
-            settings.memoryThreshold = choices.memoryThreshold
-            settings.freezeThreshold = choices.freezeThreshold
-            settings.cpuThreshold = choices.cpuThreshold
-            settings.ioLatencyThreshold = choices.ioLatencySeconds
+            settings.memoryThreshold = choices.memoryThreshold.share
+            settings.freezeThreshold = choices.freezeThreshold.share
+            settings.cpuThreshold = choices.cpuThreshold.share
+            settings.ioLatencyThreshold = choices.ioLatency.seconds
             settings.priorJobPeakBytes = MemoryModel.defaultPrior(budget: budget.bytes, cpus: onlineCPUs())
             // make runs its recipes through jobgov-shell, which runs a recipe again when asked: a job can be ended
             // early while small instead of waiting at the hard limit.
