@@ -87,7 +87,7 @@ final class BuildSupervisor {
     /// PSI trigger events on the build's memory pressure (woken through poll, not by the tick).
     var pressureEvents = 0
     var watchdog: WatchdogHandle?
-    var governing: GovernorLoop?
+    var governing: BuildGovernor?
     var kernel: KernelBuild?
     var historyPath: String?
     var traceFD: Int32 = -1
@@ -253,7 +253,7 @@ final class BuildSupervisor {
             .map(MemoryHistoryFormat.decodeAll) ?? MemoryHistoryFormat.Contents()
         let quiet = options.quiet
         let kernel = KernelBuild(cgroup: cgroup, cpus: onlineCPUs(), swap: compressedSwap) { if !quiet { note($0) } }
-        let governor = GovernorLoop(options: .init(settings: settings, history: history), sensor: kernel,
+        let governor = BuildGovernor(options: .init(settings: settings, history: history), sensor: kernel,
                                     actuator: kernel) { if !quiet { note($0) } }
         if traceFD >= 0 {
             let fd = traceFD

@@ -17,7 +17,7 @@ final class PageOutStops: Sendable {
 }
 
 /// The governor's loop on the real kernel: readings from cgroupfs, /proc and the eBPF observers; freezing through a
-/// leaf cgroup per job, paging out with process_madvise, the OOM killer's brake and the build-wide freeze on the
+/// leaf cgroup per job, paging out with process_madvise, holding off the OOM killer and the build-wide freeze on the
 /// build's cgroup.
 final class KernelBuild: BuildSensing, BuildActuating {
     private let cgroup: BuildCgroup?

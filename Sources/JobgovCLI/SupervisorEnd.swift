@@ -123,7 +123,7 @@ extension BuildSupervisor {
         }
         var can = ["parallelism from memory, CPU and I/O", "a memory limit"]
         can.append(cgroup.unifiedDir != nil || cgroup.freezerDir != nil ? "freezing single jobs" : "no freezing")
-        can.append(cgroup.backend == .unified ? "memory.high as the brake" : "the OOM killer held off")
+        can.append(cgroup.backend == .unified ? "memory.high as the throttle" : "the OOM killer held off")
         return "tier: \(geteuid() == 0 ? "root" : "delegated cgroup") (\(cgroup.backend.rawValue) cgroups): " + can.joined(separator: ", ")
     }
 }

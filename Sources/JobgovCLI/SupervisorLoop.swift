@@ -13,6 +13,11 @@ extension BuildSupervisor {
         let loop = EventLoop(clock: monotonicSeconds)
         self.loop = loop
         self.control = control
+        // The signals go back to their dispositions when the loop ends (the channel's deinit restores the mask).
+        defer {
+            self.loop = nil
+            signals = nil
+        }
         var exit: BuildExit?
         let tick = Double(options.tickMilliseconds) / 1000
 
@@ -104,7 +109,6 @@ extension BuildSupervisor {
         } catch {
             throw SystemError(error.description)
         }
-        self.loop = nil
         return exit!
     }
 
@@ -146,7 +150,6 @@ extension BuildSupervisor {
         }
         // A client at the memory limit (or a frozen job's parent) can hold a token it has read but not yet forked
         // a job for, for as long as the pressure lasts: nothing is lost, so nothing is counted until it is over.
-        // (A governed ninja build once had a token re-created while jobs were frozen; this is the likely cause.)
         if let decision = governing?.lastDecision, decision.rung >= .throttle {
             _ = detector.observe(outstanding: 0, bound: 0)
             return

@@ -250,7 +250,7 @@ public struct GovernorDecision: Sendable, Equatable {
 /// Memory admission is Buck2's headroom rule applied to tokens: running jobs are expected to reach their predicted
 /// peaks, and a new job is admitted while what is in use, plus what the running jobs still need, plus the next job's
 /// predicted peak stays under `memoryThreshold` of the budget. PSI is not the memory signal, because without swap a
-/// cgroup at its limit shows almost no memory stall (kernel-facts.md); it warns too late. Lowering acts at once,
+/// cgroup at its limit shows almost no memory stall; it warns too late. Lowering acts at once,
 /// raising waits `raiseHoldSeconds` after the last lowering and needs a margin, so the target does not oscillate.
 /// Freezing stops growth but frees nothing, so it starts while room is left (freezeThreshold < 1), with the newest
 /// job, so that older jobs finish and release memory; the oldest job always runs so the build always progresses.

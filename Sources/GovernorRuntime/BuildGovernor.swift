@@ -1,16 +1,16 @@
 import JobgovCore
 
-/// The governor at work: each tick it reads the build through a `BuildSensing`, keeps the job table and the memory
+/// The governor at work on one build (not a loop: the caller's event loop calls `tick`): each tick it reads the build through a `BuildSensing`, keeps the job table and the memory
 /// model, asks the pure `Governor` for a decision and carries it out through a `BuildActuating` (token target,
-/// freezing, paging out, ending a job to run it again, the OOM killer's brake). The kernel drives it in
+/// freezing, paging out, ending a job to run it again, holding off the OOM killer). The kernel drives it in
 /// `jobgov run`; a simulated build drives the very same code in the simulator. Time is the build's clock in seconds,
 /// given by the caller.
-public final class GovernorLoop {
+public final class BuildGovernor {
     public struct Options: Sendable {
         public var settings: GovernorSettings
         /// What earlier builds of the same command left.
         public var history: MemoryHistoryFormat.Contents
-        /// How long the build may wait at its hard limit before the OOM killer is let act (cgroup v1's brake).
+        /// How long the build may wait at its hard limit before the OOM killer is let act (cgroup v1, where it is held off).
         public var oomWaitSeconds: Double = 5
         public init(settings: GovernorSettings, history: MemoryHistoryFormat.Contents = .init()) {
             self.settings = settings
@@ -57,7 +57,7 @@ public final class GovernorLoop {
     private var rerunsAsked: [Int32: Double] = [:]
     private var firstAsked: [Int32: Double] = [:]
     private var underOOMSince: Double?
-    private var brakeReleased = false
+    private var oomKillerReleased = false
     private var killsAtRelease = 0
     private var buildFrozen = false
 
@@ -341,19 +341,19 @@ public final class GovernorLoop {
     /// hanging.
     private func handleOOMWait(underOOM: Bool, now: Double) {
         guard actuator.holdsOOMKiller else { return }
-        if !underOOM || (brakeReleased && stats.oomKills > killsAtRelease) {
+        if !underOOM || (oomKillerReleased && stats.oomKills > killsAtRelease) {
             // One kill per release: the OOM killer is held off again as soon as it has acted.
             underOOMSince = nil
-            if brakeReleased {
+            if oomKillerReleased {
                 _ = actuator.setOOMKiller(enabled: false)
-                brakeReleased = false
+                oomKillerReleased = false
             }
             return
         }
         let since = underOOMSince ?? now
         underOOMSince = since
-        if !brakeReleased && now - since >= options.oomWaitSeconds {
-            brakeReleased = actuator.setOOMKiller(enabled: true)
+        if !oomKillerReleased && now - since >= options.oomWaitSeconds {
+            oomKillerReleased = actuator.setOOMKiller(enabled: true)
             killsAtRelease = stats.oomKills
             let biggest = table.running.max { $0.rssBytes < $1.rssBytes }
             say("the build has waited at its hard limit for \(Int(options.oomWaitSeconds)) s with nothing left to free; "
@@ -406,7 +406,7 @@ public final class GovernorLoop {
     }
 }
 
-extension GovernorLoop {
+extension BuildGovernor {
     /// The tick as the timeline keeps it (the same figures as the trace's line).
     private func noteTimeline(t: Double, finished: [FinishedJob], decision: GovernorDecision, reading: BuildReading) {
         guard timeline != nil else { return }
