@@ -70,7 +70,8 @@ public final class BuildGovernor {
         self.governor = Governor(settings: s)
         let h = options.history
         self.model = MemoryModel(prior: MemoryModel.defaultPrior(budget: s.budget, cpus: s.cpus), history: h.peaks,
-                                 historySeconds: h.seconds, historyOrder: h.order, historyShapes: h.shapes)
+                                 historySeconds: h.seconds, historyOrder: h.order, historyShapes: h.shapes,
+                                 historyDoubt: s.canPageOut || s.canEvict ? 1 : 2)
         stats.targetMin = s.maxJobs
         stats.targetMax = 0
         // Before the first job has started, admit what the prior allows: a burst of `-j16` at t=0 is what OOM-kills.
@@ -127,13 +128,13 @@ public final class BuildGovernor {
         let typical = options.settings.canPageOut || options.settings.canEvict ? model.typicalJob : nil
         for job in table.running {
             model.noteStarted(job.command)
-            model.noteRunning(job.command, bytes: job.peakBytes)
+            model.noteRunning(job.command, bytes: job.peakBytes, ranSeconds: job.activeSeconds(at: t))
             // A recipe waiting to run again holds nothing and runs nothing until it is told to go; counting its old
             // peak as growth to come would keep the others frozen while it waits for them.
             if rerunsAsked[job.id.pid] != nil || evicted.contains(job.id.pid) { continue }
             let predicted = model.predictedPeak(of: job.command)
             let knownSeconds = model.knownSeconds(of: job.command)
-            running.append(GovernorInput.RunningJob(
+            var input = GovernorInput.RunningJob(
                 id: job.id, startedAt: job.startedAt, rssBytes: job.rssBytes, peakBytes: job.peakBytes,
                 predictedPeakBytes: predicted, frozen: job.frozen,
                 // A frozen job keeps the growth it had when it was frozen: thawed, it will grow again.
@@ -143,7 +144,9 @@ public final class BuildGovernor {
                 shape: knownSeconds == nil ? typical?.shape : model.knownShape(of: job.command),
                 pagedOutBytes: job.pagedOutBytes,
                 evictable: options.settings.canEvict && job.rootName == "jobgov-shell",
-                peakKnown: model.knowsPeak(of: job.command) && job.peakBytes <= predicted * 17 / 16))
+                peakKnown: model.knowsPeak(of: job.command) && job.peakBytes <= predicted * 17 / 16)
+            input.pageOutAskedSecondsAgo = job.pageOutAskedAt.map { t - $0 }
+            running.append(input)
         }
         return GovernorInput(
             now: t, memoryUsedBytes: reading.memoryUsedBytes, jobs: running, nextJobPeakBytes: model.nextJobPeak,
@@ -195,7 +198,7 @@ public final class BuildGovernor {
             guard let job = table.jobs[id], job.frozen, job.pagedOutBytes == 0 else { continue }
             switch actuator.pageOut(job) {
             case .success(let bytes):
-                table.setPagedOut(id, bytes: max(bytes, job.rssBytes))
+                table.setPagedOut(id, bytes: max(bytes, job.rssBytes), now: now)
                 stats.pageOuts += 1
                 stats.pagedOutBytes += job.rssBytes
                 say("paged out frozen job \(id.pid) (\(MemorySize.format(job.rssBytes)))")

@@ -612,6 +612,35 @@ struct ShapeAndRungTests {
         #expect(smaller.predictedPeak(of: "cc 9") == 100 * MiB)
     }
 
+    @Test func whereNothingCanBeUndoneTheHistoryCountsDoubleUntilAJobConfirmsIt() {
+        let peaks: [String: UInt64] = Dictionary(uniqueKeysWithValues: (0..<10).map { ("cc \($0)", 100 * MiB) })
+        let seconds = Dictionary(uniqueKeysWithValues: peaks.keys.map { ($0, 4.0) })
+        let shapes = Dictionary(uniqueKeysWithValues: peaks.keys.map { ($0, MemoryShape(reach: [0.1, 0.2, 0.3, 0.4, 0.5])!) })
+        func model() -> MemoryModel {
+            MemoryModel(prior: 64 * MiB, history: peaks, historySeconds: seconds, historyOrder: peaks.keys.sorted(),
+                        historyShapes: shapes, historyDoubt: 2)
+        }
+        var running = model()
+        #expect(running.predictedPeak(of: "cc 9") == 200 * MiB)
+        #expect(running.upcomingJobs(count: 1).first?.peakBytes == 200 * MiB)
+        // Before the point where the history says it peaks (half of its 4 s), a job at its peak confirms nothing.
+        running.noteStarted("cc 0")
+        running.noteRunning("cc 0", bytes: 98 * MiB, ranSeconds: 1.5)
+        #expect(running.predictedPeak(of: "cc 9") == 200 * MiB)
+        // Past that point, still about at the history's peak: the history holds for this build.
+        running.noteRunning("cc 0", bytes: 98 * MiB, ranSeconds: 2.5)
+        #expect(running.predictedPeak(of: "cc 9") == 100 * MiB)
+        // A finished job that matches confirms it too; one twice as big keeps the doubt, now measured.
+        var finished = model()
+        finished.record(FinishedJob(command: "cc 1", startedAt: 0, endedAt: 4, peakBytes: 100 * MiB, frozenSeconds: 0))
+        #expect(finished.predictedPeak(of: "cc 9") == 100 * MiB)
+        var wrong = model()
+        wrong.record(FinishedJob(command: "cc 1", startedAt: 0, endedAt: 4, peakBytes: 200 * MiB, frozenSeconds: 0))
+        #expect(wrong.predictedPeak(of: "cc 9") == 200 * MiB)
+        // Where admission can be undone the history is taken as it is.
+        #expect(MemoryModel(prior: 64 * MiB, history: peaks).predictedPeak(of: "cc 9") == 100 * MiB)
+    }
+
     private func job(_ pid: Int32, rss: UInt64, frozen: Bool = false, evictable: Bool = false, paged: UInt64 = 0,
                      peak: UInt64? = nil) -> GovernorInput.RunningJob {
         GovernorInput.RunningJob(id: JobID(pid: pid, startTicks: 0), startedAt: Double(pid), rssBytes: rss * MiB,
@@ -648,6 +677,24 @@ struct ShapeAndRungTests {
         var f = Governor(settings: settings(pageOut: true, evict: true))
         let df = f.decide(GovernorInput(now: 10, memoryUsedBytes: 500 * MiB, jobs: fits, nextJobPeakBytes: 100 * MiB))
         #expect(df.pageOut.isEmpty && df.evict.isEmpty)
+    }
+
+    @Test func aJobWhosePageOutIsUnderWayIsNotEnded() {
+        // The oldest job runs to 900 MiB; two frozen jobs, both asked to page out, still hold 200 MiB each.
+        func input(askedSecondsAgo: Double) -> GovernorInput {
+            var frozen = [job(2, rss: 200, frozen: true, evictable: true, paged: 250),
+                          job(3, rss: 200, frozen: true, evictable: true, paged: 250)]
+            for i in frozen.indices { frozen[i].pageOutAskedSecondsAgo = askedSecondsAgo }
+            return GovernorInput(now: 10, memoryUsedBytes: 900 * MiB, jobs: [job(1, rss: 500, peak: 900)] + frozen,
+                                 nextJobPeakBytes: 100 * MiB)
+        }
+        // Asked 0.3 s ago: 250 MiB take about 1.6 s at the slowest page-out rate allowed for. Ending them would
+        // throw their work away for memory that is leaving anyway.
+        var g = Governor(settings: settings(pageOut: true, evict: true))
+        #expect(g.decide(input(askedSecondsAgo: 0.3)).evict.isEmpty)
+        // 30 s later they still hold it: the page-out did not free it (swap full). The newest is ended.
+        var late = Governor(settings: settings(pageOut: true, evict: true))
+        #expect(late.decide(input(askedSecondsAgo: 30)).evict == [JobID(pid: 3, startTicks: 0)])
     }
 
     @Test func atTheHardLimitTheNewestRunningJobGoes() {
