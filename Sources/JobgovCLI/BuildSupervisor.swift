@@ -144,6 +144,9 @@ final class BuildSupervisor {
         defer { writeTraceEvents(exit: nil) }
 
         let child = try startBuild(directory: directory, pool: pool, control: control, auth: auth)
+        // The signal channel goes (and with it the blocked signals' mask) before the clean-up above, as it did when
+        // it was a local of this function.
+        defer { signals = nil }
         try startWatchdog(directory: directory)
         if !options.quiet {
             let what = options.plan.argv.first.map { $0.split(separator: "/").last.map(String.init) ?? $0 } ?? "build"

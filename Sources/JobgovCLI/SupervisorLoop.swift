@@ -13,11 +13,7 @@ extension BuildSupervisor {
         let loop = EventLoop(clock: monotonicSeconds)
         self.loop = loop
         self.control = control
-        // The signals go back to their dispositions when the loop ends (the channel's deinit restores the mask).
-        defer {
-            self.loop = nil
-            signals = nil
-        }
+        defer { self.loop = nil }
         var exit: BuildExit?
         let tick = Double(options.tickMilliseconds) / 1000
 
@@ -90,8 +86,9 @@ extension BuildSupervisor {
             }
         }
         if let governing {
-            // Every tick (100 ms) while memory matters; every fifth while the governor says all is calm.
-            loop.every("governor tick", interval: { governing.lastDecision?.calm == true ? 5 * tick : tick }) { [unowned self] now in
+            // Every tick (100 ms) while memory matters; every fifth while the governor says all is calm. The first
+            // comes a tick in, whatever the first decision said.
+            loop.every("governor tick", first: tick, interval: { governing.lastDecision?.calm == true ? 5 * tick : tick }) { [unowned self] now in
                 let target = governing.tick(now: now - startTime)
                 if debugAccounting { note("debug: tick \(Int((monotonicSeconds() - now) * 1e6)) us") }
                 if target != ledger.targetJobs {
