@@ -47,6 +47,8 @@ final class BuildSupervisor {
         var rerun = true
         /// Page frozen jobs out: to existing swap, or (as root, without swap) to a zram device made for the build.
         var swap = true
+        /// Raise the CPU's performance (cpufreq) while the build is CPU-bound.
+        var boost = true
     }
 
     enum CgroupChoice: Equatable {
@@ -97,6 +99,9 @@ final class BuildSupervisor {
     var compressedSwap: CompressedSwap?
     var swappiness: SwappinessTuning?
     var swapNote = ""
+    /// The CPU boost while the build is CPU-bound, and what the start line says of it.
+    var boost: BuildBoost?
+    var boostNote = ""
 
     /// This executable, for starting the watchdog.
     static func ownExecutable() -> String {
@@ -154,6 +159,7 @@ final class BuildSupervisor {
                  + "change it live with `jobgov ctl jobs N`")
             note(privilegeTier(cgroup: cgroup, governed: governing != nil))
             if !swapNote.isEmpty { note(swapNote) }
+            if !boostNote.isEmpty { note(boostNote) }
         }
 
         let exit = try runLoop(child: child, pool: pool, control: control, auth: auth)
@@ -266,6 +272,10 @@ final class BuildSupervisor {
             governor.timeline = BuildTimeline(
                 title: "jobgov -j\(options.plan.ceiling) " + options.plan.argv.joined(separator: " "), pid: getpid())
         }
+        (boost, boostNote) = BuildBoost.make(enabled: choices.boost, hasCgroup: cgroup != nil,
+                                             root: SysfsTuning.root(environment: options.environment),
+                                             cpus: onlineCPUs()) { if !quiet { note($0) } }
+        kernel.readsCPUSignals = boost != nil
         self.kernel = kernel
         governing = governor
         ledger.setJobs(governor.initialTarget)
@@ -322,6 +332,8 @@ final class BuildSupervisor {
         plan.sysctls = (kernel?.tuning?.originals ?? []) + (swappiness?.originals ?? [])
         plan.zramIndex = compressedSwap?.index
         plan.zramLabel = compressedSwap?.label
+        plan.sysfs = boost?.boost.originals ?? []
+        plan.sysfsRoot = boost?.boost.root
         watchdog = try WatchdogHandle(executable: Self.ownExecutable(), plan: plan)
     }
 

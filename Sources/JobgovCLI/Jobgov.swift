@@ -14,9 +14,10 @@ public struct Jobgov: ParsableCommand {
         jobgov [-j <N>] [--memory-budget <size>] [--cpu-max <cpus>] [--cgroup <path> | --no-cgroup]
                  [--fixed-jobs] [--memory-threshold <%>] [--freeze-threshold <%>] [--cpu-threshold <%>]
                  [--io-latency <ms>] [--trace <file>] [--trace-events <file>] [--summary-json <file>] [--no-history]
-                 [--no-rerun] [--no-swap] [--config <file>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
+                 [--no-rerun] [--no-swap] [--no-boost] [--config <file>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
           jobgov ctl jobs <N> | status [--json] | freeze | thaw | kill   [--pid <pid>]
           jobgov monitor [--cgroup <path> | --pid <pid>] [--interval <s>] [--count <n>] [--json]
+          jobgov fan --fan <hwmon fan> --sensor <hwmon sensor> [--curve <points>] [--max-temp <°C>] [--interval <s>]
         """,
         discussion: """
         jobgov runs COMMAND as the jobserver that make, ninja, cargo, recursive sub-makes and gcc -flto=jobserver \
@@ -49,7 +50,7 @@ public struct Jobgov: ParsableCommand {
         COMMAND cannot be executed, 127 when it is not found.
         """,
         version: "jobgov \(jobgovVersion)",
-        subcommands: [Run.self, Ctl.self, Monitor.self, WatchdogCommand.self],
+        subcommands: [Run.self, Ctl.self, Monitor.self, Fan.self, WatchdogCommand.self],
         defaultSubcommand: Run.self
     )
 
@@ -138,6 +139,9 @@ struct Run: ParsableCommand {
 
     @Flag(help: ArgumentHelp(RunSettings.noSwap.help))
     var noSwap = false
+
+    @Flag(help: ArgumentHelp(RunSettings.noBoost.help))
+    var noBoost = false
 
     @Option(help: ArgumentHelp("""
         Read defaults from this file instead of $XDG_CONFIG_HOME/jobgov/config (~/.config/jobgov/config): \
@@ -301,6 +305,7 @@ struct Run: ParsableCommand {
         c.history = try !switched(noHistory, RunSettings.noHistory)
         c.rerun = try !switched(noRerun, RunSettings.noRerun)
         c.swap = try !switched(noSwap, RunSettings.noSwap)
+        c.boost = try !switched(noBoost, RunSettings.noBoost)
         return c
     }
 

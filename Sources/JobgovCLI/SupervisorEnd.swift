@@ -29,6 +29,7 @@ extension BuildSupervisor {
         if traceFD >= 0 { close(traceFD) }
         traceFD = -1
         tearDownSwap()
+        boost?.finish()
     }
 
     /// Writes the build's timeline once, at its end (`--trace-events`), and closes the file.

@@ -91,6 +91,10 @@ extension BuildSupervisor {
             loop.every("governor tick", first: tick, interval: { governing.lastDecision?.calm == true ? 5 * tick : tick }) { [unowned self] now in
                 let target = governing.tick(now: now - startTime)
                 if debugAccounting { note("debug: tick \(Int((monotonicSeconds() - now) * 1e6)) us") }
+                if let boost, var signals = kernel?.cpuSignals {
+                    signals.runningJobs = governing.table.running.filter { !$0.frozen }.count
+                    boost.observe(signals, now: now)
+                }
                 if target != ledger.targetJobs {
                     ledger.setJobs(target)
                     refill(pool)

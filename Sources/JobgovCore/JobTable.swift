@@ -256,6 +256,9 @@ public struct JobTable: Sendable {
         } else {
             // A thaw stops a page-out where it is.
             job.pageOutAskedAt = nil
+            // The rate it grew at before the freeze is stale: the thaw planned it at a quarter above what it
+            // reached, and its next readings tell whether it still grows. Kept, it froze the job again at once.
+            job.growthRate = 0
             if let since = job.frozenSince {
                 job.frozenSeconds += now - since
                 job.frozenSince = nil

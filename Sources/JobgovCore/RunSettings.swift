@@ -131,6 +131,10 @@ public enum RunSettings {
         Do not page frozen jobs out. As root on a machine without swap, jobgov otherwise adds a compressed-RAM swap \
         (zram) for the build's frozen jobs and removes it at exit; existing swap is used as it is.
         """)
+    public static let noBoost = RunSetting("no-boost", default: false, .switchedOn, help: """
+        Never raise the CPU's performance. As root with cpufreq, jobgov otherwise sets the performance governor (or \
+        energy preference) and turbo while the build is CPU-bound, and gives every value back after.
+        """)
     public static let traceEvents = RunSetting("trace-events", default: "", .file, help: """
         Write the build's timeline to this file when it ends, as Chrome trace-event JSON (open it in ui.perfetto.dev \
         or chrome://tracing): every job on a track per slot, its freezes, memory against the budget, the target.
@@ -139,7 +143,7 @@ public enum RunSettings {
     /// Every setting, in the order `--help` lists them.
     public static let all: [RunSettingEntry] = [
         memoryThreshold.entry, freezeThreshold.entry, cpuThreshold.entry, ioLatency.entry, fixedJobs.entry,
-        traceEvents.entry, noHistory.entry, noRerun.entry, noSwap.entry,
+        traceEvents.entry, noHistory.entry, noRerun.entry, noSwap.entry, noBoost.entry,
     ]
 }
 

@@ -24,9 +24,10 @@ struct RunSettingsTests {
         #expect(Self.help.contains("(default 85%)") && Self.help.contains("(default 100 ms)"))
     }
 
-    @Test("the config file takes exactly the table's keys")
+    @Test("the config file takes exactly the table's keys, and the fan's (`jobgov fan`'s, checked by FanSettings)")
     func configKeysAgree() {
-        #expect(ConfigFile.keys == Set(RunSettings.all.map(\.key)))
+        #expect(ConfigFile.keys == Set(RunSettings.all.map(\.key)).union(FanSettings.configKeys))
+        #expect(Set(RunSettings.all.map(\.key)).isDisjoint(with: FanSettings.configKeys))
         #expect(Set(RunSettings.all.map(\.key)).count == RunSettings.all.count, "a key twice")
     }
 

