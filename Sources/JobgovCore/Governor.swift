@@ -1,18 +1,19 @@
-/// Thresholds and pacing of the governor. Every field is a flag (and a config-file key) of `jobgov run`.
+/// Thresholds and pacing of the governor. The thresholds are settings of `jobgov run` (flags and config-file keys,
+/// with their defaults in `RunSettings`); the rest is set by `jobgov run` from what the machine and the tool allow.
 public struct GovernorSettings: Sendable, Equatable {
     /// The most jobs: the user's `-jN`.
     public var maxJobs: Int
     /// The memory jobgov plans for; the hard limit sits a reserve above it.
     public var budget: UInt64
     /// Withhold tokens when the predicted memory of the running and next jobs would pass this share of the budget.
-    public var memoryThreshold: Double = 0.85
+    public var memoryThreshold: Double = RunSettings.memoryThreshold.defaultValue.share
     /// Freeze the newest job when memory in use passes this share of the budget.
-    public var freezeThreshold: Double = 0.95
+    public var freezeThreshold: Double = RunSettings.freezeThreshold.defaultValue.share
     /// Do not start more jobs than running ones (nor fewer than one per CPU) while the build keeps more than this
     /// share of all CPUs busy.
-    public var cpuThreshold: Double = 0.90
+    public var cpuThreshold: Double = RunSettings.cpuThreshold.defaultValue.share
     /// Do not start more jobs while block I/O takes longer than this per request, in seconds.
-    public var ioLatencyThreshold: Double = 0.100
+    public var ioLatencyThreshold: Double = RunSettings.ioLatency.defaultValue.seconds
     /// Freeze the whole build when the machine's available memory falls below this share of its total.
     public var systemFreezeThreshold: Double = 0.03
     /// Thaw it when available memory is back above this share.
@@ -259,7 +260,7 @@ public struct GovernorDecision: Sendable, Equatable {
 /// Memory admission is Buck2's headroom rule applied to tokens: running jobs are expected to reach their predicted
 /// peaks, and a new job is admitted while what is in use, plus what the running jobs still need, plus the next job's
 /// predicted peak stays under `memoryThreshold` of the budget. PSI is not the memory signal, because without swap a
-/// cgroup at its limit shows almost no memory stall (kernel-facts.md); it warns too late. Lowering acts at once,
+/// cgroup at its limit shows almost no memory stall; it warns too late. Lowering acts at once,
 /// raising waits `raiseHoldSeconds` after the last lowering and needs a margin, so the target does not oscillate.
 /// Freezing stops growth but frees nothing, so it starts while room is left (freezeThreshold < 1), with the newest
 /// job, so that older jobs finish and release memory; the oldest job always runs so the build always progresses.
