@@ -66,8 +66,11 @@ let package = Package(
         .executableTarget(name: "jobgov-probe-bench", dependencies: ["BPFProbes"]),
 
         .testTarget(name: "JobgovCoreTests", dependencies: ["JobgovCore"]),
+        .testTarget(name: "GovernorRuntimeTests", dependencies: ["GovernorRuntime"]),
         .testTarget(name: "GovernorSimulationTests", dependencies: ["BuildSimulator", "GovernorRuntime", "JobgovCore"]),
         .testTarget(name: "JobserverTests", dependencies: ["Jobserver", "LinuxSystem"]),
+        // The command-line module's own logic: the settings table against its flags and config keys.
+        .testTarget(name: "JobgovCLITests", dependencies: ["JobgovCLI", "JobgovCore"]),
         .testTarget(
             name: "LinuxSystemTests", dependencies: ["LinuxSystem", "JobgovCore"], resources: [.copy("Fixtures")]),
         // Root tests of the BPF programs on the running kernel, in cgroups they create and remove.

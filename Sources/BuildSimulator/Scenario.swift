@@ -108,7 +108,7 @@ public struct Scenario: Sendable, CustomStringConvertible {
                          log: ((String) -> Void)? = nil) -> SimulatedBuild.Outcome {
         let build = SimulatedBuild(jobs: jobs, tool: tool, cpus: cpus, hardLimit: Double(hardLimit), swap: swap,
                                    seed: seed ^ runSeed, durationJitter: jitter)
-        let loop = GovernorLoop(options: .init(settings: settings(swap: swap), history: history), sensor: build,
+        let loop = BuildGovernor(options: .init(settings: settings(swap: swap), history: history), sensor: build,
                                 actuator: build) { message in log?("\(Int(build.now * 10)) \(message)") }
         if let log { loop.trace = { log("\(Int(build.now * 10)) \(build.memoryLine) \($0)") } }
         loop.launchedPID = 10

@@ -65,7 +65,7 @@ public enum SimulatedTool: String, Sendable {
 /// would pass the limit waits), freezing that frees nothing, optional swap that paged-out memory goes to, an OOM
 /// killer that ends the largest process when let loose, CPUs shared by the running jobs, and a jobserver client
 /// that starts ready jobs while it holds tokens. It is the `BuildSensing` and `BuildActuating` of a real
-/// `GovernorLoop`; time advances only in `step`.
+/// `BuildGovernor`; time advances only in `step`.
 public final class SimulatedBuild: BuildSensing, BuildActuating {
     public struct Outcome: Sendable {
         public var succeeded: Bool
@@ -141,7 +141,7 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
     public static let compressionRatio = 4.0
     private var pageOutQueue: [Int32] = []
     private var compressedBytes = 0.0
-    public var loop: GovernorLoop!
+    public var loop: BuildGovernor!
 
     /// - Parameters:
     ///   - durationJitter: each job runs this much longer or shorter at random (0.5: ±50%) than its `seconds`.

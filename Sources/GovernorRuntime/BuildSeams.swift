@@ -51,7 +51,7 @@ public protocol BuildSensing: AnyObject {
 
 /// The acting side of the loop. Every method reports a problem as a message and leaves the build as it was.
 public protocol BuildActuating: AnyObject {
-    /// The OOM killer is held off for the build (cgroup v1's brake), so the loop decides when to let it act.
+    /// The OOM killer is held off for the build (cgroup v1's memory.oom_control), so the loop decides when to let it act.
     var holdsOOMKiller: Bool { get }
     func freeze(_ job: Job) -> String?
     func thaw(_ job: Job) -> String?

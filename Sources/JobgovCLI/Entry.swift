@@ -52,7 +52,7 @@ public enum JobgovEntry {
             let known = Ctl.configuration.subcommands.map { $0._commandName }
             return sub.map { known.contains($0) } == true ? "jobgov ctl \(sub!) --help" : "jobgov ctl --help"
         case "monitor": return "jobgov monitor --help"
-        case "fan": return "jobgov fan --help"
+        case "fan", "changes", "guard": return "jobgov \(arguments[0]) --help"
         default: return "jobgov --help"
         }
     }
@@ -71,6 +71,12 @@ public enum JobgovEntry {
         "--pid": "the process id of a running jobgov (`pgrep -a jobgov` lists them)",
         "--interval": "seconds between updates, e.g. 0.5", "--count": "a number of updates, e.g. 10",
         "--generate-completion-script": "bash, zsh or fish",
+        "--for": "a number of seconds, e.g. 60", "-o": "a file to write to", "--output": "a file to write to",
+        "--deleted": "a file to write to", "--action": "report, freeze or kill",
+        "--protect": "a command name as /proc/PID/comm shows it, e.g. firefox",
+        "--memory-pressure": "a percentage such as 10", "--cpu-pressure": "a percentage such as 50",
+        "--cpu-minimum": "a number of CPUs such as 0.5", "--stuck-seconds": "seconds, such as 10",
+        "--confirm": "a number of looks, e.g. 3",
         "--fan": "a hwmon fan output, e.g. hwmon3/pwm1", "--sensor": "a hwmon temperature, e.g. hwmon1/temp1_input or net:eth0",
         "--curve": "°C:duty% points, e.g. 40:30%,60:50%,75:80%", "--max-temp": "degrees Celsius, e.g. 85",
     ]

@@ -18,6 +18,8 @@ public struct Jobgov: ParsableCommand {
           jobgov ctl jobs <N> | status [--json] | freeze | thaw | kill   [--pid <pid>]
           jobgov monitor [--cgroup <path> | --pid <pid>] [--interval <s>] [--count <n>] [--json]
           jobgov fan --fan <hwmon fan> --sensor <hwmon sensor> [--curve <points>] [--max-temp <°C>] [--interval <s>]
+          jobgov changes [-o <file>] [--deleted <file>] [-0] [--for <s>] <directory> ...
+          jobgov guard [--action report|freeze|kill] [--interval <s>] [--protect <name>] [--cgroup <path>] [--for <s>]
         """,
         discussion: """
         jobgov runs COMMAND as the jobserver that make, ninja, cargo, recursive sub-makes and gcc -flto=jobserver \
@@ -50,7 +52,8 @@ public struct Jobgov: ParsableCommand {
         COMMAND cannot be executed, 127 when it is not found.
         """,
         version: "jobgov \(jobgovVersion)",
-        subcommands: [Run.self, Ctl.self, Monitor.self, Fan.self, WatchdogCommand.self],
+        subcommands: [Run.self, Ctl.self, Monitor.self, Fan.self, ChangesCommand.self, GuardCommand.self,
+                      WatchdogCommand.self],
         defaultSubcommand: Run.self
     )
 
@@ -104,58 +107,43 @@ struct Run: ParsableCommand {
         """, valueName: "size"))
     var memoryBudget: String?
 
-    @Flag(help: "Keep the job count at -j (and `jobgov ctl jobs`): no governor, nothing withheld or frozen for memory.")
+    // The settings the config file can hold too take their help from `RunSettings`, which also holds their
+    // defaults and checks; the values stay text here so that a mistake gets the table's message, not
+    // ArgumentParser's.
+    @Flag(help: ArgumentHelp(RunSettings.fixedJobs.help))
     var fixedJobs = false
 
-    @Option(parsing: .unconditional, help: ArgumentHelp("""
-        Start no job while memory in use is above this share of the budget (default 85%); new jobs are also \
-        admitted only while the running ones at their predicted peaks and the new ones fit in the budget.
-        """, valueName: "percent"))
+    @Option(parsing: .unconditional, help: help(RunSettings.memoryThreshold))
     var memoryThreshold: String?
 
-    @Option(parsing: .unconditional, help: ArgumentHelp("Freeze the newest job when memory in use passes this share of the budget (default 95%).",
-                               valueName: "percent"))
+    @Option(parsing: .unconditional, help: help(RunSettings.freezeThreshold))
     var freezeThreshold: String?
 
-    @Option(parsing: .unconditional, help: ArgumentHelp("Start no more jobs than run (and at least one per CPU) while the build keeps this share of all CPUs busy (default 90%).",
-                               valueName: "percent"))
+    @Option(parsing: .unconditional, help: help(RunSettings.cpuThreshold))
     var cpuThreshold: String?
 
-    @Option(parsing: .unconditional, help: ArgumentHelp("Start no more jobs while block I/O takes longer than this per request (default 100).",
-                               valueName: "ms"))
+    @Option(parsing: .unconditional, help: help(RunSettings.ioLatency))
     var ioLatency: String?
 
     @Option(help: ArgumentHelp("Write the governor's view every tick as JSON lines to this file.", valueName: "file"))
     var trace: String?
 
-    @Option(help: ArgumentHelp("""
-        Write the build's timeline to this file when it ends, as Chrome trace-event JSON (open it in ui.perfetto.dev \
-        or chrome://tracing): every job on a track per slot, its freezes, memory against the budget, the target.
-        """, valueName: "file"))
+    @Option(help: help(RunSettings.traceEvents))
     var traceEvents: String?
 
     @Option(help: ArgumentHelp("Write the end-of-run summary as JSON to this file.", valueName: "file"))
     var summaryJson: String?
 
-    @Flag(help: "Neither read nor write the memory history of this build (kept in ~/.local/state/jobgov).")
+    @Flag(help: ArgumentHelp(RunSettings.noHistory.help))
     var noHistory = false
 
-    @Flag(help: ArgumentHelp("""
-        Do not run make's recipes through jobgov-shell (make's SHELL, which runs the makefile's own shell): a recipe \
-        the OOM killer ended is then not run again.
-        """))
+    @Flag(help: ArgumentHelp(RunSettings.noRerun.help))
     var noRerun = false
 
-    @Flag(help: ArgumentHelp("""
-        Do not page frozen jobs out. As root on a machine without swap, jobgov otherwise adds a compressed-RAM swap \
-        (zram) for the build's frozen jobs and removes it at exit; existing swap is used as it is.
-        """))
+    @Flag(help: ArgumentHelp(RunSettings.noSwap.help))
     var noSwap = false
 
-    @Flag(help: ArgumentHelp("""
-        Never raise the CPU's performance. As root with cpufreq, jobgov otherwise sets the performance governor (or \
-        energy preference) and turbo while the build is CPU-bound, and gives every value back after.
-        """))
+    @Flag(help: ArgumentHelp(RunSettings.noBoost.help))
     var noBoost = false
 
     @Option(help: ArgumentHelp("""
@@ -266,7 +254,7 @@ struct Run: ParsableCommand {
     }
 
     /// Flags over the config file over the defaults.
-    private func governorChoices(env: [String: String]) throws -> BuildSupervisor.GovernorChoices? {
+    func governorChoices(env: [String: String]) throws -> BuildSupervisor.GovernorChoices? {
         var file: [String: String] = [:]
         let path = config ?? (env["XDG_CONFIG_HOME"].map { $0 + "/jobgov/config" } ?? env["HOME"].map { $0 + "/.config/jobgov/config" })
         if let path {
@@ -287,31 +275,40 @@ struct Run: ParsableCommand {
                 throw CommandLineError.conflict("cannot read the config file \(path) (\(error))")
             }
         }
-        func value(_ flag: String?, _ key: String) -> (String, String)? {
-            if let flag { return (flag, "--\(key)") }
-            return file[key].map { ($0, "\(key) in \(path ?? "the config file")") }
+        let where_ = path ?? "the config file"
+        /// The flag's value, else the config file's, typed by the table; nil when neither gives one.
+        func value<V>(_ flag: String?, _ setting: RunSetting<V>) throws(CommandLineError) -> V? {
+            if let flag { return try setting.value(flag, from: setting.flag) }
+            guard let text = file[setting.key] else { return nil }
+            return try setting.value(text, from: "\(setting.key) in \(where_)")
         }
-        if fixedJobs || file["fixed-jobs"] == "true" {
+        /// A flag of the table: on when given, else as the config file says, else its default.
+        func switched(_ flag: Bool, _ setting: RunSetting<Bool>) throws(CommandLineError) -> Bool {
+            if flag { return true }
+            return try value(nil, setting) ?? setting.defaultValue
+        }
+        if try switched(fixedJobs, RunSettings.fixedJobs) {
             // The timeline is the governor's view of the build: without it there is none to write.
-            if let (_, w) = value(traceEvents, "trace-events") {
-                throw CommandLineError.conflict("\(w) needs the governor, which --fixed-jobs (or fixed-jobs in the config file) turns off")
+            if traceEvents != nil || file[RunSettings.traceEvents.key] != nil {
+                let source = traceEvents != nil ? RunSettings.traceEvents.flag : "\(RunSettings.traceEvents.key) in \(where_)"
+                throw CommandLineError.conflict("\(source) needs the governor, which --fixed-jobs (or fixed-jobs in the config file) turns off")
             }
             return nil
         }
         var c = BuildSupervisor.GovernorChoices()
-        if let (v, w) = value(memoryThreshold, "memory-threshold") { c.memoryThreshold = try ConfigFile.percent(v, option: w) }
-        if let (v, w) = value(freezeThreshold, "freeze-threshold") { c.freezeThreshold = try ConfigFile.percent(v, option: w) }
-        if let (v, w) = value(cpuThreshold, "cpu-threshold") { c.cpuThreshold = try ConfigFile.percent(v, option: w) }
-        if let (v, w) = value(ioLatency, "io-latency") { c.ioLatencySeconds = try ConfigFile.milliseconds(v, option: w) / 1000 }
-        if c.freezeThreshold < c.memoryThreshold {
-            throw CommandLineError.conflict("the freeze threshold (\(Int(c.freezeThreshold * 100))%) must not be below the memory threshold (\(Int(c.memoryThreshold * 100))%)")
+        c.memoryThreshold = try value(memoryThreshold, RunSettings.memoryThreshold) ?? c.memoryThreshold
+        c.freezeThreshold = try value(freezeThreshold, RunSettings.freezeThreshold) ?? c.freezeThreshold
+        c.cpuThreshold = try value(cpuThreshold, RunSettings.cpuThreshold) ?? c.cpuThreshold
+        c.ioLatency = try value(ioLatency, RunSettings.ioLatency) ?? c.ioLatency
+        if c.freezeThreshold.share < c.memoryThreshold.share {
+            throw CommandLineError.conflict("the freeze threshold (\(c.freezeThreshold)) must not be below the memory threshold (\(c.memoryThreshold))")
         }
         c.traceFile = trace
-        c.traceEventsFile = value(traceEvents, "trace-events")?.0
-        c.history = !(noHistory || file["no-history"] == "true")
-        c.rerun = !(noRerun || file["no-rerun"] == "true")
-        c.swap = !(noSwap || file["no-swap"] == "true")
-        c.boost = !(noBoost || file["no-boost"] == "true")
+        c.traceEventsFile = try value(traceEvents, RunSettings.traceEvents)
+        c.history = try !switched(noHistory, RunSettings.noHistory)
+        c.rerun = try !switched(noRerun, RunSettings.noRerun)
+        c.swap = try !switched(noSwap, RunSettings.noSwap)
+        c.boost = try !switched(noBoost, RunSettings.noBoost)
         return c
     }
 
@@ -337,6 +334,11 @@ struct Run: ParsableCommand {
         }
         return facts
     }
+}
+
+/// The help of a setting of the table that takes a value.
+func help<V>(_ setting: RunSetting<V>) -> ArgumentHelp {
+    ArgumentHelp(setting.help, valueName: setting.parser.valueName)
 }
 
 func formatSeconds(_ s: Double) -> String {

@@ -17,14 +17,17 @@ final class PageOutStops: Sendable {
 }
 
 /// The governor's loop on the real kernel: readings from cgroupfs, /proc and the eBPF observers; freezing through a
-/// leaf cgroup per job, paging out with process_madvise, the OOM killer's brake and the build-wide freeze on the
+/// leaf cgroup per job, paging out with process_madvise, holding off the OOM killer and the build-wide freeze on the
 /// build's cgroup.
 final class KernelBuild: BuildSensing, BuildActuating {
     private let cgroup: BuildCgroup?
     private let sensors: SensorReader
     private let tree = ProcessTree()
     private let cpus: Int
+    /// The sample the CPU and I/O rates are measured from, and the rates it gave.
     private var previous: Sample?
+    private var lastRates: (cpuBusy: Double?, ioLatency: Double?) = (nil, nil)
+    static let shortestRateInterval = 0.05
     private var leaves: [JobID: JobCgroup] = [:]
     /// The eBPF observers, once attached (a second into the build: loading them takes about 0.1 s).
     private(set) var probes: BuildProbes?
@@ -56,7 +59,12 @@ final class KernelBuild: BuildSensing, BuildActuating {
         self.swap = swap
         self.cpus = cpus
         self.say = say
-        self.sensors = SensorReader(cgroup: CgroupPaths(v2: cgroup?.unifiedDir, v1Memory: cgroup?.memoryDir))
+        // The build's own CPU time: v2's cpu.stat, else v1's cpuacct.usage where cpuacct shares the build's cpu
+        // directory (a cpu directory is made only for --cpu-max: it costs fork-heavy builds time). Without either,
+        // the sensors read the machine's CPU use from /proc/stat.
+        let cpuacct = cgroup?.cpuDir.flatMap { access($0 + "/cpuacct.usage", F_OK) == 0 ? $0 : nil }
+        self.sensors = SensorReader(cgroup: CgroupPaths(v2: cgroup?.unifiedDir, v1Memory: cgroup?.memoryDir,
+                                                        v1CPUAcct: cpuacct))
     }
 
     // MARK: sensing
@@ -89,15 +97,23 @@ final class KernelBuild: BuildSensing, BuildActuating {
         r.underOOM = memory?.underOOM == true
         r.systemAvailableBytes = sample.memory?.available
         r.systemTotalBytes = sample.memory?.total
-        r.cpuBusy = previous.flatMap { buildCPUShare(from: $0, to: sample, cpus: cpus) }
-        r.ioLatencySeconds = previous.flatMap { ioLatency(from: $0, to: sample) }
+        // Rates need an interval long enough to mean something: /proc/stat counts in 10 ms ticks, and a tick the
+        // control socket asks for can come milliseconds after the last. Until then the last rates stand.
+        if let previous, sample.time - previous.time < Self.shortestRateInterval {
+            r.cpuBusy = lastRates.cpuBusy
+            r.ioLatencySeconds = lastRates.ioLatency
+        } else {
+            r.cpuBusy = previous.flatMap { buildCPUShare(from: $0, to: sample, cpus: cpus) }
+            r.ioLatencySeconds = previous.flatMap { ioLatency(from: $0, to: sample) }
+            lastRates = (r.cpuBusy, r.ioLatencySeconds)
+            previous = sample
+        }
         r.memoryPressure = sample.cgroupPressure[.memory]?.some.avg10 ?? sample.systemPressure[.memory]?.some.avg10 ?? 0
         r.cpuPressure = sample.systemPressure[.cpu]?.some.avg10 ?? 0
         if readsCPUSignals {
             cpuSignals = CPUSignals(cpusBusy: r.cpuBusy.map { $0 * Double(cpus) }, runningJobs: 0,
                                     cpuStall: buildCPUStall(now: sample.time), runQueueP90Seconds: runQueueP90())
         }
-        previous = sample
         return r
     }
 

@@ -27,6 +27,8 @@ public final class ControlServer {
     public let path: String
     public let listenFD: Int32
     private var connections: [Int32: [UInt8]] = [:]
+    /// Connections whose reply is put off.
+    private var waiting: Set<Int32> = []
 
     public init(path: String) throws(SystemError) {
         self.path = path
@@ -51,6 +53,13 @@ public final class ControlServer {
 
     /// Handles whatever is ready on `fd`. `respond` turns a request into a reply line.
     public func handleReadable(_ fd: Int32, respond: (Result<ControlRequest, ControlProtocolError>) -> String) {
+        handleReadable(fd) { _, request in respond(request) }
+    }
+
+    /// Handles whatever is ready on `fd`. `respond` gets the connection and the request, and returns the reply
+    /// line, or nil to reply later with `reply(_:to:)` (the connection is not polled meanwhile).
+    public func handleReadable(_ fd: Int32,
+                               respond: (Int32, Result<ControlRequest, ControlProtocolError>) -> String?) {
         if fd == listenFD {
             while true {
                 let conn = jobgov_accept_nonblocking(listenFD)
@@ -81,19 +90,37 @@ public final class ControlServer {
         }
     }
 
-    private func finish(_ fd: Int32, buffer: [UInt8], respond: (Result<ControlRequest, ControlProtocolError>) -> String) {
+    private func finish(_ fd: Int32, buffer: [UInt8],
+                        respond: (Int32, Result<ControlRequest, ControlProtocolError>) -> String?) {
         connections[fd] = nil
         let line = String(decoding: buffer.prefix(while: { $0 != UInt8(ascii: "\n") }), as: UTF8.self)
         if !line.isEmpty {
-            let reply = Array((respond(ControlRequest.parse(line)) + "\n").utf8)
-            _ = reply.withUnsafeBytes { raw in retryingInterrupts { Glibc.send(fd, raw.baseAddress, raw.count, Int32(MSG_NOSIGNAL)) } }
+            guard let text = respond(fd, ControlRequest.parse(line)) else {
+                waiting.insert(fd)
+                return
+            }
+            send(text, on: fd)
         }
         Glibc.close(fd)
+    }
+
+    /// The reply to a request whose answer was put off; closes the connection.
+    public func reply(_ text: String, to connection: Int32) {
+        guard waiting.remove(connection) != nil else { return }
+        send(text, on: connection)
+        Glibc.close(connection)
+    }
+
+    private func send(_ text: String, on fd: Int32) {
+        let reply = Array((text + "\n").utf8)
+        _ = reply.withUnsafeBytes { raw in retryingInterrupts { Glibc.send(fd, raw.baseAddress, raw.count, Int32(MSG_NOSIGNAL)) } }
     }
 
     public func close() {
         for fd in connections.keys { Glibc.close(fd) }
         connections.removeAll()
+        for fd in waiting { Glibc.close(fd) }
+        waiting.removeAll()
         Glibc.close(listenFD)
         unlink(path)
     }

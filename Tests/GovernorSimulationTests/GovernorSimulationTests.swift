@@ -127,8 +127,8 @@ struct GovernorSimulationTests {
     }
 
     /// The failure the issue reports, in the simulator: real g++ compiles of 340-720 MB that reach most of their
-    /// peak early, in an 1100 MB cgroup, make -j8, no history. They used to be admitted four at a time at a prior of
-    /// about 240 MB, frozen at ~250 MB each, and the oldest could not finish beside them.
+    /// peak early, in an 1100 MB cgroup, make -j8, no history. Admitted four at a time at a prior of about
+    /// 240 MB, they would be frozen at ~250 MB each, and the oldest could not finish beside them.
     @Test("28 early-peaking compiles of 340-720 MB in 1100 MB: cold and warm, make and ninja, swap or not", arguments: [
         (SimulatedTool.make, false), (.make, true), (.ninja, true), (.ninja, false),
     ])

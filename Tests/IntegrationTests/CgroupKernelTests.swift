@@ -4,7 +4,7 @@ import Testing
 
 private let isRoot = geteuid() == 0
 
-/// LinuxSystem's cgroup layer on its own, against this kernel: the OOM brake and pressure under a memory hog.
+/// LinuxSystem's cgroup layer on its own, against this kernel: the OOM killer held off, and pressure under a memory hog.
 /// Each test makes a memory-limited cgroup below the test's own, and removes it whatever happens.
 @Suite("Cgroup layer on the real kernel", .serialized, .enabled(if: isRoot, "needs root to create cgroups"))
 struct CgroupKernelTests {
@@ -59,8 +59,8 @@ struct CgroupKernelTests {
         #expect(exitStatus(hog, timeout: 20) == 0, "freed by the higher limit, it finishes")
     }
 
-    /// Without the brake the same hog is killed: the assertion above is about the brake, not the hog.
-    @Test("without the brake the kernel kills the hog")
+    /// With the OOM killer not held off the same hog is killed: the assertion above is about the hold, not the hog.
+    @Test("with the OOM killer not held off the kernel kills the hog")
     func oomKillWithoutBrake() throws {
         let cgroup = try makeCgroup("kill")
         defer { dispose(cgroup) }
@@ -70,7 +70,7 @@ struct CgroupKernelTests {
     }
 
     /// Memory pressure of the cgroup rises while a process thrashes file pages it cannot keep (anonymous memory at
-    /// a limit without swap shows almost none; see kernel-facts.md).
+    /// a limit without swap shows almost none).
     @Test("the cgroup's memory PSI rises under a thrashing hog")
     func pressureRises() throws {
         let cgroup = try makeCgroup("psi")

@@ -4,7 +4,7 @@ import Testing
 
 private let isRoot = geteuid() == 0
 
-/// The build's own cgroup on this kernel: placement before exec, freezing, the watchdog, limits, the OOM brake
+/// The build's own cgroup on this kernel: placement before exec, freezing, the watchdog, limits, the OOM killer held off
 /// and pressure. Everything created is removed, also when a test fails.
 @Suite("Cgroups on the real kernel", .serialized, .enabled(if: isRoot, "needs root to create cgroups"))
 struct CgroupTests {

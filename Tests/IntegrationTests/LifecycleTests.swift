@@ -187,7 +187,7 @@ struct MistakeTests {
         ("memory-threshold = 80\n\n# the limit\nio-latency = -5\n", "jobgov.conf:4: io-latency = -5: expected milliseconds above 0"),
         ("cpu-threshold = lots\n", "jobgov.conf:1: cpu-threshold = lots: expected a percentage above 0 and at most 100"),
         ("freeze-threshold = 150%\n", "jobgov.conf:1: freeze-threshold = 150%: expected a percentage"),
-        ("no-swap = yes\n", "jobgov.conf:1: no-swap is true or false, not \"yes\""),
+        ("no-swap = yes\n", "jobgov.conf:1: no-swap = yes: expected true or false"),
         ("# ok\nmemory = 8G\n", "jobgov.conf:2: unknown key \"memory\"; known keys: cpu-threshold"),
         ("just words\n", "jobgov.conf:1: expected `key = value`, found \"just words\""),
     ])

@@ -68,7 +68,7 @@ struct RealCompilerRerunTests {
             build=$(sed -n 's/^[0-9]*:memory://p' /proc/self/cgroup)
             dir="$MEMORY_MOUNT${build%/*}/rerun-oom-once"
             mkdir "$dir" && echo "$dir" > oom-cgroup || exit 90
-            # A new v1 memory cgroup copies its parent's oom_kill_disable, which jobgov sets (its brake): not here.
+            # A new v1 memory cgroup copies its parent's oom_kill_disable, which jobgov sets (to hold the OOM killer off): not here.
             echo 0 > "$dir/memory.oom_control" || exit 91
             echo "$OOM_LIMIT" > "$dir/memory.limit_in_bytes" || exit 92
             # No swap (the machine may have some, e.g. jobgov's zram): at the limit the kernel kills, never swaps.

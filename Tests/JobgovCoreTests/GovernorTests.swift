@@ -548,12 +548,13 @@ struct RerunShellAndConfigTests {
         } catch {
             #expect(error.description.contains("/etc/x:1"))
         }
-        #expect(try ConfigFile.percent("85", option: "x") == 0.85)
-        #expect(try ConfigFile.percent("85%", option: "x") == 0.85)
-        #expect(throws: CommandLineError.self) { try ConfigFile.percent("0", option: "x") }
-        #expect(throws: CommandLineError.self) { try ConfigFile.percent("150", option: "x") }
-        #expect(try ConfigFile.milliseconds("100ms", option: "x") == 100)
-        #expect(throws: CommandLineError.self) { try ConfigFile.milliseconds("-1", option: "x") }
+        let percent = RunSettings.cpuThreshold
+        #expect(try percent.value("85", from: "x") == Percent(85))
+        #expect(try percent.value("85%", from: "x").share == 0.85)
+        #expect(throws: CommandLineError.self) { try percent.value("0", from: "x") }
+        #expect(throws: CommandLineError.self) { try percent.value("150", from: "x") }
+        #expect(try RunSettings.ioLatency.value("100ms", from: "x").seconds == 0.1)
+        #expect(throws: CommandLineError.self) { try RunSettings.ioLatency.value("-1", from: "x") }
     }
 }
 

@@ -592,9 +592,32 @@ extension OnDiskTests {
         /// Connects to `path`, sends `line`, lets the server handle it, and returns the reply line.
         private func exchange(_ server: ControlServer, path: String, line: String,
                               respond: (Result<ControlRequest, ControlProtocolError>) -> String) throws -> String {
+            let fd = try connectAndSend(path: path, line: line)
+            defer { close(fd) }
+            // Accept, then read the request and reply: what the supervisor's poll loop would do.
+            server.handleReadable(server.listenFD, respond: respond)
+            let connections = server.pollDescriptors.filter { $0 != server.listenFD }
+            try #require(connections.count == 1)
+            server.handleReadable(connections[0], respond: respond)
+            #expect(server.pollDescriptors == [server.listenFD])
+            return readReply(fd)
+        }
+
+        /// The whole reply, up to the server's closing the connection.
+        private func readReply(_ fd: Int32) -> String {
+            var reply: [UInt8] = []
+            while true {
+                let chunk = readBytes(fd, max: 512)
+                if chunk.isEmpty { break }
+                reply += chunk
+            }
+            return String(decoding: reply, as: UTF8.self)
+        }
+
+        /// A client connected to `path` that has sent `line`.
+        private func connectAndSend(path: String, line: String) throws -> Int32 {
             let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
             try #require(fd >= 0)
-            defer { close(fd) }
             var address = sockaddr_un()
             address.sun_family = sa_family_t(AF_UNIX)
             withUnsafeMutableBytes(of: &address.sun_path) { raw in
@@ -605,21 +628,46 @@ extension OnDiskTests {
             let rc = withUnsafePointer(to: &address) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
             }
+            if rc != 0 { close(fd) }
             try #require(rc == 0, "connect: errno \(errno)")
             #expect(writeBytes(fd, Array((line + "\n").utf8)) == line.utf8.count + 1)
-            // Accept, then read the request and reply: what the supervisor's poll loop would do.
-            server.handleReadable(server.listenFD, respond: respond)
-            let connections = server.pollDescriptors.filter { $0 != server.listenFD }
-            try #require(connections.count == 1)
-            server.handleReadable(connections[0], respond: respond)
-            #expect(server.pollDescriptors == [server.listenFD])
-            var reply: [UInt8] = []
-            while true {
-                let chunk = readBytes(fd, max: 512)
-                if chunk.isEmpty { break }
-                reply += chunk
+            return fd
+        }
+
+        /// A reply put off (as `ctl freeze` waits for the cgroup's state) leaves the server answering others, and
+        /// reaches its client when given.
+        @Test func aReplyCanComeLater() throws {
+            let dir = try makeTempDir("ctl")
+            defer { removeTree(dir) }
+            let path = "\(dir)/control"
+            let server = try ControlServer(path: path)
+            defer { server.close() }
+            var putOff: Int32?
+            let respond: (Int32, Result<ControlRequest, ControlProtocolError>) -> String? = { connection, request in
+                if case .success(.freeze) = request {
+                    putOff = connection
+                    return nil
+                }
+                return "{}"
             }
-            return String(decoding: reply, as: UTF8.self)
+            let freezing = try connectAndSend(path: path, line: "freeze")
+            defer { close(freezing) }
+            server.handleReadable(server.listenFD, respond: respond)
+            for fd in server.pollDescriptors where fd != server.listenFD { server.handleReadable(fd, respond: respond) }
+            let waiting = try #require(putOff)
+            #expect(server.pollDescriptors == [server.listenFD], "a connection waiting for its reply is not polled")
+            var pfd = pollfd(fd: freezing, events: Int16(POLLIN), revents: 0)
+            #expect(poll(&pfd, 1, 50) == 0, "no reply yet")
+
+            let status = try connectAndSend(path: path, line: "status")
+            defer { close(status) }
+            server.handleReadable(server.listenFD, respond: respond)
+            for fd in server.pollDescriptors where fd != server.listenFD { server.handleReadable(fd, respond: respond) }
+            #expect(readReply(status) == "{}\n", "answered while the other waits")
+
+            server.reply("ok frozen", to: waiting)
+            #expect(readReply(freezing) == "ok frozen\n")
+            server.reply("twice", to: waiting)  // a connection answered once is closed and forgotten
         }
 
         @Test func oneRequestOneReply() throws {

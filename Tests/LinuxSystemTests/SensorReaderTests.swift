@@ -80,6 +80,24 @@ struct SensorReaderTests {
         #expect(sample.cgroupCPU == CgroupCPU(usageMicroseconds: 402_211_443))
     }
 
+    /// The governor's lean sample reads a CPU figure in every tier: the build's cgroup's where it has one, else the
+    /// machine's /proc/stat (no cgroup for the build, or v1 memory without a cpuacct directory), so that the CPU rule
+    /// is never left without input.
+    @Test func governorSampleAlwaysHasACPUReading() {
+        let noCgroup = SensorReader(root: fixtureTree("v2")).sample(.governor)
+        #expect(noCgroup.cpu?.idle == 18_802_211 && noCgroup.cgroupCPU == nil)
+        let v1MemoryOnly = SensorReader(root: fixtureTree("v1"),
+                                        cgroup: CgroupPaths(v1Memory: "/sys/fs/cgroup/memory/jobgov/build")).sample(.governor)
+        #expect(v1MemoryOnly.cpu != nil && v1MemoryOnly.cgroupCPU == nil)
+        let v1 = SensorReader(root: fixtureTree("v1"),
+                              cgroup: CgroupPaths(v1Memory: "/sys/fs/cgroup/memory/jobgov/build",
+                                                  v1CPUAcct: "/sys/fs/cgroup/cpu,cpuacct/jobgov/build")).sample(.governor)
+        #expect(v1.cgroupCPU == CgroupCPU(usageMicroseconds: 402_211_443) && v1.cpu == nil)
+        let v2 = SensorReader(root: fixtureTree("v2"), cgroup: CgroupPaths(v2: "/sys/fs/cgroup/jobgov/build")).sample(.governor)
+        #expect(v2.cgroupCPU?.usageMicroseconds == 845_123_456 && v2.cpu == nil)
+        #expect(v2.zones.isEmpty && v2.vmstat == nil, "the lean sample still leaves out the large files")
+    }
+
     @Test func rootWithTrailingSlashReadsTheSameFiles() {
         let plain = SensorReader(root: fixtureTree("v2"), clock: { 1 }).sample()
         let slashed = SensorReader(root: fixtureTree("v2") + "/", clock: { 1 }).sample()

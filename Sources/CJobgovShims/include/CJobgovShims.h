@@ -4,6 +4,8 @@
 // signalfd header behind _GNU_SOURCE, which the Glibc module is not built with.
 #include <sys/signalfd.h>
 #include <signal.h>
+#include "FileChangeShims.h"
+#include "ProcessShims.h"
 
 /// si_code of a signal the kernel itself raised (for instance a terminal's Ctrl-C).
 static const int jobgov_si_kernel = SI_KERNEL;

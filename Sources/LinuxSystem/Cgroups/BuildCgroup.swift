@@ -20,7 +20,7 @@ public struct CgroupError: Error, CustomStringConvertible, Sendable, Equatable {
 public struct CgroupLimits: Equatable, Sendable {
     /// Hard limit (v2 memory.max, v1 memory.limit_in_bytes).
     public var memoryMax: UInt64?
-    /// The brake below the hard limit: reclaim and throttle instead of OOM (v2 memory.high; no v1 equivalent).
+    /// The throttle below the hard limit: reclaim and slow the build instead of OOM (v2 memory.high; no v1 equivalent).
     public var memoryHigh: UInt64?
     /// CPU bandwidth: quota per period, in microseconds (v2 cpu.max, v1 cpu.cfs_quota_us/cfs_period_us).
     public var cpuQuotaMicroseconds: Int?
@@ -172,7 +172,7 @@ public final class BuildCgroup {
             try makeDir(dir + "/build")
         }
         if backend == .hybrid {
-            unavailable["memory.high"] = "cgroup v1 has no memory.high; memory.limit_in_bytes with the OOM killer disabled is the brake"
+            unavailable["memory.high"] = "cgroup v1 has no memory.high; memory.limit_in_bytes with the OOM killer held off (memory.oom_control) stands in for it"
             unavailable["io.max"] = "the v2 tree of this hybrid machine has no io controller"
         }
         return BuildCgroup(backend: backend, unifiedDir: unifiedDir, memoryDir: memoryDir, cpuDir: cpuDir,
@@ -218,7 +218,7 @@ public final class BuildCgroup {
             }
             for line in limits.ioMax ?? [] { try writeCgroupFile(dir + "/io.max", line) }
             if limits.oomKillDisabled == true {
-                throw CgroupError("cgroup v2 cannot disable the OOM killer; use memory.high below memory.max as the brake")
+                throw CgroupError("cgroup v2 cannot disable the OOM killer; use memory.high below memory.max to throttle the build before its limit")
             }
             if limits.swappiness != nil {
                 throw CgroupError("cgroup v2 has no per-cgroup swappiness; vm.swappiness (SwappinessTuning) applies to every cgroup there")

@@ -56,7 +56,6 @@ public struct SensorReader: Sendable {
         if full {
             sample.zones = load("zoneinfo", "/proc/zoneinfo", &missing, parseZoneinfo) ?? []
             sample.vmstat = load("vmstat", "/proc/vmstat", &missing, parseVmstat)
-            sample.cpu = load("stat", "/proc/stat", &missing, parseProcStat)
         }
         sample.disks = load("diskstats", "/proc/diskstats", &missing, parseDiskstats) ?? [:]
         if let cgroup {
@@ -75,6 +74,11 @@ public struct SensorReader: Sendable {
             }
             sample.cgroupMemory = cgroupMemory(cgroup, &missing)
             sample.cgroupCPU = cgroupCPU(cgroup, &missing)
+        }
+        // The governor's CPU rule needs a CPU reading every tick: the build's cgroup's when it has one, else the
+        // machine's (no cgroup for the build, or v1 without a cpuacct directory for it).
+        if full || sample.cgroupCPU == nil {
+            sample.cpu = load("stat", "/proc/stat", &missing, parseProcStat)
         }
         sample.unavailable = missing
         return sample

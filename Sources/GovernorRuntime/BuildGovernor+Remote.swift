@@ -1,6 +1,6 @@
 import JobgovCore
 
-extension GovernorLoop {
+extension BuildGovernor {
     /// A finished job: a remote one tells what remote jobs hold here; a local one (a fallback too) teaches the
     /// memory model.
     func record(_ job: FinishedJob) {

@@ -1,16 +1,16 @@
 import JobgovCore
 
-/// The governor at work: each tick it reads the build through a `BuildSensing`, keeps the job table and the memory
+/// The governor at work on one build (not a loop: the caller's event loop calls `tick`): each tick it reads the build through a `BuildSensing`, keeps the job table and the memory
 /// model, asks the pure `Governor` for a decision and carries it out through a `BuildActuating` (token target,
-/// freezing, paging out, ending a job to run it again, the OOM killer's brake). The kernel drives it in
+/// freezing, paging out, ending a job to run it again, holding off the OOM killer). The kernel drives it in
 /// `jobgov run`; a simulated build drives the very same code in the simulator. Time is the build's clock in seconds,
 /// given by the caller.
-public final class GovernorLoop {
+public final class BuildGovernor {
     public struct Options: Sendable {
         public var settings: GovernorSettings
         /// What earlier builds of the same command left.
         public var history: MemoryHistoryFormat.Contents
-        /// How long the build may wait at its hard limit before the OOM killer is let act (cgroup v1's brake).
+        /// How long the build may wait at its hard limit before the OOM killer is let act (cgroup v1, where it is held off).
         public var oomWaitSeconds: Double = 5
         public init(settings: GovernorSettings, history: MemoryHistoryFormat.Contents = .init()) {
             self.settings = settings
@@ -59,7 +59,7 @@ public final class GovernorLoop {
     private var rerunsAsked: [Int32: Double] = [:]
     private var firstAsked: [Int32: Double] = [:]
     private var underOOMSince: Double?
-    private var brakeReleased = false
+    private var oomKillerReleased = false
     private var killsAtRelease = 0
     private var buildFrozen = false
 
@@ -350,19 +350,19 @@ public final class GovernorLoop {
     /// hanging.
     private func handleOOMWait(underOOM: Bool, now: Double) {
         guard actuator.holdsOOMKiller else { return }
-        if !underOOM || (brakeReleased && stats.oomKills > killsAtRelease) {
+        if !underOOM || (oomKillerReleased && stats.oomKills > killsAtRelease) {
             // One kill per release: the OOM killer is held off again as soon as it has acted.
             underOOMSince = nil
-            if brakeReleased {
+            if oomKillerReleased {
                 _ = actuator.setOOMKiller(enabled: false)
-                brakeReleased = false
+                oomKillerReleased = false
             }
             return
         }
         let since = underOOMSince ?? now
         underOOMSince = since
-        if !brakeReleased && now - since >= options.oomWaitSeconds {
-            brakeReleased = actuator.setOOMKiller(enabled: true)
+        if !oomKillerReleased && now - since >= options.oomWaitSeconds {
+            oomKillerReleased = actuator.setOOMKiller(enabled: true)
             killsAtRelease = stats.oomKills
             let biggest = table.running.max { $0.rssBytes < $1.rssBytes }
             say("the build has waited at its hard limit for \(Int(options.oomWaitSeconds)) s with nothing left to free; "
@@ -406,13 +406,14 @@ public final class GovernorLoop {
         w.add("next_job_peak_bytes", Int(model.nextJobPeak))
         w.add("psi_memory_some_avg10", reading.memoryPressure)
         w.add("psi_cpu_some_avg10", reading.cpuPressure)
+        if let busy = reading.cpuBusy { w.add("cpu_busy", (busy * 1000).rounded() / 1000) }
         w.add("rung", decision.rung.description)
         w.add("reason", decision.reason)
         trace(w.text + "\n")
     }
 }
 
-extension GovernorLoop {
+extension BuildGovernor {
     /// The tick as the timeline keeps it (the same figures as the trace's line).
     private func noteTimeline(t: Double, finished: [FinishedJob], decision: GovernorDecision, reading: BuildReading) {
         guard timeline != nil else { return }
@@ -427,64 +428,6 @@ extension GovernorLoop {
     private func say(_ message: String) {
         stats.events.append(message)
         output(message)
-    }
-}
-
-/// What the end-of-run summary reports.
-public struct RunStatistics: Sendable {
-    public var targetMin = Int.max
-    public var targetMax = 0
-    public var targetChanges = 0
-    private var lastTarget: Int?
-    private var lastAt: Double = 0
-    /// Target × seconds, for the time-weighted average.
-    private var targetSeconds: Double = 0
-    public var highestRung: Rung = .run
-    public var peakMemory: UInt64 = 0
-    public var oomKills = 0
-    public var jobFreezes = 0
-    public var buildFreezes = 0
-    public var pageOuts = 0
-    public var pagedOutBytes: UInt64 = 0
-    /// Jobs jobgov ended early to run them again.
-    public var evictions = 0
-    public var frozenSeconds: Double = 0
-    public var jobsFinished = 0
-    /// Finished jobs that compiled on a helper, and those that ran here (fallbacks included); the fallbacks.
-    public var remoteJobs = 0
-    public var localJobs = 0
-    public var fellBackJobs = 0
-    public var largest: [FinishedJob] = []
-    public var oomVictims: [String] = []
-    public var reruns = 0
-    /// Time the build's tasks spent in memory reclaim (eBPF), nil without the observers.
-    public var reclaimStallSeconds: Double?
-    public var events: [String] = []
-
-    public init() {}
-
-    mutating func noteTarget(_ target: Int, rung: Rung, at t: Double) {
-        if let last = lastTarget {
-            targetSeconds += Double(last) * (t - lastAt)
-            if last != target { targetChanges += 1 }
-        }
-        lastTarget = target
-        lastAt = t
-        targetMin = min(targetMin, target)
-        targetMax = max(targetMax, target)
-        highestRung = max(highestRung, rung)
-    }
-
-    public var averageTarget: Double? { lastAt > 0 ? targetSeconds / lastAt : nil }
-
-    mutating func record(_ job: FinishedJob) {
-        jobsFinished += 1
-        if job.ranRemotely { remoteJobs += 1 } else { localJobs += 1 }
-        if job.fellBack { fellBackJobs += 1 }
-        frozenSeconds += job.frozenSeconds
-        largest.append(job)
-        largest.sort { $0.peakBytes > $1.peakBytes }
-        if largest.count > 5 { largest.removeLast() }
     }
 }
 
