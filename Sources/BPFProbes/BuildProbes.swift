@@ -1,4 +1,5 @@
 import CJobgovBPF
+import JobgovCore
 import CLibbpf
 #if canImport(Glibc)
 import Glibc
@@ -41,7 +42,7 @@ public final class BuildProbes {
     private var objectBytes: UnsafeMutableRawBufferPointer?
     private var config = jg_config()
     private var attached: Set<String> = []
-    private var maps: [String: Int32] = [:]
+    private var maps = LoadedMaps()
     private var closed = false
     private var leftOut: Set<ProbeObserver> = []
 
@@ -138,15 +139,10 @@ public final class BuildProbes {
             obj = retry
         }
         object = obj
-        for name in ["jg_config", "jg_cgroup", "jg_procs", "jg_gated", "jg_braked", "jg_protected", "jg_hist",
-                     "jg_counters", "jg_events"] {
-            if let map = bpf_object__find_map_by_name(obj, name) { maps[name] = bpf_map__fd(map) }
-        }
+        if let obj { maps = LoadedMaps(obj) }
         writeConfig()
         cgroupFD = Glibc.open(cgroupV2Path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        var zero: UInt32 = 0
-        var fd = cgroupFD
-        if cgroupFD < 0 || bpf_map_update_elem(maps["jg_cgroup"] ?? -1, &zero, &fd, UInt64(BPF_ANY)) != 0 {
+        if cgroupFD < 0 || maps.cgroup?.update(0, UInt32(bitPattern: cgroupFD)) != true {
             markAllUnavailable("cannot hand the cgroup \(cgroupV2Path) to BPF: \(String(cString: strerror(errno)))")
             closeObject()
             return
@@ -218,14 +214,9 @@ public final class BuildProbes {
     }
 
     private func decodeObject() -> UnsafeMutableRawBufferPointer {
-        let hex = jobgovBPFObjectHex
-        let count = hex.utf8CodeUnitCount / 2
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
-        func nibble(_ c: UInt8) -> UInt8 { c <= 57 ? c - 48 : (c | 0x20) - 87 }
-        let digits = hex.utf8Start
-        for i in 0..<count {
-            buffer[i] = nibble(digits[2 * i]) << 4 | nibble(digits[2 * i + 1])
-        }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: EmbeddedHex.byteCount(jobgovBPFObjectHex), alignment: 16)
+        EmbeddedHex.decode(jobgovBPFObjectHex, into: buffer)
         return buffer
     }
 
@@ -242,7 +233,7 @@ public final class BuildProbes {
         withoutActuallyEscaping(body) { body in
             sink.handler = { record, size in
                 guard let event = ProbeEvent(record: record, size: size) else { return }
-                body(event, record.load(fromByteOffset: 16, as: UInt64.self))
+                body(event, record.load(fromByteOffset: eventTimeOffset, as: UInt64.self))
             }
             _ = ring_buffer__consume(ringBuffer)
             sink.handler = nil
@@ -278,38 +269,27 @@ public final class BuildProbes {
 
     /// Everything the maps know of a process. An ended process's entry is removed once read.
     public func record(of pid: Int32) -> ProcessRecord? {
-        guard let fd = maps["jg_procs"] else { return nil }
-        var key = UInt32(bitPattern: pid)
-        var value = jg_proc()
-        guard bpf_map_lookup_elem(fd, &key, &value) == 0 else { return nil }
-        if value.exited != 0 { bpf_map_delete_elem(fd, &key) }
+        let key = UInt32(bitPattern: pid)
+        guard let procs = maps.procs, let value = procs.lookup(key) else { return nil }
+        if value.exited != 0 { procs.delete(key) }
         return ProcessRecord(value)
     }
 
     /// Every process the maps know, without removing any.
     public func records() -> [Int32: ProcessRecord] {
-        guard let fd = maps["jg_procs"] else { return [:] }
+        guard let procs = maps.procs else { return [:] }
         var out: [Int32: ProcessRecord] = [:]
-        for key in keys(fd) {
-            var k = key
-            var value = jg_proc()
-            if bpf_map_lookup_elem(fd, &k, &value) == 0 { out[Int32(bitPattern: key)] = ProcessRecord(value) }
+        for key in procs.keys() {
+            if let value = procs.lookup(key) { out[Int32(bitPattern: key)] = ProcessRecord(value) }
         }
         return out
     }
 
     /// A latency histogram (counts since load; take differences with `LatencyHistogram.subtracting`).
     public func histogram(_ which: ProbeHistogram) -> LatencyHistogram {
-        guard let fd = maps["jg_hist"] else { return LatencyHistogram(buckets: []) }
+        guard let histograms = maps.histograms else { return LatencyHistogram(buckets: []) }
         let slots = UInt32(JG_HIST_SLOTS.rawValue)
-        var buckets: [UInt64] = []
-        for slot in 0..<slots {
-            var key = which.index * slots + slot
-            var value: UInt64 = 0
-            _ = bpf_map_lookup_elem(fd, &key, &value)
-            buckets.append(value)
-        }
-        return LatencyHistogram(buckets: buckets)
+        return LatencyHistogram(buckets: (0..<slots).map { histograms.lookup(which.index * slots + $0) ?? 0 })
     }
 
     /// Reclaim stall of the whole build since load, in nanoseconds.
@@ -321,23 +301,7 @@ public final class BuildProbes {
     public var droppedEvents: UInt64 { counter(UInt32(JG_CNT_DROPPED.rawValue)) }
 
     private func counter(_ index: UInt32) -> UInt64 {
-        guard let fd = maps["jg_counters"] else { return 0 }
-        var key = index
-        var value: UInt64 = 0
-        _ = bpf_map_lookup_elem(fd, &key, &value)
-        return value
-    }
-
-    private func keys(_ fd: Int32) -> [UInt32] {
-        var out: [UInt32] = []
-        var next: UInt32 = 0
-        var ok = bpf_map_get_next_key(fd, nil, &next) == 0
-        while ok {
-            out.append(next)
-            var current = next
-            ok = bpf_map_get_next_key(fd, &current, &next) == 0
-        }
-        return out
+        maps.counters?.lookup(index) ?? 0
     }
 
     // MARK: the exec gate
@@ -352,11 +316,11 @@ public final class BuildProbes {
     public var isGateClosed: Bool { config.gate_closed != 0 }
 
     /// Processes the gate stopped that were not admitted yet.
-    public var gatedPIDs: [Int32] { maps["jg_gated"].map { keys($0).map { Int32(bitPattern: $0) } } ?? [] }
+    public var gatedPIDs: [Int32] { (maps.gated?.keys() ?? []).map { Int32(bitPattern: $0) } }
 
     /// Lets one stopped process go on (SIGCONT). False if the gate did not stop it (or it ended).
     @discardableResult
-    public func admit(pid: Int32) -> Bool { resume(pid, map: "jg_gated") }
+    public func admit(pid: Int32) -> Bool { resume(pid, in: maps.gated) }
 
     /// Lets every process the gate stopped go on; returns their pids.
     @discardableResult
@@ -374,17 +338,10 @@ public final class BuildProbes {
 
     /// Replaces the protected set (e.g. when the oldest job changes) without arming or disarming.
     public func setProtected(_ pids: [Int32]) {
-        guard let fd = maps["jg_protected"] else { return }
+        guard let protected = maps.protected else { return }
         let wanted = Set(pids.map { UInt32(bitPattern: $0) })
-        for key in keys(fd) where !wanted.contains(key) {
-            var k = key
-            bpf_map_delete_elem(fd, &k)
-        }
-        for pid in wanted {
-            var k = pid
-            var one: UInt8 = 1
-            bpf_map_update_elem(fd, &k, &one, UInt64(BPF_ANY))
-        }
+        for key in protected.keys() where !wanted.contains(key) { protected.delete(key) }
+        for pid in wanted { protected.update(pid, 1) }
     }
 
     /// Disarmed: nothing new is stopped. Processes already stopped stay stopped until resumed.
@@ -393,27 +350,22 @@ public final class BuildProbes {
     public var isBrakeArmed: Bool { config.brake_armed != 0 }
 
     /// Processes the brake stopped that were not resumed yet.
-    public var brakedPIDs: [Int32] { maps["jg_braked"].map { keys($0).map { Int32(bitPattern: $0) } } ?? [] }
+    public var brakedPIDs: [Int32] { (maps.braked?.keys() ?? []).map { Int32(bitPattern: $0) } }
 
     @discardableResult
-    public func resumeBraked(pid: Int32) -> Bool { resume(pid, map: "jg_braked") }
+    public func resumeBraked(pid: Int32) -> Bool { resume(pid, in: maps.braked) }
 
     @discardableResult
     public func resumeAllBraked() -> [Int32] { brakedPIDs.filter { resumeBraked(pid: $0) } }
 
-    private func resume(_ pid: Int32, map: String) -> Bool {
-        guard let fd = maps[map] else { return false }
-        var key = UInt32(bitPattern: pid)
+    private func resume(_ pid: Int32, in map: OpenMap<UInt32, UInt64>?) -> Bool {
         // Only a pid still in the map: BPF removes it when the process ends, so a reused pid is never signalled.
-        guard bpf_map_delete_elem(fd, &key) == 0 else { return false }
+        guard map?.delete(UInt32(bitPattern: pid)) == true else { return false }
         return kill(pid, SIGCONT) == 0
     }
 
     private func writeConfig() {
-        guard let fd = maps["jg_config"] else { return }
-        var zero: UInt32 = 0
-        var value = config
-        bpf_map_update_elem(fd, &zero, &value, UInt64(BPF_ANY))
+        maps.config?.update(0, config)
     }
 
     // MARK: closing
@@ -443,7 +395,7 @@ public final class BuildProbes {
     private func closeObject() {
         if let object { bpf_object__close(object) }
         object = nil
-        maps.removeAll()
+        maps = LoadedMaps()
         attached.removeAll()
         if cgroupFD >= 0 { Glibc.close(cgroupFD) }
         cgroupFD = -1
@@ -502,6 +454,9 @@ private func objectID(_ fd: Int32) -> UInt32? {
     guard bpf_obj_get_info_by_fd(fd, &info, &length) == 0 else { return nil }
     return info.id
 }
+
+/// Where a record's kernel time sits (every record starts with the fields of `struct jg_event` up to `args`).
+private let eventTimeOffset = MemoryLayout<jg_event>.offset(of: \jg_event.time_ns)!
 
 /// The ring buffer callback's target: the closure of the `drain` in progress.
 private final class Sink {

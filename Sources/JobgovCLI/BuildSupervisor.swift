@@ -56,7 +56,7 @@ final class BuildSupervisor {
     }
 
     struct Outcome {
-        var exit: BuildExit
+        var exit: ExitStatus
         var elapsed: Double
         var ledger: TokenLedger
         var tokensInPoolAtEnd: Int
@@ -147,7 +147,7 @@ final class BuildSupervisor {
                 if !cgroup.remove() {
                     // Processes of the build outlived it: free them of jobgov's limits; the watchdog removes the
                     // cgroups once they are gone.
-                    BuildCgroup.liftLimits(unifiedDir: cgroup.unifiedDir, memoryDir: cgroup.memoryDir, cpuDir: cgroup.cpuDir)
+                    BuildCgroup.liftLimits(cgroup.directories)
                     watchdog?.finish(.removeWhenEmpty)
                 }
             }
@@ -183,7 +183,7 @@ final class BuildSupervisor {
         // once the build has run a second: the kernel starts a thread for it and waits for an RCU grace period
         // when it goes (measured: about 30 ms together), which a short build should not pay.
         var trigger: PressureTrigger?
-        var triggerAttempted = cgroup?.unifiedDir == nil
+        var triggerAttempted = cgroup?.directories.unified == nil
         defer { trigger?.close() }
 
         let auth: String
@@ -215,7 +215,7 @@ final class BuildSupervisor {
             let isMake: Bool = if case .gnuMake = options.plan.kind { true } else { false }
             settings.canEvict = choices.rerun && isMake && cgroup != nil
             settings.canPageOut = cgroup != nil && setUpSwap(choices: choices, budget: budget.bytes)
-            if settings.canPageOut, let cgroup, cgroup.memoryDir != nil {
+            if settings.canPageOut, let cgroup, cgroup.directories.memory != nil {
                 // Only jobgov pages out, and only frozen jobs: a job still running at the build's limit is not
                 // swapped (its compressed pages would be charged to no cgroup, and the build would outgrow its
                 // limit unseen). v1 keeps a swappiness per cgroup; page-out ignores it.
@@ -281,8 +281,7 @@ final class BuildSupervisor {
         if let cgroup {
             // Started after the build so that it does not delay it; nothing is frozen or limited by jobgov
             // before the loop below runs.
-            var plan = WatchdogPlan(runtimeDirectory: directory.path, unifiedDir: cgroup.unifiedDir,
-                                    memoryDir: cgroup.memoryDir, cpuDir: cgroup.cpuDir, freezerDir: cgroup.freezerDir,
+            var plan = WatchdogPlan(runtimeDirectory: directory.path, cgroup: cgroup.directories,
                                     removeWhenEmpty: cgroup.remainingDirectories)
             plan.sysctls = (kernel?.tuning?.originals ?? []) + (swappiness?.originals ?? [])
             plan.zramIndex = compressedSwap?.index
@@ -298,7 +297,7 @@ final class BuildSupervisor {
             if !swapNote.isEmpty { note(swapNote) }
         }
 
-        var exit: BuildExit?
+        var exit: ExitStatus?
         var lastCheck = monotonicSeconds()
         var lastGovern = 0.0
         while exit == nil {
@@ -316,9 +315,7 @@ final class BuildSupervisor {
                     for delivery in signals.drain() {
                         if delivery.signal == SIGCHLD {
                             for (pid, status) in reapExitedChildren() where pid == child {
-                                let decoded = decodeWaitStatus(status)
-                                if let code = decoded.exitCode { exit = .exited(code) }
-                                else if let sig = decoded.signal { exit = .signaled(sig) }
+                                if let ended = ExitStatus(waitStatus: status) { exit = ended }
                             }
                         } else if !delivery.fromKernel {
                             // A terminal's Ctrl-C reaches the whole foreground group, the build included. A signal
@@ -349,7 +346,7 @@ final class BuildSupervisor {
             // Processes forked while a signal was being passed on would miss it; for two seconds, each tick
             // passes it to any process of the build that has not had it yet.
             if let f = forwarding, now < f.until { forwardPending(child: child) } else { forwarding = nil }
-            if !triggerAttempted, now - startTime > 1, let dir = cgroup?.unifiedDir {
+            if !triggerAttempted, now - startTime > 1, let dir = cgroup?.directories.unified {
                 triggerAttempted = true
                 kernel?.attachProbes(unifiedDir: dir)
                 let window = PressureTrigger.allowsShortWindows ? 1_000_000 : 2_000_000
@@ -410,14 +407,10 @@ final class BuildSupervisor {
     }
 
     /// Writes the build's timeline once, at its end (`--trace-events`), and closes the file.
-    private func writeTraceEvents(exit: BuildExit?) {
+    private func writeTraceEvents(exit: ExitStatus?) {
         guard traceEventsFD >= 0, let timeline = governing?.timeline else { return }
         var other = [("command", options.plan.argv.joined(separator: " "))]
-        switch exit {
-        case .exited(let code)?: other.append(("exit_status", "\(code)"))
-        case .signaled(let sig)?: other.append(("exit_status", "\(128 + sig)"))
-        case nil: other.append(("exit_status", "unknown: jobgov stopped before the build ended"))
-        }
+        other.append(("exit_status", exit.map { "\($0.shellStatus)" } ?? "unknown: jobgov stopped before the build ended"))
         writeAll(traceEventsFD, timeline.traceEventsJSON(end: monotonicSeconds() - startTime, otherData: other))
         close(traceEventsFD)
         traceEventsFD = -1
@@ -555,7 +548,7 @@ final class BuildSupervisor {
                 tokensAbsorbed: ledger.absorbed, elapsedSeconds: monotonicSeconds() - startTime
             )
             status.cgroup = cgroup?.topDirectories.first ?? ""
-            status.cgroupV1Memory = cgroup?.memoryDir ?? ""
+            status.cgroupV1Memory = cgroup?.directories.memory ?? ""
             status.memoryBudget = budget?.bytes ?? 0
             status.memoryBudgetSource = budget?.source ?? ""
             status.pressureEvents = pressureEvents
@@ -597,7 +590,7 @@ extension BuildSupervisor {
             return "tier: jobserver only (no cgroup for the build): parallelism from memory, CPU and I/O; no freezing, no limits"
         }
         var can = ["parallelism from memory, CPU and I/O", "a memory limit"]
-        can.append(cgroup.unifiedDir != nil || cgroup.freezerDir != nil ? "freezing single jobs" : "no freezing")
+        can.append(!cgroup.directories.freezing.isEmpty ? "freezing single jobs" : "no freezing")
         can.append(cgroup.backend == .unified ? "memory.high as the brake" : "the OOM killer held off")
         return "tier: \(geteuid() == 0 ? "root" : "delegated cgroup") (\(cgroup.backend.rawValue) cgroups): " + can.joined(separator: ", ")
     }

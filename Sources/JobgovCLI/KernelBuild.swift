@@ -50,7 +50,9 @@ final class KernelBuild: BuildSensing, BuildActuating {
         self.swap = swap
         self.cpus = cpus
         self.say = say
-        self.sensors = SensorReader(cgroup: CgroupPaths(v2: cgroup?.unifiedDir, v1Memory: cgroup?.memoryDir))
+        self.sensors = SensorReader(cgroup: cgroup.map {
+            CgroupDirectories(unified: $0.directories.unified, memory: $0.directories.memory)
+        })
     }
 
     // MARK: sensing
@@ -84,7 +86,8 @@ final class KernelBuild: BuildSensing, BuildActuating {
         r.systemAvailableBytes = sample.memory?.available
         r.systemTotalBytes = sample.memory?.total
         r.cpuBusy = previous.flatMap { buildCPUShare(from: $0, to: sample, cpus: cpus) }
-        r.ioLatencySeconds = previous.flatMap { ioLatency(from: $0, to: sample) }
+        r.ioLatencySeconds = previous.flatMap { DiskStat.slowest(previous: $0.disks, current: sample.disks) }
+            .map { $0.milliseconds / 1000 }
         r.memoryPressure = sample.cgroupPressure[.memory]?.some.avg10 ?? sample.systemPressure[.memory]?.some.avg10 ?? 0
         r.cpuPressure = sample.systemPressure[.cpu]?.some.avg10 ?? 0
         previous = sample
@@ -159,7 +162,7 @@ final class KernelBuild: BuildSensing, BuildActuating {
 
     // MARK: acting
 
-    var holdsOOMKiller: Bool { cgroup?.memoryDir != nil }
+    var holdsOOMKiller: Bool { cgroup?.directories.memory != nil }
 
     func freeze(_ job: Job) -> String? {
         guard let cgroup else { return "the build has no cgroup" }
@@ -192,7 +195,7 @@ final class KernelBuild: BuildSensing, BuildActuating {
     /// kernel's cgroup lock, and this runs every tick).
     func keepFrozen(_ job: Job) {
         guard let leaf = leaves[job.id] else { return }
-        let inside = Set(leaf.directories.flatMap { BuildCgroup.processes(in: $0) })
+        let inside = Set(leaf.directories.all.flatMap { BuildCgroup.processes(in: $0) })
         for pid in job.pids where !inside.contains(pid) { try? leaf.adopt(pid) }
     }
 
@@ -269,16 +272,6 @@ func buildCPUShare(from a: Sample, to b: Sample, cpus: Int) -> Double? {
     }
     guard let x = a.cpu, let y = b.cpu else { return nil }
     return CPUTimes.utilization(previous: x, current: y)
-}
-
-/// The slowest disk's average time per completed request between two samples, in seconds.
-func ioLatency(from a: Sample, to b: Sample) -> Double? {
-    var worst: Double?
-    for (name, y) in b.disks where !name.hasPrefix("loop") && !name.hasPrefix("ram") {
-        guard let x = a.disks[name], let ms = DiskStat.averageLatencyMilliseconds(previous: x, current: y) else { continue }
-        worst = max(worst ?? 0, ms / 1000)
-    }
-    return worst
 }
 
 func makeDirectories(_ path: String) {

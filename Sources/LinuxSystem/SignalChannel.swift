@@ -66,11 +66,3 @@ public func reapExitedChildren() -> [(pid: pid_t, status: Int32)] {
 public func becomeChildSubreaper() throws(SystemError) {
     guard jobgov_set_child_subreaper() == 0 else { throw SystemError("cannot become a child subreaper") }
 }
-
-/// Decodes a wait status into exit code or signal.
-public func decodeWaitStatus(_ status: Int32) -> (exitCode: Int32?, signal: Int32?) {
-    let low = status & 0x7f
-    if low == 0 { return ((status >> 8) & 0xff, nil) }
-    if low != 0x7f { return (nil, low) }
-    return (nil, nil)  // stopped or continued; not an exit
-}

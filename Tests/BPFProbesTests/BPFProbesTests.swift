@@ -135,7 +135,7 @@ struct BPFProbesKernelTests {
     func brake() throws {
         let h = try ProbeHarness("brake", limits: CgroupLimits(memoryMax: 256 << 20))
         defer { h.dispose() }
-        guard h.cgroup.memoryDir != nil || h.cgroup.backend == .unified else {
+        guard h.cgroup.directories.memory != nil || h.cgroup.backend == .unified else {
             Issue.record("no memory controller for the cgroup")
             return
         }

@@ -117,10 +117,10 @@ struct LiveKernelTests {
             let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
             if parts.count == 3 { own[String(parts[1])] = String(parts[2]) }
         }
-        let paths = CgroupPaths(
-            v2: "/sys/fs/cgroup/unified" + (own[""] ?? "/"),
-            v1Memory: "/sys/fs/cgroup/memory" + (own["memory"] ?? "/"),
-            v1CPUAcct: "/sys/fs/cgroup/cpuacct" + (own["cpuacct"] ?? own["cpu,cpuacct"] ?? "/"))
+        let paths = CgroupDirectories(
+            unified: "/sys/fs/cgroup/unified" + (own[""] ?? "/"),
+            memory: "/sys/fs/cgroup/memory" + (own["memory"] ?? "/"),
+            cpuacct: "/sys/fs/cgroup/cpuacct" + (own["cpuacct"] ?? own["cpu,cpuacct"] ?? "/"))
         let sample = SensorReader(cgroup: paths).sample()
         #expect(sample.unavailable == [:])
         #expect(sample.cgroupPressure.count == 3)
