@@ -40,9 +40,14 @@ public final class BuildProbes {
     private let sink = Sink()
     private var cgroupFD: Int32 = -1
     private var objectBytes: UnsafeMutableRawBufferPointer?
-    private var config = jg_config()
+    /// The switches of map jg_config (gate, brake, minimum stall), written whole whenever one changes.
+    var config = jg_config()
+    /// What the programs know from load on (`jg_load` in their read-only data).
+    private var loadSettings = jg_load_settings()
+    /// Why `openObject` last failed, when libbpf did not say.
+    private var openFailure: String?
     private var attached: Set<String> = []
-    private var maps = LoadedMaps()
+    var maps = LoadedMaps()
     private var closed = false
     private var leftOut: Set<ProbeObserver> = []
 
@@ -70,9 +75,9 @@ public final class BuildProbes {
     ) throws(ProbeError) -> BuildProbes {
         let (id, level) = try cgroupIdentity(cgroupV2Path)
         let probes = BuildProbes(cgroupID: id)
-        probes.config.build_cgroup_id = id
-        probes.config.build_level = level
-        probes.config.page_shift = UInt32(Int(sysconf(Int32(_SC_PAGESIZE))).trailingZeroBitCount)
+        probes.loadSettings = jg_load_settings(
+            build_cgroup_id: id, build_level: level,
+            page_shift: UInt32(Int(sysconf(Int32(_SC_PAGESIZE))).trailingZeroBitCount))
         probes.config.min_stall_ns = 1_000_000
         probes.leftOut = leaveOut
         probes.load(cgroupV2Path: cgroupV2Path, verbose: verbose)
@@ -104,7 +109,8 @@ public final class BuildProbes {
         let allPrograms = Set(programNames(bytes)).subtracting(skippedPrograms)
         var obj = openObject(bytes, autoload: allPrograms)
         guard let first = obj else {
-            markAllUnavailable("cannot open the BPF object: \(lastLogLine() ?? String(cString: strerror(errno)))")
+            markAllUnavailable("cannot open the BPF object: "
+                               + (openFailure ?? lastLogLine() ?? String(cString: strerror(errno))))
             return
         }
         jg_clear_libbpf_log()
@@ -180,9 +186,14 @@ public final class BuildProbes {
         }
     }
 
-    /// Opens the object; with `autoload`, only those programs will load.
+    /// Opens the object, with the load-time settings in place; with `autoload`, only those programs will load.
     private func openObject(_ bytes: UnsafeMutableRawBufferPointer, autoload: Set<String>?) -> OpaquePointer? {
         guard let obj = jg_open_object(bytes.baseAddress, bytes.count, "jobgov") else { return nil }
+        guard ProbeLayout.setReadOnly("jg_load", to: loadSettings, in: obj) else {
+            bpf_object__close(obj)
+            openFailure = "its read-only jg_load cannot be set (a BPF object and a loader from different builds?)"
+            return nil
+        }
         if let autoload {
             var program = bpf_object__next_program(obj, nil)
             while let p = program {
@@ -304,70 +315,6 @@ public final class BuildProbes {
         maps.counters?.lookup(index) ?? 0
     }
 
-    // MARK: the exec gate
-
-    /// Closed: a process that executes a program inside the build stops itself (SIGSTOP) before its first
-    /// instruction, and is reported as `.gateStopped`.
-    public func closeGate() { config.gate_closed = 1; writeConfig() }
-
-    /// Opened: new programs run. Processes already stopped stay stopped until admitted.
-    public func openGate() { config.gate_closed = 0; writeConfig() }
-
-    public var isGateClosed: Bool { config.gate_closed != 0 }
-
-    /// Processes the gate stopped that were not admitted yet.
-    public var gatedPIDs: [Int32] { (maps.gated?.keys() ?? []).map { Int32(bitPattern: $0) } }
-
-    /// Lets one stopped process go on (SIGCONT). False if the gate did not stop it (or it ended).
-    @discardableResult
-    public func admit(pid: Int32) -> Bool { resume(pid, in: maps.gated) }
-
-    /// Lets every process the gate stopped go on; returns their pids.
-    @discardableResult
-    public func admitAll() -> [Int32] { gatedPIDs.filter { admit(pid: $0) } }
-
-    // MARK: the brake
-
-    /// Armed: a build task that enters reclaim (direct, or at a cgroup limit) stops itself at once (SIGSTOP), unless
-    /// its pid or tgid is in `pids`; reported as `.brakeStopped`.
-    public func armBrake(protecting pids: [Int32]) {
-        setProtected(pids)
-        config.brake_armed = 1
-        writeConfig()
-    }
-
-    /// Replaces the protected set (e.g. when the oldest job changes) without arming or disarming.
-    public func setProtected(_ pids: [Int32]) {
-        guard let protected = maps.protected else { return }
-        let wanted = Set(pids.map { UInt32(bitPattern: $0) })
-        for key in protected.keys() where !wanted.contains(key) { protected.delete(key) }
-        for pid in wanted { protected.update(pid, 1) }
-    }
-
-    /// Disarmed: nothing new is stopped. Processes already stopped stay stopped until resumed.
-    public func disarmBrake() { config.brake_armed = 0; writeConfig() }
-
-    public var isBrakeArmed: Bool { config.brake_armed != 0 }
-
-    /// Processes the brake stopped that were not resumed yet.
-    public var brakedPIDs: [Int32] { (maps.braked?.keys() ?? []).map { Int32(bitPattern: $0) } }
-
-    @discardableResult
-    public func resumeBraked(pid: Int32) -> Bool { resume(pid, in: maps.braked) }
-
-    @discardableResult
-    public func resumeAllBraked() -> [Int32] { brakedPIDs.filter { resumeBraked(pid: $0) } }
-
-    private func resume(_ pid: Int32, in map: OpenMap<UInt32, UInt64>?) -> Bool {
-        // Only a pid still in the map: BPF removes it when the process ends, so a reused pid is never signalled.
-        guard map?.delete(UInt32(bitPattern: pid)) == true else { return false }
-        return kill(pid, SIGCONT) == 0
-    }
-
-    private func writeConfig() {
-        maps.config?.update(0, config)
-    }
-
     // MARK: closing
 
     /// Detaches every program and frees every map. Processes the gate or the brake stopped are resumed first:
@@ -483,32 +430,4 @@ extension Substring {
     fileprivate var trimmingSpaces: String {
         String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
     }
-}
-
-/// The cgroup v2 id (inode number) of `path` and its depth below the v2 root.
-func cgroupIdentity(_ path: String) throws(ProbeError) -> (id: UInt64, level: UInt32) {
-    let cgroup2Magic: Int = 0x6367_7270
-    var fs = statfs()
-    guard statfs(path, &fs) == 0 else { throw ProbeError("cannot open the cgroup \(path)", errno: errno) }
-    guard Int(fs.f_type) == cgroup2Magic else {
-        throw ProbeError("\(path) is not a cgroup v2 directory (on a hybrid machine use the one below /sys/fs/cgroup/unified)")
-    }
-    var st = stat()
-    guard stat(path, &st) == 0 else { throw ProbeError("cannot open the cgroup \(path)", errno: errno) }
-    // Depth: how many parents are still cgroup2 (the mount root is level 0). Walk a resolved path.
-    guard let resolved = realpath(path, nil) else { throw ProbeError("cannot resolve \(path)", errno: errno) }
-    var dir = String(cString: resolved)
-    free(resolved)
-    var level: UInt32 = 0
-    while dir != "/" {
-        let parent = dir.split(separator: "/").dropLast().joined(separator: "/")
-        let parentPath = "/" + parent
-        var pfs = statfs()
-        var pst = stat()
-        guard statfs(parentPath, &pfs) == 0, Int(pfs.f_type) == cgroup2Magic, stat(parentPath, &pst) == 0,
-              pst.st_dev == st.st_dev else { break }
-        level += 1
-        dir = parentPath
-    }
-    return (UInt64(st.st_ino), level)
 }
