@@ -1,6 +1,7 @@
 import CJobgovBPF
 import JobgovCore
 import CLibbpf
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -20,10 +21,10 @@ public struct ProcessRecord: Sendable, Equatable {
 /// Not Sendable: one owner (the supervisor loop) polls `pollDescriptor`, calls `drain`, and acts. Everything that
 /// could not be loaded or attached is listed in `unavailable`, one line each; the rest works regardless.
 public final class BuildProbes {
-    /// The epoll descriptor of the ring buffer, -1 without BPF. It becomes readable at once for `.gateStopped`,
+    /// The epoll descriptor of the ring buffer (owned by it), nil without BPF. It becomes readable at once for `.gateStopped`,
     /// `.brakeStopped` and `.oomVictim`, and when 128 KB of records wait; routine records (fork, exec, exit, stall)
     /// do not wake it one by one (that cost a context switch per process), so also call `drain` on every tick.
-    public private(set) var pollDescriptor: Int32 = -1
+    public private(set) var pollDescriptor: FileDescriptor?
     /// What is off and why, one line per observer.
     public private(set) var unavailable: [(observer: String, reason: String)] = []
     /// The build's cgroup v2 id (its inode number), as in `oomVictim(cgroupID:)`.
@@ -38,7 +39,8 @@ public final class BuildProbes {
     private var links: [OpaquePointer] = []
     private var ringBuffer: OpaquePointer?
     private let sink = Sink()
-    private var cgroupFD: Int32 = -1
+    /// The build's cgroup directory, open while its descriptor sits in map jg_cgroup.
+    private var cgroupDirectory: FileDescriptor?
     private var objectBytes: UnsafeMutableRawBufferPointer?
     /// The switches of map jg_config (gate, brake, minimum stall), written whole whenever one changes.
     var config = jg_config()
@@ -147,8 +149,8 @@ public final class BuildProbes {
         object = obj
         if let obj { maps = LoadedMaps(obj) }
         writeConfig()
-        cgroupFD = Glibc.open(cgroupV2Path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if cgroupFD < 0 || maps.cgroup?.update(0, UInt32(bitPattern: cgroupFD)) != true {
+        cgroupDirectory = try? FileDescriptor.open(cgroupV2Path, .readOnly, options: [.directory, .closeOnExec])
+        if maps.cgroup?.update(0, UInt32(bitPattern: cgroupDirectory?.rawValue ?? -1)) != true {
             markAllUnavailable("cannot hand the cgroup \(cgroupV2Path) to BPF: \(String(cString: strerror(errno)))")
             closeObject()
             return
@@ -173,7 +175,7 @@ public final class BuildProbes {
         if let events = bpf_object__find_map_by_name(obj, "jg_events") {
             let context = Unmanaged.passUnretained(sink).toOpaque()
             ringBuffer = ring_buffer__new(bpf_map__fd(events), sinkCallback, context, nil)
-            if let ringBuffer { pollDescriptor = ring_buffer__epoll_fd(ringBuffer) }
+            if let ringBuffer { pollDescriptor = FileDescriptor(rawValue: ring_buffer__epoll_fd(ringBuffer)) }
         }
 
         for observer in ProbeObserver.allCases where !isAvailable(observer) && !leftOut.contains(observer) {
@@ -333,7 +335,7 @@ public final class BuildProbes {
         links.removeAll()
         if let ringBuffer { ring_buffer__free(ringBuffer) }
         ringBuffer = nil
-        pollDescriptor = -1
+        pollDescriptor = nil
         closeObject()
         if let objectBytes { objectBytes.deallocate() }
         objectBytes = nil
@@ -344,8 +346,8 @@ public final class BuildProbes {
         object = nil
         maps = LoadedMaps()
         attached.removeAll()
-        if cgroupFD >= 0 { Glibc.close(cgroupFD) }
-        cgroupFD = -1
+        try? cgroupDirectory?.close()
+        cgroupDirectory = nil
     }
 
     /// Ids of the BPF programs and maps this instance holds (for checking that they are gone after `close`).

@@ -301,17 +301,17 @@ final class BuildSupervisor {
         var lastCheck = monotonicSeconds()
         var lastGovern = 0.0
         while exit == nil {
-            var fds: [pollfd] = [pollfd(fd: signals.fd, events: Int16(POLLIN), revents: 0)]
+            var fds: [pollfd] = [pollfd(fd: signals.fd.rawValue, events: Int16(POLLIN), revents: 0)]
             fds += control.pollDescriptors.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
             let absorbing = ledger.created > ledger.target
             if absorbing { fds.append(pollfd(fd: pool.readFD, events: Int16(POLLIN), revents: 0)) }
-            if let trigger { fds.append(pollfd(fd: trigger.fd, events: Int16(POLLPRI), revents: 0)) }
+            if let trigger { fds.append(pollfd(fd: trigger.fd.rawValue, events: Int16(POLLPRI), revents: 0)) }
             if absorbing != realtime { realtime = absorbing && setRealtimePriority(absorbing) }
             let ready = retryingInterrupts { poll(&fds, nfds_t(fds.count), options.tickMilliseconds) }
             if ready < 0 { throw SystemError("poll failed") }
 
             for p in fds where p.revents != 0 {
-                if p.fd == signals.fd {
+                if p.fd == signals.fd.rawValue {
                     for delivery in signals.drain() {
                         if delivery.signal == SIGCHLD {
                             for (pid, status) in reapExitedChildren() where pid == child {
@@ -325,7 +325,7 @@ final class BuildSupervisor {
                             forwardPending(child: child)
                         }
                     }
-                } else if let t = trigger, p.fd == t.fd {
+                } else if let t = trigger, p.fd == t.fd.rawValue {
                     if p.revents & Int16(POLLERR) != 0 {
                         t.close()
                         trigger = nil

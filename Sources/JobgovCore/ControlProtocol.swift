@@ -119,10 +119,10 @@ public struct PoolStatus: Codable, Equatable, Sendable {
         self.elapsedSeconds = elapsedSeconds
     }
 
-    /// One JSON object on one line; keys are stable for scripts.
+    /// One JSON object on one line; keys are stable for scripts, and sorted (JSONEncoder keeps no other order).
     public var json: String {
         let encoder = JSONEncoder()
-        encoder.outputFormatting = [.withoutEscapingSlashes]
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         // Nothing here can fail to encode (every number is finite); the fallback only satisfies the type system.
         guard let data = try? encoder.encode(self) else { return "{}" }
         return String(decoding: data, as: UTF8.self)

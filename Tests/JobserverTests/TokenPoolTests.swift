@@ -608,11 +608,11 @@ extension OnDiskTests {
             try #require(rc == 0, "connect: errno \(errno)")
             #expect(writeBytes(fd, Array((line + "\n").utf8)) == line.utf8.count + 1)
             // Accept, then read the request and reply: what the supervisor's poll loop would do.
-            server.handleReadable(server.listenFD, respond: respond)
-            let connections = server.pollDescriptors.filter { $0 != server.listenFD }
+            server.handleReadable(server.listener.rawValue, respond: respond)
+            let connections = server.pollDescriptors.filter { $0 != server.listener.rawValue }
             try #require(connections.count == 1)
             server.handleReadable(connections[0], respond: respond)
-            #expect(server.pollDescriptors == [server.listenFD])
+            #expect(server.pollDescriptors == [server.listener.rawValue])
             var reply: [UInt8] = []
             while true {
                 let chunk = readBytes(fd, max: 512)

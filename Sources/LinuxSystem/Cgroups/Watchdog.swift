@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CJobgovShims
+import SystemPackage
 
 /// What the watchdog process is told to look after, passed on its command line.
 public struct WatchdogPlan: Equatable, Sendable {
@@ -133,7 +134,8 @@ public func removeDirectoryTree(_ path: String) {
 /// not reach it) and keeps the write end of a pipe whose closing it notices.
 public final class WatchdogHandle {
     public let pid: pid_t
-    private var writeFD: Int32
+    /// The pipe's write end; nil once `finish` closed it.
+    private var writer: FileDescriptor?
 
     public init(executable: String, plan: WatchdogPlan) throws(SystemError) {
         var fds: [Int32] = [0, 0]
@@ -152,17 +154,16 @@ public final class WatchdogHandle {
         }
         close(fds[0])
         self.pid = spawned
-        writeFD = fds[1]
+        writer = FileDescriptor(rawValue: fds[1])
     }
 
     /// Tells the watchdog how jobgov ended and lets it go.
     public func finish(_ message: WatchdogMessage) {
-        guard writeFD >= 0 else { return }
-        var byte = message.rawValue
-        _ = write(writeFD, &byte, 1)
-        close(writeFD)
-        writeFD = -1
+        guard let writer else { return }
+        _ = try? writer.writeAll([message.rawValue])
+        try? writer.close()
+        self.writer = nil
     }
 
-    deinit { if writeFD >= 0 { close(writeFD) } }
+    deinit { try? writer?.close() }
 }
