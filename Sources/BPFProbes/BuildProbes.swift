@@ -21,9 +21,10 @@ public struct ProcessRecord: Sendable, Equatable {
 /// Not Sendable: one owner (the supervisor loop) polls `pollDescriptor`, calls `drain`, and acts. Everything that
 /// could not be loaded or attached is listed in `unavailable`, one line each; the rest works regardless.
 public final class BuildProbes {
-    /// The epoll descriptor of the ring buffer (owned by it), nil without BPF. It becomes readable at once for `.gateStopped`,
-    /// `.brakeStopped` and `.oomVictim`, and when 128 KB of records wait; routine records (fork, exec, exit, stall)
-    /// do not wake it one by one (that cost a context switch per process), so also call `drain` on every tick.
+    /// The epoll descriptor of the ring buffer (owned by it), nil without BPF. It becomes readable at once for
+    /// `.gateStopped`, `.brakeStopped` and `.oomVictim`, and when 128 KB of records wait; routine records (fork,
+    /// exec, exit, stall) do not wake it one by one (that cost a context switch per process), so also call `drain`
+    /// on every tick.
     public private(set) var pollDescriptor: FileDescriptor?
     /// What is off and why, one line per observer.
     public private(set) var unavailable: [(observer: String, reason: String)] = []

@@ -76,7 +76,7 @@ public enum ProbeLayout {
             }
             let unchecked = Set(bpfOffsets.keys).subtracting(s.fields.map(\.0))
             if !unchecked.isEmpty {
-                out.append("struct \(s.name): fields \(unchecked.sorted().joined(separator: ", ")) are not checked here")
+                out.append("struct \(s.name): fields \(unchecked.sorted().joined(separator: ", ")) not checked here")
             }
         }
         var settings = jg_load_settings()

@@ -192,7 +192,7 @@ final class BuildSupervisor {
             auth = "fifo:\(pool.fifoPath)"
         case .pipe:
             let ends = try pool.openClientPipeEnds()
-            auth = "\(ends.read),\(ends.write)"
+            auth = "\(ends.read.rawValue),\(ends.write.rawValue)"
         }
         if let choices = options.governor, let budget {
             // The files first: a path that cannot be written stops jobgov before a swap device is made for nothing.
@@ -304,7 +304,7 @@ final class BuildSupervisor {
             var fds: [pollfd] = [pollfd(fd: signals.fd.rawValue, events: Int16(POLLIN), revents: 0)]
             fds += control.pollDescriptors.map { pollfd(fd: $0, events: Int16(POLLIN), revents: 0) }
             let absorbing = ledger.created > ledger.target
-            if absorbing { fds.append(pollfd(fd: pool.readFD, events: Int16(POLLIN), revents: 0)) }
+            if absorbing { fds.append(pollfd(fd: pool.reader.rawValue, events: Int16(POLLIN), revents: 0)) }
             if let trigger { fds.append(pollfd(fd: trigger.fd.rawValue, events: Int16(POLLPRI), revents: 0)) }
             if absorbing != realtime { realtime = absorbing && setRealtimePriority(absorbing) }
             let ready = retryingInterrupts { poll(&fds, nfds_t(fds.count), options.tickMilliseconds) }
@@ -332,7 +332,7 @@ final class BuildSupervisor {
                     } else {
                         pressureEvents += 1
                     }
-                } else if p.fd == pool.readFD {
+                } else if p.fd == pool.reader.rawValue {
                     // Take returned tokens first and account afterwards: clients re-read within microseconds.
                     let excess = ledger.created - ledger.target
                     if excess > 0 { ledger.didAbsorbExcess(pool.take(upTo: excess)) }
