@@ -130,7 +130,7 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
     private let clientPID: Int32 = 10
     private var rng: SplitMix
     /// Memory outside the jobs (the build tool).
-    private let baseBytes = 8.0 * 1_048_576
+    static let baseBytes = 8.0 * 1_048_576
     /// Paging out as measured with lz4 zram on this project's 2-CPU machine: about 160 MB/s of wall time, about
     /// 3 ms of CPU per MiB (half a CPU taken from the jobs while it runs), and a quarter of what is paged out stays
     /// in memory, compressed (counted in the build's memory as jobgov counts its device, not in the cgroup's limit).
@@ -255,7 +255,7 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
     }
 
     /// What the cgroup's limit counts, and what jobgov reads as the build's memory (its compressed device too).
-    private var used: Double { baseBytes + runs.values.reduce(0) { $0 + $1.bytes } }
+    private var used: Double { Self.baseBytes + runs.values.reduce(0) { $0 + $1.bytes } }
     private var usedWithDevice: Double { used + compressedBytes }
 
     /// The page-out queue moves memory from the head job to swap for `dt`.

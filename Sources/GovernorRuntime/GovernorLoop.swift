@@ -70,7 +70,8 @@ public final class GovernorLoop {
         self.governor = Governor(settings: s)
         let h = options.history
         self.model = MemoryModel(prior: MemoryModel.defaultPrior(budget: s.budget, cpus: s.cpus), history: h.peaks,
-                                 historySeconds: h.seconds, historyOrder: h.order, historyShapes: h.shapes)
+                                 historySeconds: h.seconds, historyOrder: h.order, historyShapes: h.shapes,
+                                 historyDoubt: s.canPageOut || s.canEvict ? 1 : 2)
         stats.targetMin = s.maxJobs
         stats.targetMax = 0
         // Before the first job has started, admit what the prior allows: a burst of `-j16` at t=0 is what OOM-kills.
@@ -127,7 +128,7 @@ public final class GovernorLoop {
         let typical = options.settings.canPageOut || options.settings.canEvict ? model.typicalJob : nil
         for job in table.running {
             model.noteStarted(job.command)
-            model.noteRunning(job.command, bytes: job.peakBytes)
+            model.noteRunning(job.command, bytes: job.peakBytes, ranSeconds: job.activeSeconds(at: t))
             // A recipe waiting to run again holds nothing and runs nothing until it is told to go; counting its old
             // peak as growth to come would keep the others frozen while it waits for them.
             if rerunsAsked[job.id.pid] != nil || evicted.contains(job.id.pid) { continue }

@@ -50,8 +50,9 @@ public struct MemoryModel: Sendable {
     }
 
     public init(prior: UInt64, history: [String: UInt64] = [:], historySeconds: [String: Double] = [:],
-                historyOrder: [String] = [], historyShapes: [String: MemoryShape] = [:]) {
+                historyOrder: [String] = [], historyShapes: [String: MemoryShape] = [:], historyDoubt: Double = 1) {
         self.prior = prior
+        self.historyDoubt = historyDoubt
         self.historyShapes = historyShapes
         self.history = history
         self.historySeconds = historySeconds
@@ -101,6 +102,7 @@ public struct MemoryModel: Sendable {
         if let shape = job.shape { finishedShapes.append(shape) }
         typicalRun = measuredTypicalRun()
         if let h = history[job.command], h > 0 {
+            if !confirmedRunning.contains(job.command) { historyConfirmations += 1 }
             historyRatios[job.command] = max(historyRatios[job.command] ?? 0, Double(job.peakBytes) / Double(h))
         }
         measured[job.command] = max(measured[job.command] ?? 0, job.peakBytes)
@@ -141,10 +143,21 @@ public struct MemoryModel: Sendable {
     public private(set) var historyRatios: [String: Double] = [:]
     public private(set) var historyCorrection: Double = 1
 
+    /// Where a wrong admission cannot be undone (no swap, no re-run), the history is not taken at its word before
+    /// this build has confirmed it: until a job it knew has finished, or has run past the point where the history
+    /// says it peaked while holding about that peak, its peaks count `historyDoubt` times (or more, where a running
+    /// job already outgrew them). A history from another tree, or from before a change that doubled the jobs'
+    /// memory, would otherwise start a first wave that cannot finish: nothing frozen gives memory back there.
+    public let historyDoubt: Double
+    private var historyConfirmations = 0
+    private var confirmedRunning: Set<String> = []
+    static let confirmationsNeeded = 1
+
     private func computedCorrection() -> Double {
         let r = historyRatios.values.sorted()
-        guard !r.isEmpty else { return 1 }
-        let q = r.count < 4 ? r.last! : r[(r.count * 3) / 4]
+        let largest = r.last ?? 1
+        guard historyConfirmations >= Self.confirmationsNeeded else { return min(4, max(1, historyDoubt, largest)) }
+        let q = r.count < 4 ? largest : r[(r.count * 3) / 4]
         return min(4, max(1, q))
     }
 
@@ -152,8 +165,19 @@ public struct MemoryModel: Sendable {
 
     /// A running job of `command` holds `bytes` now: if that is past what the history said, the history is wrong
     /// for this build by at least that much.
-    public mutating func noteRunning(_ command: String, bytes: UInt64) {
-        guard let h = history[command], h > 0, bytes > h + h / 16 else { return }
+    /// A job that has run past the moment the history says it peaked, holding about that peak and not more,
+    /// confirms the history as a finished job does.
+    public mutating func noteRunning(_ command: String, bytes: UInt64, ranSeconds: Double? = nil) {
+        guard let h = history[command], h > 0 else { return }
+        guard bytes > h + h / 16 else {
+            if let ran = ranSeconds, let run = historySeconds[command], let shape = historyShapes[command],
+               ran >= shape.reach[shape.reach.count - 1] * run, bytes >= h - h / 4,
+               confirmedRunning.insert(command).inserted {
+                historyConfirmations += 1
+                refreshEstimates()
+            }
+            return
+        }
         let ratio = Double(bytes) / Double(h)
         guard ratio > (historyRatios[command] ?? 0) * 1.01 else { return }
         historyRatios[command] = ratio

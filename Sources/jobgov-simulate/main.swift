@@ -1,5 +1,6 @@
 // Runs the governor against many seeded random simulated builds and prints, per memory shape and build tool, the
-// share of builds with OOM kills or failures, and the makespan against a clairvoyant schedule.
+// share of builds with OOM kills or failures, the makespan against a clairvoyant schedule (median, p90), and for
+// cold and warm builds the median makespan against the best static -jK that finishes (`static`).
 //   swift run -c release jobgov-simulate [BUILDS] [FIRST-SEED] [--swap] [--seed N]
 #if canImport(Glibc)
 import Glibc
@@ -51,7 +52,9 @@ struct Tally {
     var runs = 0, kills = 0, failed = 0, stuck = 0
     var freezes = 0, pageOuts = 0, evictions = 0
     var ratios: [Double] = []
-    mutating func add(_ o: SimulatedBuild.Outcome, clairvoyant: Double, fits: Bool) {
+    /// Makespan against the best static -jK of the same tree and job durations, where one finishes.
+    var staticRatios: [Double] = []
+    mutating func add(_ o: SimulatedBuild.Outcome, clairvoyant: Double, fits: Bool, bestStatic: Double?) {
         runs += 1
         if fits && o.oomKills > 0 { kills += 1 }
         if fits && !o.succeeded { failed += 1 }
@@ -60,7 +63,9 @@ struct Tally {
         pageOuts += o.pageOuts
         evictions += o.evictions
         if o.succeeded { ratios.append(o.makespan / clairvoyant) }
+        if o.succeeded, let b = bestStatic { staticRatios.append(o.makespan / b) }
     }
+    var staticMedian: Double { staticRatios.isEmpty ? .nan : staticRatios.sorted()[staticRatios.count / 2] }
     var median: Double { ratios.isEmpty ? .nan : ratios.sorted()[ratios.count / 2] }
     var p90: Double { ratios.isEmpty ? .nan : ratios.sorted()[min(ratios.count - 1, ratios.count * 9 / 10)] }
 }
@@ -73,10 +78,17 @@ func pad(_ s: String, _ n: Int, right: Bool = false) -> String {
 }
 
 var tallies: [String: Tally] = [:]
+/// The clairvoyant schedule (true peaks held from start to end) against the best static -jK, per shape: where it is
+/// above 1, a lucky fixed -jK beats any schedule that plans a job at its peak throughout.
+var clairvoyantVsStatic: [String: [Double]] = [:]
 let seeds: [UInt64] = only.map { [$0] } ?? Array(first..<(first + UInt64(builds)))
 for seed in seeds {
     let s = Scenario.random(seed: seed)
     let c = s.clairvoyantMakespan
+    // The same job durations as the cold and warm runs (jitter 0.3, run seeds 1 and 2).
+    let staticCold = s.bestStatic(jitter: 0.3, runSeed: 1)?.seconds
+    let staticWarm = s.bestStatic(jitter: 0.3, runSeed: 2)?.seconds
+    if let b = s.bestStatic()?.seconds { clairvoyantVsStatic[s.family.rawValue, default: []].append(c / b) }
     func log(_ kind: String) -> ((String) -> Void)? { logKind == kind ? { print($0) } : nil }
     let cold = s.simulate(swap: swap, jitter: 0.3, runSeed: 1, log: log("cold"))
     let warm = s.simulate(history: cold.history, swap: swap, jitter: 0.3, runSeed: 2, log: log("warm"))
@@ -85,8 +97,11 @@ for seed in seeds {
     let otherTree = s.simulate(history: other.simulate(swap: swap).history, swap: swap, jitter: 0.5, runSeed: 4,
                                log: log("other"))
     for (kind, o) in [("cold", cold), ("warm", warm), ("half", wrong), ("other", otherTree)] {
-        tallies["\(s.tool.rawValue) \(kind) \(s.family.rawValue)", default: Tally()].add(o, clairvoyant: c, fits: s.fitsAlone)
-        tallies["\(s.tool.rawValue) \(kind) all", default: Tally()].add(o, clairvoyant: c, fits: s.fitsAlone)
+        let best = kind == "cold" ? staticCold : kind == "warm" ? staticWarm : nil
+        for group in [s.family.rawValue, "all"] {
+            tallies["\(s.tool.rawValue) \(kind) \(group)", default: Tally()].add(o, clairvoyant: c, fits: s.fitsAlone,
+                                                                              bestStatic: best)
+        }
         if only != nil || (s.fitsAlone && (o.oomKills > 0 || !o.succeeded)) {
             print("\(s) \(kind): \(o.succeeded ? "ok" : "FAILED") \(f1(o.makespan)) s "
                   + "(clairvoyant \(f1(c))), \(o.oomKills) OOM kills, \(o.freezes) freezes, "
@@ -94,12 +109,17 @@ for seed in seeds {
         }
     }
 }
-print("case                         runs  oom-runs  failed  stuck  median  p90   freezes page-outs ends (per build)")
+print("case                         runs  oom-runs  failed  stuck  median  p90   freezes page-outs ends (per build)  static")
 for key in tallies.keys.sorted() {
     let t = tallies[key]!
     print(pad(key, 28) + pad("\(t.runs)", 6, right: true) + pad("\(t.kills)", 10, right: true)
           + pad("\(t.failed)", 8, right: true) + pad("\(t.stuck)", 7, right: true) + pad(f2(t.median), 8, right: true)
           + pad(f2(t.p90), 6, right: true) + pad(f1(Double(t.freezes) / Double(t.runs)), 10, right: true)
           + pad(f1(Double(t.pageOuts) / Double(t.runs)), 10, right: true)
-          + pad(f1(Double(t.evictions) / Double(t.runs)), 5, right: true))
+          + pad(f1(Double(t.evictions) / Double(t.runs)), 5, right: true)
+          + pad(f2(t.staticMedian), 15, right: true))
 }
+print("clairvoyant / best static -jK, median: " + clairvoyantVsStatic.keys.sorted().map { family in
+    let r = clairvoyantVsStatic[family]!.sorted()
+    return "\(family) \(f2(r[r.count / 2]))"
+}.joined(separator: ", "))

@@ -611,6 +611,35 @@ struct ShapeAndRungTests {
         #expect(smaller.predictedPeak(of: "cc 9") == 100 * MiB)
     }
 
+    @Test func whereNothingCanBeUndoneTheHistoryCountsDoubleUntilAJobConfirmsIt() {
+        let peaks: [String: UInt64] = Dictionary(uniqueKeysWithValues: (0..<10).map { ("cc \($0)", 100 * MiB) })
+        let seconds = Dictionary(uniqueKeysWithValues: peaks.keys.map { ($0, 4.0) })
+        let shapes = Dictionary(uniqueKeysWithValues: peaks.keys.map { ($0, MemoryShape(reach: [0.1, 0.2, 0.3, 0.4, 0.5])!) })
+        func model() -> MemoryModel {
+            MemoryModel(prior: 64 * MiB, history: peaks, historySeconds: seconds, historyOrder: peaks.keys.sorted(),
+                        historyShapes: shapes, historyDoubt: 2)
+        }
+        var running = model()
+        #expect(running.predictedPeak(of: "cc 9") == 200 * MiB)
+        #expect(running.upcomingJobs(count: 1).first?.peakBytes == 200 * MiB)
+        // Before the point where the history says it peaks (half of its 4 s), a job at its peak confirms nothing.
+        running.noteStarted("cc 0")
+        running.noteRunning("cc 0", bytes: 98 * MiB, ranSeconds: 1.5)
+        #expect(running.predictedPeak(of: "cc 9") == 200 * MiB)
+        // Past that point, still about at the history's peak: the history holds for this build.
+        running.noteRunning("cc 0", bytes: 98 * MiB, ranSeconds: 2.5)
+        #expect(running.predictedPeak(of: "cc 9") == 100 * MiB)
+        // A finished job that matches confirms it too; one twice as big keeps the doubt, now measured.
+        var finished = model()
+        finished.record(FinishedJob(command: "cc 1", startedAt: 0, endedAt: 4, peakBytes: 100 * MiB, frozenSeconds: 0))
+        #expect(finished.predictedPeak(of: "cc 9") == 100 * MiB)
+        var wrong = model()
+        wrong.record(FinishedJob(command: "cc 1", startedAt: 0, endedAt: 4, peakBytes: 200 * MiB, frozenSeconds: 0))
+        #expect(wrong.predictedPeak(of: "cc 9") == 200 * MiB)
+        // Where admission can be undone the history is taken as it is.
+        #expect(MemoryModel(prior: 64 * MiB, history: peaks).predictedPeak(of: "cc 9") == 100 * MiB)
+    }
+
     private func job(_ pid: Int32, rss: UInt64, frozen: Bool = false, evictable: Bool = false, paged: UInt64 = 0,
                      peak: UInt64? = nil) -> GovernorInput.RunningJob {
         GovernorInput.RunningJob(id: JobID(pid: pid, startTicks: 0), startedAt: Double(pid), rssBytes: rss * MiB,
