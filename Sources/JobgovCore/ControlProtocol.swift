@@ -123,8 +123,11 @@ public struct PoolStatus: Codable, Equatable, Sendable {
     public var json: String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Milliseconds are plenty for people and scripts, and keep the line short.
+        var rounded = self
+        rounded.elapsedSeconds = (elapsedSeconds * 1000).rounded() / 1000
         // Nothing here can fail to encode (every number is finite); the fallback only satisfies the type system.
-        guard let data = try? encoder.encode(self) else { return "{}" }
+        guard let data = try? encoder.encode(rounded) else { return "{}" }
         return String(decoding: data, as: UTF8.self)
     }
 
@@ -145,30 +148,6 @@ public struct PoolStatus: Codable, Equatable, Sendable {
         case elapsedSeconds = "elapsed_seconds", cgroup, cgroupV1Memory = "cgroup_v1_memory", frozen
         case memoryBudget = "memory_budget", memoryBudgetSource = "memory_budget_source"
         case pressureEvents = "pressure_events"
-    }
-
-    public func encode(to encoder: any Encoder) throws {
-        var c = encoder.container(keyedBy: CodingKeys.self)
-        try c.encode(pid, forKey: .pid)
-        try c.encode(command, forKey: .command)
-        try c.encode(style, forKey: .style)
-        try c.encode(auth, forKey: .auth)
-        try c.encode(jobs, forKey: .jobs)
-        try c.encode(ceiling, forKey: .ceiling)
-        try c.encode(tokensCreated, forKey: .tokensCreated)
-        try c.encode(tokensInPool, forKey: .tokensInPool)
-        try c.encode(tokensOutstanding, forKey: .tokensOutstanding)
-        try c.encode(peakOutstanding, forKey: .peakOutstanding)
-        try c.encode(tokensRecreated, forKey: .tokensRecreated)
-        try c.encode(tokensAbsorbed, forKey: .tokensAbsorbed)
-        // Milliseconds are plenty for people and scripts, and keep the line short.
-        try c.encode((elapsedSeconds * 1000).rounded() / 1000, forKey: .elapsedSeconds)
-        try c.encode(cgroup, forKey: .cgroup)
-        try c.encode(cgroupV1Memory, forKey: .cgroupV1Memory)
-        try c.encode(frozen, forKey: .frozen)
-        try c.encode(memoryBudget, forKey: .memoryBudget)
-        try c.encode(memoryBudgetSource, forKey: .memoryBudgetSource)
-        try c.encode(pressureEvents, forKey: .pressureEvents)
     }
 
     /// The fields from `cgroup` on are optional, so that a reply of a jobgov that does not send them still reads.
