@@ -134,7 +134,7 @@ public final class GovernorLoop {
             if rerunsAsked[job.id.pid] != nil || evicted.contains(job.id.pid) { continue }
             let predicted = model.predictedPeak(of: job.command)
             let knownSeconds = model.knownSeconds(of: job.command)
-            running.append(GovernorInput.RunningJob(
+            var input = GovernorInput.RunningJob(
                 id: job.id, startedAt: job.startedAt, rssBytes: job.rssBytes, peakBytes: job.peakBytes,
                 predictedPeakBytes: predicted, frozen: job.frozen,
                 // A frozen job keeps the growth it had when it was frozen: thawed, it will grow again.
@@ -144,7 +144,9 @@ public final class GovernorLoop {
                 shape: knownSeconds == nil ? typical?.shape : model.knownShape(of: job.command),
                 pagedOutBytes: job.pagedOutBytes,
                 evictable: options.settings.canEvict && job.rootName == "jobgov-shell",
-                peakKnown: model.knowsPeak(of: job.command) && job.peakBytes <= predicted * 17 / 16))
+                peakKnown: model.knowsPeak(of: job.command) && job.peakBytes <= predicted * 17 / 16)
+            input.pageOutAskedSecondsAgo = job.pageOutAskedAt.map { t - $0 }
+            running.append(input)
         }
         return GovernorInput(
             now: t, memoryUsedBytes: reading.memoryUsedBytes, jobs: running, nextJobPeakBytes: model.nextJobPeak,
@@ -196,7 +198,7 @@ public final class GovernorLoop {
             guard let job = table.jobs[id], job.frozen, job.pagedOutBytes == 0 else { continue }
             switch actuator.pageOut(job) {
             case .success(let bytes):
-                table.setPagedOut(id, bytes: max(bytes, job.rssBytes))
+                table.setPagedOut(id, bytes: max(bytes, job.rssBytes), now: now)
                 stats.pageOuts += 1
                 stats.pagedOutBytes += job.rssBytes
                 say("paged out frozen job \(id.pid) (\(MemorySize.format(job.rssBytes)))")

@@ -47,6 +47,8 @@ final class BuildSupervisor {
         var rerun = true
         /// Page frozen jobs out: to existing swap, or (as root, without swap) to a zram device made for the build.
         var swap = true
+        /// Raise the CPU's performance (cpufreq) while the build is CPU-bound.
+        var boost = true
     }
 
     enum CgroupChoice: Equatable {
@@ -101,6 +103,8 @@ final class BuildSupervisor {
     private var compressedSwap: CompressedSwap?
     private var swappiness: SwappinessTuning?
     private var swapNote = ""
+    private var boost: BuildBoost?
+    private var boostNote = ""
 
     /// This executable, for starting the watchdog.
     static func ownExecutable() -> String {
@@ -237,6 +241,9 @@ final class BuildSupervisor {
                 loop.timeline = BuildTimeline(
                     title: "jobgov -j\(options.plan.ceiling) " + options.plan.argv.joined(separator: " "), pid: getpid())
             }
+            (boost, boostNote) = BuildBoost.make(enabled: choices.boost, hasCgroup: cgroup != nil,
+                                                 root: SysfsTuning.root(environment: env), cpus: onlineCPUs()) { if !quiet { note($0) } }
+            kernel.readsCPUSignals = boost != nil
             self.kernel = kernel
             governing = loop
             ledger.setJobs(loop.initialTarget)
@@ -286,6 +293,8 @@ final class BuildSupervisor {
             plan.sysctls = (kernel?.tuning?.originals ?? []) + (swappiness?.originals ?? [])
             plan.zramIndex = compressedSwap?.index
             plan.zramLabel = compressedSwap?.label
+            plan.sysfs = boost?.boost.originals ?? []
+            plan.sysfsRoot = boost?.boost.root
             watchdog = try WatchdogHandle(executable: Self.ownExecutable(), plan: plan)
         }
 
@@ -295,6 +304,7 @@ final class BuildSupervisor {
                  + "change it live with `jobgov ctl jobs N`")
             note(privilegeTier(cgroup: cgroup, governed: governing != nil))
             if !swapNote.isEmpty { note(swapNote) }
+            if !boostNote.isEmpty { note(boostNote) }
         }
 
         var exit: ExitStatus?
@@ -361,6 +371,10 @@ final class BuildSupervisor {
                 lastGovern = now
                 let target = governing.tick(now: now - startTime)
                 if debugAccounting { note("debug: tick \(Int((monotonicSeconds() - now) * 1e6)) us") }
+                if let boost, var signals = kernel?.cpuSignals {
+                    signals.runningJobs = governing.table.running.filter { !$0.frozen }.count
+                    boost.observe(signals, now: now)
+                }
                 if target != ledger.targetJobs {
                     ledger.setJobs(target)
                     refill(pool)
@@ -404,6 +418,7 @@ final class BuildSupervisor {
         if traceFD >= 0 { close(traceFD) }
         traceFD = -1
         tearDownSwap()
+        boost?.finish()
     }
 
     /// Writes the build's timeline once, at its end (`--trace-events`), and closes the file.

@@ -52,6 +52,7 @@ public enum JobgovEntry {
             let known = Ctl.configuration.subcommands.map { $0._commandName }
             return sub.map { known.contains($0) } == true ? "jobgov ctl \(sub!) --help" : "jobgov ctl --help"
         case "monitor": return "jobgov monitor --help"
+        case "fan": return "jobgov fan --help"
         default: return "jobgov --help"
         }
     }
@@ -70,6 +71,8 @@ public enum JobgovEntry {
         "--pid": "the process id of a running jobgov (`pgrep -a jobgov` lists them)",
         "--interval": "seconds between updates, e.g. 0.5", "--count": "a number of updates, e.g. 10",
         "--generate-completion-script": "bash, zsh or fish",
+        "--fan": "a hwmon fan output, e.g. hwmon3/pwm1", "--sensor": "a hwmon temperature, e.g. hwmon1/temp1_input or net:eth0",
+        "--curve": "°C:duty% points, e.g. 40:30%,60:50%,75:80%", "--max-temp": "degrees Celsius, e.g. 85",
     ]
 
     /// ArgumentParser's message on one line, with what to give when a value is missing, and in lower case like

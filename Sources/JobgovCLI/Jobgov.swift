@@ -14,9 +14,10 @@ public struct Jobgov: ParsableCommand {
         jobgov [-j <N>] [--memory-budget <size>] [--cpu-max <cpus>] [--cgroup <path> | --no-cgroup]
                  [--fixed-jobs] [--memory-threshold <%>] [--freeze-threshold <%>] [--cpu-threshold <%>]
                  [--io-latency <ms>] [--trace <file>] [--trace-events <file>] [--summary-json <file>] [--no-history]
-                 [--no-rerun] [--no-swap] [--config <file>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
+                 [--no-rerun] [--no-swap] [--no-boost] [--config <file>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
           jobgov ctl jobs <N> | status [--json] | freeze | thaw | kill   [--pid <pid>]
           jobgov monitor [--cgroup <path> | --pid <pid>] [--interval <s>] [--count <n>] [--json]
+          jobgov fan --fan <hwmon fan> --sensor <hwmon sensor> [--curve <points>] [--max-temp <°C>] [--interval <s>]
         """,
         discussion: """
         jobgov runs COMMAND as the jobserver that make, ninja, cargo, recursive sub-makes and gcc -flto=jobserver \
@@ -49,7 +50,7 @@ public struct Jobgov: ParsableCommand {
         COMMAND cannot be executed, 127 when it is not found.
         """,
         version: "jobgov \(jobgovVersion)",
-        subcommands: [Run.self, Ctl.self, Monitor.self, WatchdogCommand.self],
+        subcommands: [Run.self, Ctl.self, Monitor.self, Fan.self, WatchdogCommand.self],
         defaultSubcommand: Run.self
     )
 
@@ -150,6 +151,12 @@ struct Run: ParsableCommand {
         (zram) for the build's frozen jobs and removes it at exit; existing swap is used as it is.
         """))
     var noSwap = false
+
+    @Flag(help: ArgumentHelp("""
+        Never raise the CPU's performance. As root with cpufreq, jobgov otherwise sets the performance governor (or \
+        energy preference) and turbo while the build is CPU-bound, and gives every value back after.
+        """))
+    var noBoost = false
 
     @Option(help: ArgumentHelp("""
         Read defaults from this file instead of $XDG_CONFIG_HOME/jobgov/config (~/.config/jobgov/config): \
@@ -304,6 +311,7 @@ struct Run: ParsableCommand {
         c.history = !(noHistory || file["no-history"] == "true")
         c.rerun = !(noRerun || file["no-rerun"] == "true")
         c.swap = !(noSwap || file["no-swap"] == "true")
+        c.boost = !(noBoost || file["no-boost"] == "true")
         return c
     }
 

@@ -44,6 +44,12 @@ final class KernelBuild: BuildSensing, BuildActuating {
     private let say: @Sendable (String) -> Void
     /// The compressed swap made for the build: its memory is the build's, outside its cgroup.
     private let swap: CompressedSwap?
+    /// The CPU signals of the last reading (for the CPU boost); `runningJobs` is the caller's to fill in.
+    private(set) var cpuSignals = CPUSignals(cpusBusy: nil, runningJobs: 0)
+    /// The build's own CPU pressure and run-queue latency (eBPF) are read only where a CPU boost can use them.
+    var readsCPUSignals = false
+    private var lastRunQueue = LatencyHistogram(buckets: [])
+    private var lastCPUPressure: (time: Double, some: PressureLine)?
 
     init(cgroup: BuildCgroup?, cpus: Int, swap: CompressedSwap?, say: @escaping @Sendable (String) -> Void) {
         self.cgroup = cgroup
@@ -90,6 +96,10 @@ final class KernelBuild: BuildSensing, BuildActuating {
             .map { $0.milliseconds / 1000 }
         r.memoryPressure = sample.cgroupPressure[.memory]?.some.avg10 ?? sample.systemPressure[.memory]?.some.avg10 ?? 0
         r.cpuPressure = sample.systemPressure[.cpu]?.some.avg10 ?? 0
+        if readsCPUSignals {
+            cpuSignals = CPUSignals(cpusBusy: r.cpuBusy.map { $0 * Double(cpus) }, runningJobs: 0,
+                                    cpuStall: buildCPUStall(now: sample.time), runQueueP90Seconds: runQueueP90())
+        }
         previous = sample
         return r
     }
@@ -132,8 +142,10 @@ final class KernelBuild: BuildSensing, BuildActuating {
         guard !probesAttempted else { return }
         probesAttempted = true
         do {
-            let p = try BuildProbes.open(cgroupV2Path: unifiedDir, leaveOut: [.memory, .blockIO, .runQueue, .execGate, .brake])
-            let wanted: [ProbeObserver] = [.processes, .reclaim, .oom]
+            let p = try BuildProbes.open(cgroupV2Path: unifiedDir,
+                                         leaveOut: readsCPUSignals ? [.memory, .blockIO, .execGate, .brake]
+                                             : [.memory, .blockIO, .runQueue, .execGate, .brake])
+            let wanted: [ProbeObserver] = [.processes, .reclaim, .oom] + (readsCPUSignals ? [.runQueue] : [])
             let on = wanted.filter { p.isAvailable($0) }
             if on.isEmpty {
                 let why = p.unavailable.first?.reason ?? "not available"
@@ -148,6 +160,25 @@ final class KernelBuild: BuildSensing, BuildActuating {
             say(line)
         } catch {
             say("eBPF observers off (\(error)); running on PSI, cgroup counters and /proc")
+        }
+    }
+
+    /// The 90th percentile of the build's run-queue waits since the last call, in seconds (nil without the observer).
+    private func runQueueP90() -> Double? {
+        guard let probes, probes.isAvailable(.runQueue) else { return nil }
+        let now = probes.histogram(.runQueue)
+        defer { lastRunQueue = now }
+        return now.subtracting(lastRunQueue).quantileUpperBound(0.90).map { Double($0) / 1e6 }
+    }
+
+    /// The share of the time since the last reading in which some task of the build waited for a CPU (its cgroup's
+    /// cpu.pressure; the machine's without a cgroup v2 directory).
+    private func buildCPUStall(now: Double) -> Double? {
+        let path = cgroup?.directories.unified.map { $0 + "/cpu.pressure" } ?? "/proc/pressure/cpu"
+        guard let text = readSmallFile(path, limit: 4096), let line = try? parsePressure(text, path: path).some else { return nil }
+        defer { lastCPUPressure = (now, line) }
+        return lastCPUPressure.flatMap {
+            PressureRate.stalledFraction(previous: $0.some, current: line, elapsedSeconds: now - $0.time)
         }
     }
 

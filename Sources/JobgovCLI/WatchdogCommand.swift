@@ -5,7 +5,7 @@ import LinuxSystem
 struct WatchdogCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "watchdog",
-        abstract: "Undo freezing, limits and jobgov's swap device if jobgov dies (started by jobgov itself).",
+        abstract: "Undo freezing, limits, jobgov's swap device, CPU boost and fan control if jobgov dies (started by jobgov itself).",
         shouldDisplay: false
     )
 
@@ -17,6 +17,8 @@ struct WatchdogCommand: ParsableCommand {
     @Option var freezer: String?
     @Option var remove: [String] = []
     @Option var sysctl: [String] = []
+    @Option var sysfs: [String] = []
+    @Option var sysfsRoot: String?
     @Option var zram: Int?
     @Option var zramLabel: String?
 
@@ -26,6 +28,8 @@ struct WatchdogCommand: ParsableCommand {
             cgroup: CgroupDirectories(unified: unified, memory: memory, cpu: cpu, freezer: freezer),
             removeWhenEmpty: remove)
         plan.sysctls = sysctl.compactMap(SystemTuning.decode)
+        plan.sysfs = sysfs.compactMap(SystemTuning.decode)
+        plan.sysfsRoot = sysfsRoot
         plan.zramIndex = zram
         plan.zramLabel = zramLabel
         throw ExitCode(WatchdogRunner.run(pipeFD: pipeFd, plan: plan))

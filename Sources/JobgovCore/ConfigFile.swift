@@ -1,9 +1,9 @@
 /// jobgov's config file: `key = value` lines, `#` comments, keys named like `jobgov run`'s long options.
 public enum ConfigFile {
-    public static let keys: Set<String> = [
+    public static let keys: Set<String> = Set([
         "memory-threshold", "freeze-threshold", "cpu-threshold", "io-latency", "fixed-jobs", "no-history", "no-rerun",
-        "no-swap", "trace-events",
-    ]
+        "no-swap", "trace-events", "no-boost",
+    ]).union(FanSettings.configKeys)
 
     public static func parse(_ text: String, path: String) throws(CommandLineError) -> [String: String] {
         var out: [String: String] = [:]
@@ -19,7 +19,7 @@ public enum ConfigFile {
             guard keys.contains(key) else {
                 throw .conflict("\(path):\(number + 1): unknown key \"\(key)\"; known keys: \(keys.sorted().joined(separator: ", "))")
             }
-            if ["fixed-jobs", "no-history", "no-rerun", "no-swap"].contains(key), value != "true" && value != "false" {
+            if ["fixed-jobs", "no-history", "no-rerun", "no-swap", "no-boost"].contains(key), value != "true" && value != "false" {
                 throw .conflict("\(path):\(number + 1): \(key) is true or false, not \"\(value)\"")
             }
             // Values are checked here, where the line is known, as well as where they are used.

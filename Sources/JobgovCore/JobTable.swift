@@ -62,6 +62,8 @@ public struct Job: Sendable, Equatable {
     public var frozenSince: Double?
     /// Its memory was paged out while frozen: what it held before (it comes back as the job touches it after a thaw).
     public var pagedOutBytes: UInt64 = 0
+    /// When its page-out was asked for; nil once it is thawed (the page-out stops there).
+    public var pageOutAskedAt: Double?
     /// Of its memory, how much is in swap now; and whether any ever was seen there.
     public var swappedBytes: UInt64 = 0
     var sawSwap = false
@@ -241,8 +243,9 @@ public struct JobTable: Sendable {
     }
 
     /// Its memory was paged out (bytes it held before), or came back (0).
-    public mutating func setPagedOut(_ id: JobID, bytes: UInt64) {
+    public mutating func setPagedOut(_ id: JobID, bytes: UInt64, now: Double? = nil) {
         jobs[id]?.pagedOutBytes = bytes
+        jobs[id]?.pageOutAskedAt = bytes > 0 ? now : nil
     }
 
     public mutating func setFrozen(_ id: JobID, _ frozen: Bool, now: Double) {
@@ -250,9 +253,16 @@ public struct JobTable: Sendable {
         job.frozen = frozen
         if frozen {
             job.frozenSince = now
-        } else if let since = job.frozenSince {
-            job.frozenSeconds += now - since
-            job.frozenSince = nil
+        } else {
+            // A thaw stops a page-out where it is.
+            job.pageOutAskedAt = nil
+            // The rate it grew at before the freeze is stale: the thaw planned it at a quarter above what it
+            // reached, and its next readings tell whether it still grows. Kept, it froze the job again at once.
+            job.growthRate = 0
+            if let since = job.frozenSince {
+                job.frozenSeconds += now - since
+                job.frozenSince = nil
+            }
         }
         jobs[id] = job
     }

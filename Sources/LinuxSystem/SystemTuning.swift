@@ -67,10 +67,16 @@ public final class SystemTuning {
     /// Gives each setting its original value back, but only where it still holds jobgov's tuned value: a value
     /// someone else set meanwhile is theirs (the watchdog calls this without knowing whether jobgov tuned).
     public static func restore(_ settings: [Setting], procSys: String = "/proc/sys") {
-        for s in settings {
-            guard let tuned = tunedValues[s.path],
-                  readSmallFile(procSys + "/" + s.path)?.trimmingWhitespace() == tuned else { continue }
-            _ = write(procSys + "/" + s.path, s.original)
+        giveBack(settings, root: procSys) { path, current in tunedValues[path] == current }
+    }
+
+    /// Writes each setting's original value to its file below `root`, where `stillJobgovs(path, current value)`
+    /// says the file still holds what jobgov put there. sysctls and sysfs knobs (`SysfsTuning`) both go through it.
+    static func giveBack(_ settings: [Setting], root: String, stillJobgovs: (String, String) -> Bool) {
+        for s in settings where !s.path.split(separator: "/").contains("..") {
+            guard let current = readSmallFile(root + "/" + s.path)?.trimmingWhitespace(),
+                  stillJobgovs(s.path, current) else { continue }
+            _ = write(root + "/" + s.path, s.original)
         }
     }
 

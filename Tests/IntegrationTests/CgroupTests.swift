@@ -17,12 +17,6 @@ struct CgroupTests {
 
     private func lines(_ s: Scratch, _ name: String) -> Int { s.read(name).split(separator: "\n").count }
 
-    private func ourCgroupDirectories(pid: Int32) -> [String] {
-        let layout = CgroupLayout.detect()
-        let bases = [layout.ownUnifiedDirectory, layout.ownV1Directory("memory"), layout.ownV1Directory("cpu")]
-        return bases.compactMap { $0 }.map { "\($0)/jobgov-\(pid)" }.filter { FileManager.default.fileExists(atPath: $0) }
-    }
-
     @Test("the build runs in jobgov-PID/build in every hierarchy, and the cgroups are gone afterwards")
     func placement() throws {
         try Clients.require(Clients.make44)
@@ -40,7 +34,7 @@ struct CgroupTests {
             #expect(cg.split(separator: "\n").contains { $0.contains(":memory:") && $0.hasSuffix("/jobgov-\(run.pid)/build") }, "\(cg)")
         }
         #expect(r.stderr.contains("in cgroup "))
-        #expect(ourCgroupDirectories(pid: run.pid).isEmpty, "removed at exit")
+        #expect(buildCgroupDirectories(jobgov: run.pid).isEmpty, "removed at exit")
     }
 
     @Test("freezing stops the build's progress; thawing resumes it")
@@ -77,7 +71,7 @@ struct CgroupTests {
         try s.write("Makefile", Self.counterMakefile)
         let run = try Running(Clients.jobgov, ["--memory-budget", "256M", Clients.make44], in: s)
         waitUntil("the counter to start") { lines(s, "counter") >= 5 }
-        let dirs = ourCgroupDirectories(pid: run.pid)
+        let dirs = buildCgroupDirectories(jobgov: run.pid)
         #expect(!dirs.isEmpty)
         let memoryDir = dirs.first { $0.contains("/memory/") }
         if let memoryDir {

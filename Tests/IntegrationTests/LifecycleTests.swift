@@ -170,11 +170,12 @@ struct MistakeTests {
         #expect(s.runtimeLeftovers.isEmpty)
     }
 
-    @Test("a mistake in ctl or monitor points at that command's help", arguments: [
+    @Test("a mistake in ctl, monitor or fan points at that command's help", arguments: [
         (["ctl", "jobs", "-1"], "(see `jobgov ctl jobs --help`)"),
         (["ctl", "status", "--pid", "x"], "(see `jobgov ctl status --help`)"),
         (["ctl", "frob"], "(see `jobgov ctl --help`)"),
         (["monitor", "--count", "0"], "(see `jobgov monitor --help`)"),
+        (["fan", "--frob"], "(see `jobgov fan --help`)"),
     ])
     func helpHint(arguments: [String], hint: String) throws {
         let s = try Scratch()

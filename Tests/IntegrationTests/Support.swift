@@ -1,4 +1,5 @@
 import Foundation
+import LinuxSystem
 import Testing
 
 /// Paths of the real clients the tests drive; `scripts/setup` installs them.
@@ -245,4 +246,11 @@ func flatNinja(count: Int, seconds: Double, prefix: String = "n") -> String {
     for name in names { text += "build \(name): job\n" }
     text += "build all: phony \(names.joined(separator: " "))\ndefault all\n"
     return text
+}
+
+/// The cgroups (v2 and the v1 memory and cpu ones) of the build of the jobgov with this pid, where they exist.
+func buildCgroupDirectories(jobgov pid: Int32) -> [String] {
+    let layout = CgroupLayout.detect()
+    let bases = [layout.ownUnifiedDirectory, layout.ownV1Directory("memory"), layout.ownV1Directory("cpu")]
+    return bases.compactMap { $0 }.map { "\($0)/jobgov-\(pid)" }.filter { FileManager.default.fileExists(atPath: $0) }
 }

@@ -678,6 +678,24 @@ struct ShapeAndRungTests {
         #expect(df.pageOut.isEmpty && df.evict.isEmpty)
     }
 
+    @Test func aJobWhosePageOutIsUnderWayIsNotEnded() {
+        // The oldest job runs to 900 MiB; two frozen jobs, both asked to page out, still hold 200 MiB each.
+        func input(askedSecondsAgo: Double) -> GovernorInput {
+            var frozen = [job(2, rss: 200, frozen: true, evictable: true, paged: 250),
+                          job(3, rss: 200, frozen: true, evictable: true, paged: 250)]
+            for i in frozen.indices { frozen[i].pageOutAskedSecondsAgo = askedSecondsAgo }
+            return GovernorInput(now: 10, memoryUsedBytes: 900 * MiB, jobs: [job(1, rss: 500, peak: 900)] + frozen,
+                                 nextJobPeakBytes: 100 * MiB)
+        }
+        // Asked 0.3 s ago: 250 MiB take about 1.6 s at the slowest page-out rate allowed for. Ending them would
+        // throw their work away for memory that is leaving anyway.
+        var g = Governor(settings: settings(pageOut: true, evict: true))
+        #expect(g.decide(input(askedSecondsAgo: 0.3)).evict.isEmpty)
+        // 30 s later they still hold it: the page-out did not free it (swap full). The newest is ended.
+        var late = Governor(settings: settings(pageOut: true, evict: true))
+        #expect(late.decide(input(askedSecondsAgo: 30)).evict == [JobID(pid: 3, startTicks: 0)])
+    }
+
     @Test func atTheHardLimitTheNewestRunningJobGoes() {
         // The plan said it fits, the kernel says the build waits at its hard limit: the plan was wrong.
         let jobs = [job(1, rss: 500, peak: 500), job(2, rss: 500, evictable: true, peak: 500)]
@@ -788,6 +806,27 @@ struct ShapeAndRungTests {
         _ = table.update(reading(rss: 400, swap: 0), launched: 1, now: 6)
         #expect(table.running[0].growthRate > 0)
         #expect(table.running[0].lastGrowthAt == 6)
+    }
+
+    @Test func aThawForgetsTheGrowthRateAndThePageOutOfBeforeTheFreeze() {
+        var table = JobTable()
+        func reading(rss: UInt64) -> [ProcessObservation] {
+            [ProcessObservation(pid: 1, parent: 0, name: "make"),
+             ProcessObservation(pid: 2, parent: 1, name: "cc", rssBytes: rss * MiB)]
+        }
+        _ = table.update(reading(rss: 100), launched: 1, now: 0)
+        _ = table.update(reading(rss: 300), launched: 1, now: 1)
+        let id = table.running[0].id
+        #expect(table.running[0].growthRate > 0)
+        table.setFrozen(id, true, now: 1)
+        table.setPagedOut(id, bytes: 300 * MiB, now: 1.5)
+        #expect(table.running[0].pageOutAskedAt == 1.5)
+        #expect(table.running[0].growthRate > 0, "kept while frozen: the freeze rules plan with it")
+        table.setFrozen(id, false, now: 2)
+        // Before, the stale rate planned the thawed job growing at once, and it was frozen again the next tick
+        // (in the simulator, 93 of 331 freezes came within 0.3 s of the same job's thaw); the page-out stopped.
+        #expect(table.running[0].growthRate == 0)
+        #expect(table.running[0].pageOutAskedAt == nil)
     }
 
     @Test func slowStartAdmitsOneJobOfUnknownSizeAtATime() {

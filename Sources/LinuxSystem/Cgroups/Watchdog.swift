@@ -13,6 +13,9 @@ public struct WatchdogPlan: Equatable, Sendable {
     public var removeWhenEmpty: [String]
     /// Sysctls to give back their values if jobgov dies while it has them tuned.
     public var sysctls: [SystemTuning.Setting] = []
+    /// sysfs files (CPU boost, a fan) to give back the same way (`SysfsTuning`), below `sysfsRoot` (nil: /sys).
+    public var sysfs: [SystemTuning.Setting] = []
+    public var sysfsRoot: String?
     /// jobgov's compressed swap device (`CompressedSwap.index`) and its swap label (`jobgov-PID`): removed (swapoff,
     /// reset, hot_remove) after the build is thawed and its limits lifted, but only while the device still carries
     /// that label, since jobgov may have removed it and someone else's hot_add got the number again.
@@ -35,6 +38,8 @@ public struct WatchdogPlan: Equatable, Sendable {
         if let v = cgroup.freezer { out += ["--freezer", v] }
         for v in removeWhenEmpty { out += ["--remove", v] }
         for s in sysctls { out += ["--sysctl", SystemTuning.encode(s)] }
+        for s in sysfs { out += ["--sysfs", SystemTuning.encode(s)] }
+        if let v = sysfsRoot, !sysfs.isEmpty { out += ["--sysfs-root", v] }
         if let index = zramIndex, let label = zramLabel { out += ["--zram", String(index), "--zram-label", label] }
         return out
     }
@@ -90,6 +95,7 @@ public enum WatchdogRunner {
         }
         if let runtime = plan.runtimeDirectory { removeDirectoryTree(runtime) }
         SystemTuning.restore(plan.sysctls)
+        SysfsTuning.restore(plan.sysfs, root: plan.sysfsRoot ?? SysfsTuning.defaultRoot)
         // Last: swapoff brings the paged-out pages back, charged to the build's cgroups, which must not be at a
         // limit jobgov set (lifted above), and the thawed jobs can already fault theirs back meanwhile.
         removeSwapDevice(plan, attempts: 1)
