@@ -118,7 +118,7 @@ public struct FinishedJob: Sendable, Equatable {
 public struct JobTable: Sendable {
     public private(set) var jobs: [JobID: Job] = [:]
     /// Short names of jobserver clients: their children are jobs.
-    public var clientNames: Set<String> = ["make", "gmake", "ninja", "samu", "cargo", "mingw32-make", "remake"]
+    public var clientNames = Set(ClientKind.jobserverClients.keys)
 
     public init() {}
 

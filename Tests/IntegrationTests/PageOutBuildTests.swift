@@ -27,7 +27,7 @@ struct PageOutBuildTests {
         init(_ tag: String, limit: UInt64, swappiness: Int? = 0) throws {
             cgroup = try BuildCgroup.create(layout: CgroupLayout.detect(), name: "jobgov-test-\(getpid())-pageout-\(tag)")
             try cgroup.apply(CgroupLimits(memoryMax: limit))
-            if let swappiness, cgroup.memoryDir != nil { try cgroup.apply(CgroupLimits(swappiness: swappiness)) }
+            if let swappiness, cgroup.directories.memory != nil { try cgroup.apply(CgroupLimits(swappiness: swappiness)) }
         }
         /// `sh -c` that joins the box's leaf in every hierarchy, then execs the command (so its pid is the command's).
         func wrap(_ command: [String]) -> [String] {
@@ -36,7 +36,7 @@ struct PageOutBuildTests {
         }
         /// OOM kills anywhere below (v1 counts them per cgroup; v2's memory.events is hierarchical).
         var oomKills: UInt64 {
-            if let dir = cgroup.memoryDir { return BuildCgroup.v1OOMKills(below: dir) ?? 0 }
+            if let dir = cgroup.directories.memory { return BuildCgroup.v1OOMKills(below: dir) ?? 0 }
             return cgroup.oomKills() ?? 0
         }
         /// Waits for `run` (at most `timeout` seconds), reading the OOM kills every 50 ms meanwhile: on v1 a kill is
@@ -673,7 +673,7 @@ struct PageOutBuildTests {
         guard CgroupLayout.detect().kind != .unified else { return }  // v2 has no per-cgroup swappiness
         SwapWatch.waitQuiet(mine: watch.mine)
         let box = try Box("swappiness", limit: Self.boxLimit, swappiness: nil)
-        let memoryDir = try #require(box.cgroup.memoryDir)
+        let memoryDir = try #require(box.cgroup.directories.memory)
         let inherited = (readTrimmed(memoryDir + "/build/memory.swappiness") ?? "?")
         let run = try Self.start([Clients.ninja], box: box, in: s, watch: watch, tag: "swappiness")
         waitUntil("the start line naming the swap", timeout: 15) { s.read("swappiness.stderr").contains("jobgov: swap:") }
