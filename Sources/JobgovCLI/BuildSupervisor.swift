@@ -141,7 +141,7 @@ final class BuildSupervisor {
             auth = "fifo:\(pool.fifoPath)"
         case .pipe:
             let ends = try pool.openClientPipeEnds()
-            auth = "\(ends.read),\(ends.write)"
+            auth = "\(ends.read.rawValue),\(ends.write.rawValue)"
         }
         try setUpGovernor()
         refill(pool)
