@@ -62,7 +62,14 @@ let package = Package(
         .systemLibrary(name: "CLibbpf", pkgConfig: "libbpf", providers: [.apt(["libbpf-dev"])]),
         .target(name: "CJobgovBPF", dependencies: ["CLibbpf"]),
         .plugin(name: "BPFObjectPlugin", capability: .buildTool()),
-        .target(name: "BPFProbes", dependencies: ["CLibbpf", "CJobgovBPF"], plugins: ["BPFObjectPlugin"]),
+        .target(
+            name: "BPFProbes",
+            dependencies: [
+                "CLibbpf", "CJobgovBPF", "JobgovCore",
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            plugins: ["BPFObjectPlugin"]
+        ),
         .executableTarget(name: "jobgov-probe-bench", dependencies: ["BPFProbes"]),
 
         .testTarget(name: "JobgovCoreTests", dependencies: ["JobgovCore"]),

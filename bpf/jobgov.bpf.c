@@ -17,6 +17,13 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
+/* Set by user space before load (see struct jg_load_settings); zero here only until then. */
+const volatile struct jg_load_settings jg_load = {};
+
+/* Read by no program: it puts struct jg_event into the object's BTF (records are built in ring buffer memory, which
+ * BTF does not describe), so that user space can check its own layout of the records against it. */
+const struct jg_event jg_event_layout __attribute__((used)) = {};
+
 struct {
     __uint(type, BPF_MAP_TYPE_RINGBUF);
     __uint(max_entries, JG_RINGBUF_BYTES);
@@ -148,11 +155,11 @@ static __always_inline bool current_in_build(void)
 }
 
 /* The build's depth: learned from the kernel (jg_level), else what user space computed. */
-static __always_inline __u32 build_level(struct jg_config *c)
+static __always_inline __u32 build_level(void)
 {
     __u32 zero = 0;
     __u32 *learned = bpf_map_lookup_elem(&jg_level, &zero);
-    return learned && *learned ? *learned - 1 : c->build_level;
+    return learned && *learned ? *learned - 1 : jg_load.build_level;
 }
 
 /* How far below the build a task's cgroup is walked up with plain loads; deeper ones take one probe read. */
@@ -162,46 +169,46 @@ static __always_inline __u32 build_level(struct jg_config *c)
  * cgroup's ancestor at the build's level is the build. Plain loads only, and tasks in shallower cgroups (on most
  * machines: everything else) are out after three; cgroup->ancestors[] cannot be indexed by a variable with plain
  * loads, so the walk goes up through the parents. */
-static __always_inline bool task_in_build(struct task_struct *t, struct jg_config *c)
+static __always_inline bool task_in_build(struct task_struct *t)
 {
     struct cgroup *cg = t->cgroups->dfl_cgrp;
     if (!cg)
         return false;
     int level = cg->level;
-    __u32 want = build_level(c);
+    __u32 want = build_level();
     if (level < 0 || (__u32)level < want || want > 255)
         return false;
 #pragma unroll
     for (int i = 0; i < JG_WALK_LEVELS; i++) {
         if ((__u32)level == want)
-            return cg->kn->id == c->build_cgroup_id;
+            return cg->kn->id == jg_load.build_cgroup_id;
         cg = cg->self.parent->cgroup;
         level--;
         if (!cg)
             return false;
     }
     if ((__u32)level == want)
-        return cg->kn->id == c->build_cgroup_id;
+        return cg->kn->id == jg_load.build_cgroup_id;
     struct cgroup *ancestor = NULL;
     bpf_core_read(&ancestor, sizeof(ancestor), &cg->ancestors[want]);
-    return ancestor && BPF_CORE_READ(ancestor, kn, id) == c->build_cgroup_id;
+    return ancestor && BPF_CORE_READ(ancestor, kn, id) == jg_load.build_cgroup_id;
 }
 
 /* For a task given as a plain pointer (raw_tp arguments): every field is a probe read. */
-static __always_inline bool task_in_build_raw(struct task_struct *t, struct jg_config *c)
+static __always_inline bool task_in_build_raw(struct task_struct *t)
 {
     struct cgroup *cg = BPF_CORE_READ(t, cgroups, dfl_cgrp);
     if (!cg)
         return false;
     int level = BPF_CORE_READ(cg, level);
-    __u32 want = build_level(c);
+    __u32 want = build_level();
     if (level < 0 || (__u32)level < want || want > 255)
         return false;
     struct cgroup *ancestor = NULL;
     bpf_core_read(&ancestor, sizeof(ancestor), &cg->ancestors[want]);
     if (!ancestor)
         return false;
-    return BPF_CORE_READ(ancestor, kn, id) == c->build_cgroup_id;
+    return BPF_CORE_READ(ancestor, kn, id) == jg_load.build_cgroup_id;
 }
 
 /* Called for a task known to be in the build: find the build among its cgroup's ancestors, once. */
@@ -209,8 +216,7 @@ static __always_inline void learn_level(struct task_struct *t)
 {
     __u32 zero = 0;
     __u32 *learned = bpf_map_lookup_elem(&jg_level, &zero);
-    struct jg_config *c = config();
-    if (!learned || *learned || !c)
+    if (!learned || *learned)
         return;
     struct cgroup *cg = BPF_CORE_READ(t, cgroups, dfl_cgrp);
     if (!cg)
@@ -221,7 +227,7 @@ static __always_inline void learn_level(struct task_struct *t)
             break;
         struct cgroup *ancestor = NULL;
         bpf_core_read(&ancestor, sizeof(ancestor), &cg->ancestors[i]);
-        if (ancestor && BPF_CORE_READ(ancestor, kn, id) == c->build_cgroup_id) {
+        if (ancestor && BPF_CORE_READ(ancestor, kn, id) == jg_load.build_cgroup_id) {
             *learned = i + 1;
             break;
         }
@@ -459,8 +465,7 @@ int BPF_PROG(jg_rss, struct mm_struct *mm, int member)
             c->flushed_peak = c->peak;
         }
     }
-    struct jg_config *cfg = config();
-    __u64 now = rss_read(c, mm, member, ctx, (cfg ? cfg->page_shift : 12) & 31);
+    __u64 now = rss_read(c, mm, member, ctx, jg_load.page_shift & 31);
     if (now > c->peak)
         c->peak = now;
     __u64 moved = now > c->flushed_now ? now - c->flushed_now : c->flushed_now - now;
@@ -554,8 +559,7 @@ int BPF_PROG(jg_exit, struct task_struct *task)
         cache->mm = 0;
     }
     /* The kernel's high-water mark, set for the thread group as its last thread exits (in pages). */
-    struct jg_config *cfg = config();
-    __u64 peak = (__u64)task->signal->maxrss << ((cfg ? cfg->page_shift : 12) & 31);
+    __u64 peak = (__u64)task->signal->maxrss << (jg_load.page_shift & 31);
     struct jg_proc *p = bpf_map_lookup_elem(&jg_procs, &tgid);
     if (p) {
         if (p->rss_peak > peak)
@@ -640,7 +644,6 @@ int BPF_PROG(jg_mreclaim_end) { return reclaim_end(); }
 SEC("raw_tp/mark_victim")
 int BPF_PROG(jg_oom)
 {
-    struct jg_config *c = config();
     struct jg_event *e = reserve(JG_EV_OOM, JG_EVENT_SHORT);
     if (!e)
         return 0;
@@ -650,7 +653,7 @@ int BPF_PROG(jg_oom)
         e->pid = BPF_CORE_READ(t, tgid);
         BPF_CORE_READ_STR_INTO(&e->comm, t, comm);
         e->value = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
-        e->aux = c && task_in_build_raw(t, c);
+        e->aux = task_in_build_raw(t);
     } else {
         /* up to 6.7: mark_victim(int pid); the caller is the victim in most memcg OOMs */
         struct task_struct *cur = (struct task_struct *)bpf_get_current_task();
@@ -708,8 +711,7 @@ static __always_inline void mark_runnable(__u32 tid)
 
 static __always_inline int runnable(struct task_struct *t)
 {
-    struct jg_config *c = config();
-    if (!c || !task_in_build(t, c))
+    if (!task_in_build(t))
         return 0;
     mark_runnable(t->pid);
     return 0;

@@ -69,13 +69,18 @@ struct jg_event {
 };
 #define JG_EVENT_SHORT (__builtin_offsetof(struct jg_event, args))
 
-/* The single entry of map jg_config; Swift writes it whole. */
-struct jg_config {
+/* Settings fixed for the programs' life: the read-only global jg_load (`const volatile`, in .rodata), which Swift
+ * writes into the opened object before it is loaded; the verifier then knows them as constants. */
+struct jg_load_settings {
     __u64 build_cgroup_id; /* cgroup v2 id (inode number) of the build's cgroup */
     __u32 build_level;     /* its depth below the v2 root (root = 0) */
+    __u32 page_shift;      /* log2 of the page size (rss counters are in pages) */
+};
+
+/* The single entry of map jg_config: switches user space turns while the programs run. Swift writes it whole. */
+struct jg_config {
     __u32 gate_closed;     /* 1: a process that execs in the build stops itself (SIGSTOP) */
     __u32 brake_armed;     /* 1: a build task that enters reclaim stops itself, unless protected */
-    __u32 page_shift;      /* log2 of the page size (rss counters are in pages) */
     __u64 min_stall_ns;    /* reclaim stalls shorter than this are only summed, not reported one by one */
 };
 

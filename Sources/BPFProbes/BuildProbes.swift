@@ -1,5 +1,7 @@
 import CJobgovBPF
+import JobgovCore
 import CLibbpf
+import SystemPackage
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -19,10 +21,11 @@ public struct ProcessRecord: Sendable, Equatable {
 /// Not Sendable: one owner (the supervisor loop) polls `pollDescriptor`, calls `drain`, and acts. Everything that
 /// could not be loaded or attached is listed in `unavailable`, one line each; the rest works regardless.
 public final class BuildProbes {
-    /// The epoll descriptor of the ring buffer, -1 without BPF. It becomes readable at once for `.gateStopped`,
-    /// `.brakeStopped` and `.oomVictim`, and when 128 KB of records wait; routine records (fork, exec, exit, stall)
-    /// do not wake it one by one (that cost a context switch per process), so also call `drain` on every tick.
-    public private(set) var pollDescriptor: Int32 = -1
+    /// The epoll descriptor of the ring buffer (owned by it), nil without BPF. It becomes readable at once for
+    /// `.gateStopped`, `.brakeStopped` and `.oomVictim`, and when 128 KB of records wait; routine records (fork,
+    /// exec, exit, stall) do not wake it one by one (that cost a context switch per process), so also call `drain`
+    /// on every tick.
+    public private(set) var pollDescriptor: FileDescriptor?
     /// What is off and why, one line per observer.
     public private(set) var unavailable: [(observer: String, reason: String)] = []
     /// The build's cgroup v2 id (its inode number), as in `oomVictim(cgroupID:)`.
@@ -37,11 +40,17 @@ public final class BuildProbes {
     private var links: [OpaquePointer] = []
     private var ringBuffer: OpaquePointer?
     private let sink = Sink()
-    private var cgroupFD: Int32 = -1
+    /// The build's cgroup directory, open while its descriptor sits in map jg_cgroup.
+    private var cgroupDirectory: FileDescriptor?
     private var objectBytes: UnsafeMutableRawBufferPointer?
-    private var config = jg_config()
+    /// The switches of map jg_config (gate, brake, minimum stall), written whole whenever one changes.
+    var config = jg_config()
+    /// What the programs know from load on (`jg_load` in their read-only data).
+    private var loadSettings = jg_load_settings()
+    /// Why `openObject` last failed, when libbpf did not say.
+    private var openFailure: String?
     private var attached: Set<String> = []
-    private var maps: [String: Int32] = [:]
+    var maps = LoadedMaps()
     private var closed = false
     private var leftOut: Set<ProbeObserver> = []
 
@@ -69,9 +78,9 @@ public final class BuildProbes {
     ) throws(ProbeError) -> BuildProbes {
         let (id, level) = try cgroupIdentity(cgroupV2Path)
         let probes = BuildProbes(cgroupID: id)
-        probes.config.build_cgroup_id = id
-        probes.config.build_level = level
-        probes.config.page_shift = UInt32(Int(sysconf(Int32(_SC_PAGESIZE))).trailingZeroBitCount)
+        probes.loadSettings = jg_load_settings(
+            build_cgroup_id: id, build_level: level,
+            page_shift: UInt32(Int(sysconf(Int32(_SC_PAGESIZE))).trailingZeroBitCount))
         probes.config.min_stall_ns = 1_000_000
         probes.leftOut = leaveOut
         probes.load(cgroupV2Path: cgroupV2Path, verbose: verbose)
@@ -103,7 +112,8 @@ public final class BuildProbes {
         let allPrograms = Set(programNames(bytes)).subtracting(skippedPrograms)
         var obj = openObject(bytes, autoload: allPrograms)
         guard let first = obj else {
-            markAllUnavailable("cannot open the BPF object: \(lastLogLine() ?? String(cString: strerror(errno)))")
+            markAllUnavailable("cannot open the BPF object: "
+                               + (openFailure ?? lastLogLine() ?? String(cString: strerror(errno))))
             return
         }
         jg_clear_libbpf_log()
@@ -138,15 +148,10 @@ public final class BuildProbes {
             obj = retry
         }
         object = obj
-        for name in ["jg_config", "jg_cgroup", "jg_procs", "jg_gated", "jg_braked", "jg_protected", "jg_hist",
-                     "jg_counters", "jg_events"] {
-            if let map = bpf_object__find_map_by_name(obj, name) { maps[name] = bpf_map__fd(map) }
-        }
+        if let obj { maps = LoadedMaps(obj) }
         writeConfig()
-        cgroupFD = Glibc.open(cgroupV2Path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        var zero: UInt32 = 0
-        var fd = cgroupFD
-        if cgroupFD < 0 || bpf_map_update_elem(maps["jg_cgroup"] ?? -1, &zero, &fd, UInt64(BPF_ANY)) != 0 {
+        cgroupDirectory = try? FileDescriptor.open(cgroupV2Path, .readOnly, options: [.directory, .closeOnExec])
+        if maps.cgroup?.update(0, UInt32(bitPattern: cgroupDirectory?.rawValue ?? -1)) != true {
             markAllUnavailable("cannot hand the cgroup \(cgroupV2Path) to BPF: \(String(cString: strerror(errno)))")
             closeObject()
             return
@@ -171,7 +176,7 @@ public final class BuildProbes {
         if let events = bpf_object__find_map_by_name(obj, "jg_events") {
             let context = Unmanaged.passUnretained(sink).toOpaque()
             ringBuffer = ring_buffer__new(bpf_map__fd(events), sinkCallback, context, nil)
-            if let ringBuffer { pollDescriptor = ring_buffer__epoll_fd(ringBuffer) }
+            if let ringBuffer { pollDescriptor = FileDescriptor(rawValue: ring_buffer__epoll_fd(ringBuffer)) }
         }
 
         for observer in ProbeObserver.allCases where !isAvailable(observer) && !leftOut.contains(observer) {
@@ -184,9 +189,14 @@ public final class BuildProbes {
         }
     }
 
-    /// Opens the object; with `autoload`, only those programs will load.
+    /// Opens the object, with the load-time settings in place; with `autoload`, only those programs will load.
     private func openObject(_ bytes: UnsafeMutableRawBufferPointer, autoload: Set<String>?) -> OpaquePointer? {
         guard let obj = jg_open_object(bytes.baseAddress, bytes.count, "jobgov") else { return nil }
+        guard ProbeLayout.setReadOnly("jg_load", to: loadSettings, in: obj) else {
+            bpf_object__close(obj)
+            openFailure = "its read-only jg_load cannot be set (a BPF object and a loader from different builds?)"
+            return nil
+        }
         if let autoload {
             var program = bpf_object__next_program(obj, nil)
             while let p = program {
@@ -218,14 +228,9 @@ public final class BuildProbes {
     }
 
     private func decodeObject() -> UnsafeMutableRawBufferPointer {
-        let hex = jobgovBPFObjectHex
-        let count = hex.utf8CodeUnitCount / 2
-        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: count, alignment: 16)
-        func nibble(_ c: UInt8) -> UInt8 { c <= 57 ? c - 48 : (c | 0x20) - 87 }
-        let digits = hex.utf8Start
-        for i in 0..<count {
-            buffer[i] = nibble(digits[2 * i]) << 4 | nibble(digits[2 * i + 1])
-        }
+        let buffer = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: EmbeddedHex.byteCount(jobgovBPFObjectHex), alignment: 16)
+        EmbeddedHex.decode(jobgovBPFObjectHex, into: buffer)
         return buffer
     }
 
@@ -242,7 +247,7 @@ public final class BuildProbes {
         withoutActuallyEscaping(body) { body in
             sink.handler = { record, size in
                 guard let event = ProbeEvent(record: record, size: size) else { return }
-                body(event, record.load(fromByteOffset: 16, as: UInt64.self))
+                body(event, record.load(fromByteOffset: eventTimeOffset, as: UInt64.self))
             }
             _ = ring_buffer__consume(ringBuffer)
             sink.handler = nil
@@ -278,38 +283,27 @@ public final class BuildProbes {
 
     /// Everything the maps know of a process. An ended process's entry is removed once read.
     public func record(of pid: Int32) -> ProcessRecord? {
-        guard let fd = maps["jg_procs"] else { return nil }
-        var key = UInt32(bitPattern: pid)
-        var value = jg_proc()
-        guard bpf_map_lookup_elem(fd, &key, &value) == 0 else { return nil }
-        if value.exited != 0 { bpf_map_delete_elem(fd, &key) }
+        let key = UInt32(bitPattern: pid)
+        guard let procs = maps.procs, let value = procs.lookup(key) else { return nil }
+        if value.exited != 0 { procs.delete(key) }
         return ProcessRecord(value)
     }
 
     /// Every process the maps know, without removing any.
     public func records() -> [Int32: ProcessRecord] {
-        guard let fd = maps["jg_procs"] else { return [:] }
+        guard let procs = maps.procs else { return [:] }
         var out: [Int32: ProcessRecord] = [:]
-        for key in keys(fd) {
-            var k = key
-            var value = jg_proc()
-            if bpf_map_lookup_elem(fd, &k, &value) == 0 { out[Int32(bitPattern: key)] = ProcessRecord(value) }
+        for key in procs.keys() {
+            if let value = procs.lookup(key) { out[Int32(bitPattern: key)] = ProcessRecord(value) }
         }
         return out
     }
 
     /// A latency histogram (counts since load; take differences with `LatencyHistogram.subtracting`).
     public func histogram(_ which: ProbeHistogram) -> LatencyHistogram {
-        guard let fd = maps["jg_hist"] else { return LatencyHistogram(buckets: []) }
+        guard let histograms = maps.histograms else { return LatencyHistogram(buckets: []) }
         let slots = UInt32(JG_HIST_SLOTS.rawValue)
-        var buckets: [UInt64] = []
-        for slot in 0..<slots {
-            var key = which.index * slots + slot
-            var value: UInt64 = 0
-            _ = bpf_map_lookup_elem(fd, &key, &value)
-            buckets.append(value)
-        }
-        return LatencyHistogram(buckets: buckets)
+        return LatencyHistogram(buckets: (0..<slots).map { histograms.lookup(which.index * slots + $0) ?? 0 })
     }
 
     /// Reclaim stall of the whole build since load, in nanoseconds.
@@ -321,99 +315,7 @@ public final class BuildProbes {
     public var droppedEvents: UInt64 { counter(UInt32(JG_CNT_DROPPED.rawValue)) }
 
     private func counter(_ index: UInt32) -> UInt64 {
-        guard let fd = maps["jg_counters"] else { return 0 }
-        var key = index
-        var value: UInt64 = 0
-        _ = bpf_map_lookup_elem(fd, &key, &value)
-        return value
-    }
-
-    private func keys(_ fd: Int32) -> [UInt32] {
-        var out: [UInt32] = []
-        var next: UInt32 = 0
-        var ok = bpf_map_get_next_key(fd, nil, &next) == 0
-        while ok {
-            out.append(next)
-            var current = next
-            ok = bpf_map_get_next_key(fd, &current, &next) == 0
-        }
-        return out
-    }
-
-    // MARK: the exec gate
-
-    /// Closed: a process that executes a program inside the build stops itself (SIGSTOP) before its first
-    /// instruction, and is reported as `.gateStopped`.
-    public func closeGate() { config.gate_closed = 1; writeConfig() }
-
-    /// Opened: new programs run. Processes already stopped stay stopped until admitted.
-    public func openGate() { config.gate_closed = 0; writeConfig() }
-
-    public var isGateClosed: Bool { config.gate_closed != 0 }
-
-    /// Processes the gate stopped that were not admitted yet.
-    public var gatedPIDs: [Int32] { maps["jg_gated"].map { keys($0).map { Int32(bitPattern: $0) } } ?? [] }
-
-    /// Lets one stopped process go on (SIGCONT). False if the gate did not stop it (or it ended).
-    @discardableResult
-    public func admit(pid: Int32) -> Bool { resume(pid, map: "jg_gated") }
-
-    /// Lets every process the gate stopped go on; returns their pids.
-    @discardableResult
-    public func admitAll() -> [Int32] { gatedPIDs.filter { admit(pid: $0) } }
-
-    // MARK: the brake
-
-    /// Armed: a build task that enters reclaim (direct, or at a cgroup limit) stops itself at once (SIGSTOP), unless
-    /// its pid or tgid is in `pids`; reported as `.brakeStopped`.
-    public func armBrake(protecting pids: [Int32]) {
-        setProtected(pids)
-        config.brake_armed = 1
-        writeConfig()
-    }
-
-    /// Replaces the protected set (e.g. when the oldest job changes) without arming or disarming.
-    public func setProtected(_ pids: [Int32]) {
-        guard let fd = maps["jg_protected"] else { return }
-        let wanted = Set(pids.map { UInt32(bitPattern: $0) })
-        for key in keys(fd) where !wanted.contains(key) {
-            var k = key
-            bpf_map_delete_elem(fd, &k)
-        }
-        for pid in wanted {
-            var k = pid
-            var one: UInt8 = 1
-            bpf_map_update_elem(fd, &k, &one, UInt64(BPF_ANY))
-        }
-    }
-
-    /// Disarmed: nothing new is stopped. Processes already stopped stay stopped until resumed.
-    public func disarmBrake() { config.brake_armed = 0; writeConfig() }
-
-    public var isBrakeArmed: Bool { config.brake_armed != 0 }
-
-    /// Processes the brake stopped that were not resumed yet.
-    public var brakedPIDs: [Int32] { maps["jg_braked"].map { keys($0).map { Int32(bitPattern: $0) } } ?? [] }
-
-    @discardableResult
-    public func resumeBraked(pid: Int32) -> Bool { resume(pid, map: "jg_braked") }
-
-    @discardableResult
-    public func resumeAllBraked() -> [Int32] { brakedPIDs.filter { resumeBraked(pid: $0) } }
-
-    private func resume(_ pid: Int32, map: String) -> Bool {
-        guard let fd = maps[map] else { return false }
-        var key = UInt32(bitPattern: pid)
-        // Only a pid still in the map: BPF removes it when the process ends, so a reused pid is never signalled.
-        guard bpf_map_delete_elem(fd, &key) == 0 else { return false }
-        return kill(pid, SIGCONT) == 0
-    }
-
-    private func writeConfig() {
-        guard let fd = maps["jg_config"] else { return }
-        var zero: UInt32 = 0
-        var value = config
-        bpf_map_update_elem(fd, &zero, &value, UInt64(BPF_ANY))
+        maps.counters?.lookup(index) ?? 0
     }
 
     // MARK: closing
@@ -434,7 +336,7 @@ public final class BuildProbes {
         links.removeAll()
         if let ringBuffer { ring_buffer__free(ringBuffer) }
         ringBuffer = nil
-        pollDescriptor = -1
+        pollDescriptor = nil
         closeObject()
         if let objectBytes { objectBytes.deallocate() }
         objectBytes = nil
@@ -443,10 +345,10 @@ public final class BuildProbes {
     private func closeObject() {
         if let object { bpf_object__close(object) }
         object = nil
-        maps.removeAll()
+        maps = LoadedMaps()
         attached.removeAll()
-        if cgroupFD >= 0 { Glibc.close(cgroupFD) }
-        cgroupFD = -1
+        try? cgroupDirectory?.close()
+        cgroupDirectory = nil
     }
 
     /// Ids of the BPF programs and maps this instance holds (for checking that they are gone after `close`).
@@ -503,6 +405,9 @@ private func objectID(_ fd: Int32) -> UInt32? {
     return info.id
 }
 
+/// Where a record's kernel time sits (every record starts with the fields of `struct jg_event` up to `args`).
+private let eventTimeOffset = MemoryLayout<jg_event>.offset(of: \jg_event.time_ns)!
+
 /// The ring buffer callback's target: the closure of the `drain` in progress.
 private final class Sink {
     var handler: ((UnsafeRawPointer, Int) -> Void)?
@@ -528,32 +433,4 @@ extension Substring {
     fileprivate var trimmingSpaces: String {
         String(drop { $0 == " " || $0 == "\t" }.reversed().drop { $0 == " " || $0 == "\t" }.reversed())
     }
-}
-
-/// The cgroup v2 id (inode number) of `path` and its depth below the v2 root.
-func cgroupIdentity(_ path: String) throws(ProbeError) -> (id: UInt64, level: UInt32) {
-    let cgroup2Magic: Int = 0x6367_7270
-    var fs = statfs()
-    guard statfs(path, &fs) == 0 else { throw ProbeError("cannot open the cgroup \(path)", errno: errno) }
-    guard Int(fs.f_type) == cgroup2Magic else {
-        throw ProbeError("\(path) is not a cgroup v2 directory (on a hybrid machine use the one below /sys/fs/cgroup/unified)")
-    }
-    var st = stat()
-    guard stat(path, &st) == 0 else { throw ProbeError("cannot open the cgroup \(path)", errno: errno) }
-    // Depth: how many parents are still cgroup2 (the mount root is level 0). Walk a resolved path.
-    guard let resolved = realpath(path, nil) else { throw ProbeError("cannot resolve \(path)", errno: errno) }
-    var dir = String(cString: resolved)
-    free(resolved)
-    var level: UInt32 = 0
-    while dir != "/" {
-        let parent = dir.split(separator: "/").dropLast().joined(separator: "/")
-        let parentPath = "/" + parent
-        var pfs = statfs()
-        var pst = stat()
-        guard statfs(parentPath, &pfs) == 0, Int(pfs.f_type) == cgroup2Magic, stat(parentPath, &pst) == 0,
-              pst.st_dev == st.st_dev else { break }
-        level += 1
-        dir = parentPath
-    }
-    return (UInt64(st.st_ino), level)
 }

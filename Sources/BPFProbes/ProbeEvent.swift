@@ -1,4 +1,5 @@
 import CJobgovBPF
+import JobgovCore
 
 /// Why a reclaim stall happened.
 public enum StallKind: String, Sendable, Equatable {
@@ -8,24 +9,6 @@ public enum StallKind: String, Sendable, Equatable {
     case cgroup
 
     init(_ raw: UInt32) { self = raw == UInt32(JG_STALL_DIRECT.rawValue) ? .direct : .cgroup }
-}
-
-/// How a process ended, from the kernel's wait status (`task->exit_code`).
-public enum ExitStatus: Sendable, Equatable, CustomStringConvertible {
-    case exited(Int32)
-    case signaled(Int32)
-
-    init(waitStatus: UInt32) {
-        let signal = Int32(waitStatus & 0x7f)
-        self = signal == 0 ? .exited(Int32((waitStatus >> 8) & 0xff)) : .signaled(signal)
-    }
-
-    public var description: String {
-        switch self {
-        case .exited(let code): "exit \(code)"
-        case .signaled(let sig): "signal \(sig)"
-        }
-    }
 }
 
 /// One record from the BPF ring buffer. pids are thread-group ids (what user space calls a pid).
@@ -45,7 +28,8 @@ public enum ProbeEvent: Sendable, Equatable {
     /// The brake stopped `pid` (SIGSTOP) as it entered reclaim; it waits for `resumeBraked`.
     case brakeStopped(pid: Int32, command: String, kind: StallKind)
 
-    /// Decodes a ring buffer record; nil for a record of an unknown kind.
+    /// Decodes a ring buffer record; nil for a record of an unknown kind (or an exit whose status is not an end,
+    /// which the kernel never sends).
     init?(record: UnsafeRawPointer, size: Int) {
         var e = jg_event()
         withUnsafeMutableBytes(of: &e) { dst in
@@ -65,7 +49,8 @@ public enum ProbeEvent: Sendable, Equatable {
             if command.isEmpty { command = comm }
             self = .exec(pid: pid, ppid: Int32(bitPattern: e.ppid), command: command)
         case Int(JG_EV_EXIT.rawValue):
-            self = .exit(pid: pid, status: ExitStatus(waitStatus: e.aux), peakRSS: e.value)
+            guard let status = ExitStatus(waitStatus: e.aux) else { return nil }
+            self = .exit(pid: pid, status: status, peakRSS: e.value)
         case Int(JG_EV_OOM.rawValue):
             self = .oomVictim(pid: pid, command: comm, cgroupID: e.value, inBuild: e.aux != 0)
         case Int(JG_EV_STALL.rawValue):

@@ -235,7 +235,7 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
         for run in runs.values where run.killed {
             guard let since = run.askingSince, now - since >= 0.2 - 1e-9 else { continue }
             run.askingSince = now
-            let reply = loop.rerunVerdict(shellPID: run.pid, status: 9, now: now)
+            let reply = loop.rerunVerdict(shellPID: run.pid, status: .signaled(9), now: now)
             if reply == "go" {
                 run.killed = false
                 run.askingSince = nil

@@ -285,13 +285,13 @@ public final class BuildGovernor {
     /// came while it ran and it died by SIGKILL) or jobgov ended it early, and it fits now; "wait" until it fits;
     /// "no REASON" when nothing says the failure was for want of memory. A compiler driver whose cc1plus was killed
     /// exits 1, not by a signal: the verdict goes by what happened in the recipe's process tree, not by its status.
-    public func rerunVerdict(shellPID pid: Int32, status: Int32?, now: Double) -> String {
+    public func rerunVerdict(shellPID pid: Int32, status: ExitStatus?, now: Double) -> String {
         handle(sensor.events(), now: now)
         accountOOMKills(finished: [], counter: nil, now: now)
         let first = rerunsAsked[pid] ?? firstAsked[pid] ?? now
         firstAsked[pid] = first
         let job = table.jobs.values.first { $0.id.pid == pid }
-        let killed = status.map { $0 & 0x7f == 9 } ?? true
+        let killed = status?.wasKilled ?? true
         var cause = evicted.contains(pid) || oomVictimJobs.contains(pid)
         if !cause && unattributedKills > 0 && (killed || !sensor.namesOOMVictims) {
             // An OOM kill nobody has claimed, and this recipe died by SIGKILL (or, where the kernel does not name

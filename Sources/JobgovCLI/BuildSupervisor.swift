@@ -58,7 +58,7 @@ final class BuildSupervisor {
     }
 
     struct Outcome {
-        var exit: BuildExit
+        var exit: ExitStatus
         var elapsed: Double
         var ledger: TokenLedger
         var tokensInPoolAtEnd: Int
@@ -141,7 +141,7 @@ final class BuildSupervisor {
             auth = "fifo:\(pool.fifoPath)"
         case .pipe:
             let ends = try pool.openClientPipeEnds()
-            auth = "\(ends.read),\(ends.write)"
+            auth = "\(ends.read.rawValue),\(ends.write.rawValue)"
         }
         try setUpGovernor()
         refill(pool)
@@ -220,7 +220,7 @@ final class BuildSupervisor {
         if let cgroup {
             if cgroup.isFrozen { try? cgroup.thaw() }
             if !cgroup.remove() {
-                BuildCgroup.liftLimits(unifiedDir: cgroup.unifiedDir, memoryDir: cgroup.memoryDir, cpuDir: cgroup.cpuDir)
+                BuildCgroup.liftLimits(cgroup.directories)
                 watchdog?.finish(.removeWhenEmpty)
             }
         }
@@ -250,7 +250,7 @@ final class BuildSupervisor {
         let isMake: Bool = if case .gnuMake = options.plan.kind { true } else { false }
         settings.canEvict = choices.rerun && isMake && cgroup != nil
         settings.canPageOut = cgroup != nil && setUpSwap(choices: choices, budget: budget.bytes)
-        if settings.canPageOut, let cgroup, cgroup.memoryDir != nil {
+        if settings.canPageOut, let cgroup, cgroup.directories.memory != nil {
             // Only jobgov pages out, and only frozen jobs: a job still running at the build's limit is not
             // swapped (its compressed pages would be charged to no cgroup, and the build would outgrow its
             // limit unseen). v1 keeps a swappiness per cgroup; page-out ignores it.
@@ -327,8 +327,7 @@ final class BuildSupervisor {
     /// not delay it; nothing is frozen or limited by jobgov before the loop runs.
     private func startWatchdog(directory: RuntimeDirectory) throws {
         guard let cgroup else { return }
-        var plan = WatchdogPlan(runtimeDirectory: directory.path, unifiedDir: cgroup.unifiedDir,
-                                memoryDir: cgroup.memoryDir, cpuDir: cgroup.cpuDir, freezerDir: cgroup.freezerDir,
+        var plan = WatchdogPlan(runtimeDirectory: directory.path, cgroup: cgroup.directories,
                                 removeWhenEmpty: cgroup.remainingDirectories)
         plan.sysctls = (kernel?.tuning?.originals ?? []) + (swappiness?.originals ?? [])
         plan.zramIndex = compressedSwap?.index

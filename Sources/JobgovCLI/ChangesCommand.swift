@@ -77,7 +77,7 @@ struct ChangesCommand: ParsableCommand {
         }
         let start = monotonicSeconds()
         var fds = [pollfd(fd: watcher.fd, events: Int16(POLLIN), revents: 0),
-                   pollfd(fd: signals.fd, events: Int16(POLLIN), revents: 0)]
+                   pollfd(fd: signals.fd.rawValue, events: Int16(POLLIN), revents: 0)]
         loop: while true {
             var timeout: Int32 = -1
             if let limit {

@@ -106,16 +106,25 @@ struct Ctl: ParsableCommand {
                 print(reply)
                 return
             }
-            let f = PoolStatus.parse(json: reply)
+            let s = try readStatus(reply)
             print("""
-            jobgov \(f["pid"] ?? "?"): \(f["command"] ?? "?")
-              jobs \(f["jobs"] ?? "?") (ceiling \(f["ceiling"] ?? "?")), \(f["style"] ?? "?") jobserver \(f["auth"] ?? "")
-              tokens: \(f["tokens_created"] ?? "?") in circulation, \(f["tokens_in_pool"] ?? "?") free, \
-            \(f["tokens_outstanding"] ?? "?") held by jobs (peak \(f["peak_outstanding"] ?? "?")), \
-            \(f["tokens_recreated"] ?? "?") re-created
-              running for \(f["elapsed_seconds"] ?? "?") s\((f["cgroup"] ?? "").isEmpty ? "" : ", cgroup \(f["cgroup"]!)")\(f["frozen"] == "true" ? " (frozen)" : "")
+            jobgov \(s.pid): \(s.command)
+              jobs \(s.jobs) (ceiling \(s.ceiling)), \(s.style) jobserver \(s.auth)
+              tokens: \(s.tokensCreated) in circulation, \(s.tokensInPool) free, \
+            \(s.tokensOutstanding) held by jobs (peak \(s.peakOutstanding)), \(s.tokensRecreated) re-created
+              running for \(s.elapsedSeconds) s\(s.cgroup.isEmpty ? "" : ", cgroup \(s.cgroup)")\(s.frozen ? " (frozen)" : "")
             """)
         }
+    }
+}
+
+/// A `status` reply, typed; a reply that is not one ends the command with a message.
+func readStatus(_ reply: String) throws -> PoolStatus {
+    do {
+        return try PoolStatus.decode(json: reply)
+    } catch {
+        fail(error.message + "; is the jobgov that answered of another version than this one?")
+        throw ExitCode(1)
     }
 }
 

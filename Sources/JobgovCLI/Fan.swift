@@ -92,8 +92,7 @@ struct Fan: ParsableCommand {
         do {
             signals = try SignalChannel(signals: [SIGINT, SIGTERM, SIGHUP, SIGQUIT])
             // Started before the fan is taken: from then on a SIGKILL of jobgov still gives it back.
-            var plan = WatchdogPlan(runtimeDirectory: nil, unifiedDir: nil, memoryDir: nil, cpuDir: nil, freezerDir: nil,
-                                    removeWhenEmpty: [])
+            var plan = WatchdogPlan(runtimeDirectory: nil, removeWhenEmpty: [])
             plan.sysfs = control.originals
             plan.sysfsRoot = root == SysfsTuning.defaultRoot ? nil : root
             watchdog = try WatchdogHandle(executable: BuildSupervisor.ownExecutable(), plan: plan)
@@ -120,7 +119,7 @@ struct Fan: ParsableCommand {
         var unreadable = celsius == nil
         let timeout = Int32(settings.intervalSeconds * 1000)
         while true {
-            var fds = [pollfd(fd: signals.fd, events: Int16(POLLIN), revents: 0)]
+            var fds = [pollfd(fd: signals.fd.rawValue, events: Int16(POLLIN), revents: 0)]
             _ = retryingInterrupts { poll(&fds, 1, timeout) }
             if fds[0].revents != 0, let delivery = signals.drain().first {
                 say("\(signalName(delivery.signal)): fan given back (\(control.path)_enable \(control.originalMode))")

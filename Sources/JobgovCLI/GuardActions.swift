@@ -26,8 +26,8 @@ struct GuardActuator {
         }
         let freezer = try ProcessFreezer(mount: mount, parent: own)
         self.freezer = freezer
-        var plan = WatchdogPlan(runtimeDirectory: nil, unifiedDir: freezer.directory, memoryDir: nil, cpuDir: nil,
-                                freezerDir: nil, removeWhenEmpty: [freezer.directory])
+        var plan = WatchdogPlan(runtimeDirectory: nil, cgroup: CgroupDirectories(unified: freezer.directory),
+                                removeWhenEmpty: [freezer.directory])
         plan.sysctls = []
         do {
             watchdog = try WatchdogHandle(executable: BuildSupervisor.ownExecutable(), plan: plan)

@@ -145,7 +145,7 @@ struct GuardCommand: ParsableCommand {
         // Each process once per cause: two processes taking turns at the top would otherwise repeat every look.
         var reported: Set<String> = []
         var status: Int32 = 0
-        var fds = [pollfd(fd: signals.fd, events: Int16(POLLIN), revents: 0)]
+        var fds = [pollfd(fd: signals.fd.rawValue, events: Int16(POLLIN), revents: 0)]
         while true {
             var observation: GuardObservation
             do {

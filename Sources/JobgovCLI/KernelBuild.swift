@@ -62,9 +62,10 @@ final class KernelBuild: BuildSensing, BuildActuating {
         // The build's own CPU time: v2's cpu.stat, else v1's cpuacct.usage where cpuacct shares the build's cpu
         // directory (a cpu directory is made only for --cpu-max: it costs fork-heavy builds time). Without either,
         // the sensors read the machine's CPU use from /proc/stat.
-        let cpuacct = cgroup?.cpuDir.flatMap { access($0 + "/cpuacct.usage", F_OK) == 0 ? $0 : nil }
-        self.sensors = SensorReader(cgroup: CgroupPaths(v2: cgroup?.unifiedDir, v1Memory: cgroup?.memoryDir,
-                                                        v1CPUAcct: cpuacct))
+        self.sensors = SensorReader(cgroup: cgroup.map {
+            let cpuacct = $0.directories.cpu.flatMap { access($0 + "/cpuacct.usage", F_OK) == 0 ? $0 : nil }
+            return CgroupDirectories(unified: $0.directories.unified, memory: $0.directories.memory, cpuacct: cpuacct)
+        })
     }
 
     // MARK: sensing
@@ -104,7 +105,8 @@ final class KernelBuild: BuildSensing, BuildActuating {
             r.ioLatencySeconds = lastRates.ioLatency
         } else {
             r.cpuBusy = previous.flatMap { buildCPUShare(from: $0, to: sample, cpus: cpus) }
-            r.ioLatencySeconds = previous.flatMap { ioLatency(from: $0, to: sample) }
+            r.ioLatencySeconds = previous.flatMap { DiskStat.slowest(previous: $0.disks, current: sample.disks) }
+                .map { $0.milliseconds / 1000 }
             lastRates = (r.cpuBusy, r.ioLatencySeconds)
             previous = sample
         }
@@ -187,7 +189,7 @@ final class KernelBuild: BuildSensing, BuildActuating {
     /// The share of the time since the last reading in which some task of the build waited for a CPU (its cgroup's
     /// cpu.pressure; the machine's without a cgroup v2 directory).
     private func buildCPUStall(now: Double) -> Double? {
-        let path = cgroup?.unifiedDir.map { $0 + "/cpu.pressure" } ?? "/proc/pressure/cpu"
+        let path = cgroup?.directories.unified.map { $0 + "/cpu.pressure" } ?? "/proc/pressure/cpu"
         guard let text = readSmallFile(path, limit: 4096), let line = try? parsePressure(text, path: path).some else { return nil }
         defer { lastCPUPressure = (now, line) }
         return lastCPUPressure.flatMap {
@@ -206,7 +208,7 @@ final class KernelBuild: BuildSensing, BuildActuating {
 
     // MARK: acting
 
-    var holdsOOMKiller: Bool { cgroup?.memoryDir != nil }
+    var holdsOOMKiller: Bool { cgroup?.directories.memory != nil }
 
     func freeze(_ job: Job) -> String? {
         guard let cgroup else { return "the build has no cgroup" }
@@ -239,7 +241,7 @@ final class KernelBuild: BuildSensing, BuildActuating {
     /// kernel's cgroup lock, and this runs every tick).
     func keepFrozen(_ job: Job) {
         guard let leaf = leaves[job.id] else { return }
-        let inside = Set(leaf.directories.flatMap { BuildCgroup.processes(in: $0) })
+        let inside = Set(leaf.directories.all.flatMap { BuildCgroup.processes(in: $0) })
         for pid in job.pids where !inside.contains(pid) { try? leaf.adopt(pid) }
     }
 
@@ -316,16 +318,6 @@ func buildCPUShare(from a: Sample, to b: Sample, cpus: Int) -> Double? {
     }
     guard let x = a.cpu, let y = b.cpu else { return nil }
     return CPUTimes.utilization(previous: x, current: y)
-}
-
-/// The slowest disk's average time per completed request between two samples, in seconds.
-func ioLatency(from a: Sample, to b: Sample) -> Double? {
-    var worst: Double?
-    for (name, y) in b.disks where !name.hasPrefix("loop") && !name.hasPrefix("ram") {
-        guard let x = a.disks[name], let ms = DiskStat.averageLatencyMilliseconds(previous: x, current: y) else { continue }
-        worst = max(worst ?? 0, ms / 1000)
-    }
-    return worst
 }
 
 func makeDirectories(_ path: String) {

@@ -73,17 +73,17 @@ struct Monitor: ParsableCommand {
         let interval = try seconds
         let count = try updates
         let pid = try processID
-        var paths: CgroupPaths?
+        var paths: CgroupDirectories?
         if let pid {
             let reply = try talk(.status, target: try Ctl.Target.parse(["--pid", String(pid)]))
-            let f = PoolStatus.parse(json: reply)
-            let v2 = f["cgroup"].flatMap { $0.isEmpty ? nil : $0 }
-            let v1 = f["cgroup_v1_memory"].flatMap { $0.isEmpty ? nil : $0 }
+            let status = try readStatus(reply)
+            let v2 = status.cgroup.isEmpty ? nil : status.cgroup
+            let v1 = status.cgroupV1Memory.isEmpty ? nil : status.cgroupV1Memory
             guard v2 != nil || v1 != nil else {
                 fail("jobgov \(pid) runs its build without a cgroup; watching the system only")
                 throw ExitCode(1)
             }
-            paths = CgroupPaths(v2: v2?.contains("/memory/") == true ? nil : v2, v1Memory: v1)
+            paths = CgroupDirectories(unified: v2?.contains("/memory/") == true ? nil : v2, memory: v1)
         } else if let cgroup {
             guard let resolved = Self.resolve(cgroup, layout: CgroupLayout.detect()) else {
                 fail("no cgroup '\(cgroup)' in any cgroup hierarchy of this machine; give a directory below "
@@ -95,8 +95,8 @@ struct Monitor: ParsableCommand {
         }
         let reader = SensorReader(cgroup: paths)
         var jobs: MonitorJobs?
-        if let v2 = paths?.v2 {
-            let (opened, why) = MonitorJobs.open(v2Dir: v2, otherDirs: [paths?.v1Memory].compactMap { $0 }, buildPID: pid)
+        if let v2 = paths?.unified {
+            let (opened, why) = MonitorJobs.open(v2Dir: v2, otherDirs: [paths?.memory].compactMap { $0 }, buildPID: pid)
             jobs = opened
             if let why { fail("no per-job view (eBPF observers off: \(why))") }
         }
@@ -133,7 +133,7 @@ struct Monitor: ParsableCommand {
     }
 
     /// A cgroup given as a directory or as a path relative to the hierarchies' mounts.
-    static func resolve(_ path: String, layout: CgroupLayout) -> CgroupPaths? {
+    static func resolve(_ path: String, layout: CgroupLayout) -> CgroupDirectories? {
         func exists(_ p: String) -> Bool { access(p, F_OK) == 0 }
         var relative = path
         if path.hasPrefix("/") {
@@ -147,6 +147,6 @@ struct Monitor: ParsableCommand {
         let memory = layout.v1Mounts["memory"].map { joinPath($0, relative) }.flatMap { exists($0) ? $0 : nil }
         let cpuacct = layout.v1Mounts["cpuacct"].map { joinPath($0, relative) }.flatMap { exists($0) ? $0 : nil }
         guard v2 != nil || memory != nil || cpuacct != nil else { return nil }
-        return CgroupPaths(v2: v2, v1Memory: memory, v1CPUAcct: cpuacct)
+        return CgroupDirectories(unified: v2, memory: memory, cpuacct: cpuacct)
     }
 }

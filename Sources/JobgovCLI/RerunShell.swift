@@ -10,17 +10,7 @@ enum RerunShell {
     /// owner-only, and returns its path; nil if it cannot be written (the build then runs without it).
     static func write(into directory: String) -> String? {
         let path = directory + "/jobgov-shell"
-        let hex = jobgovShellImageHex
-        var bytes = [UInt8]()
-        bytes.reserveCapacity(hex.utf8CodeUnitCount / 2)
-        hex.withUTF8Buffer { text in
-            func nibble(_ c: UInt8) -> UInt8 { c <= 57 ? c - 48 : c - 87 }
-            var i = 0
-            while i + 1 < text.count {
-                bytes.append(nibble(text[i]) << 4 | nibble(text[i + 1]))
-                i += 2
-            }
-        }
+        let bytes = EmbeddedHex.bytes(jobgovShellImageHex)
         let fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o700)
         guard fd >= 0 else { return nil }
         let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }

@@ -55,7 +55,7 @@ extension BuildSupervisor {
                 tokensAbsorbed: ledger.absorbed, elapsedSeconds: monotonicSeconds() - startTime
             )
             status.cgroup = cgroup?.topDirectories.first ?? ""
-            status.cgroupV1Memory = cgroup?.memoryDir ?? ""
+            status.cgroupV1Memory = cgroup?.directories.memory ?? ""
             status.memoryBudget = budget?.bytes ?? 0
             status.memoryBudgetSource = budget?.source ?? ""
             status.pressureEvents = pressureEvents

@@ -33,7 +33,7 @@ extension BuildSupervisor {
     }
 
     /// Writes the build's timeline once, at its end (`--trace-events`), and closes the file.
-    func writeTraceEvents(exit: BuildExit?) {
+    func writeTraceEvents(exit: ExitStatus?) {
         guard traceEventsFD >= 0, let timeline = governing?.timeline else { return }
         var other = [("command", options.plan.argv.joined(separator: " "))]
         switch exit {
@@ -123,7 +123,7 @@ extension BuildSupervisor {
             return "tier: jobserver only (no cgroup for the build): parallelism from memory, CPU and I/O; no freezing, no limits"
         }
         var can = ["parallelism from memory, CPU and I/O", "a memory limit"]
-        can.append(cgroup.unifiedDir != nil || cgroup.freezerDir != nil ? "freezing single jobs" : "no freezing")
+        can.append(cgroup.directories.unified != nil || cgroup.directories.freezer != nil ? "freezing single jobs" : "no freezing")
         can.append(cgroup.backend == .unified ? "memory.high as the throttle" : "the OOM killer held off")
         return "tier: \(geteuid() == 0 ? "root" : "delegated cgroup") (\(cgroup.backend.rawValue) cgroups): " + can.joined(separator: ", ")
     }

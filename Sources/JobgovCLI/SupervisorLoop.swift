@@ -9,22 +9,20 @@ import LinuxSystem
 /// The running build's event loop: each descriptor and timer jobgov waits on is a named source of one `EventLoop`.
 /// Nothing here sits between a client and its tokens, so jobgov adds no latency to token hand-out.
 extension BuildSupervisor {
-    func runLoop(child: pid_t, pool: TokenPool, control: ControlServer, auth: String) throws -> BuildExit {
+    func runLoop(child: pid_t, pool: TokenPool, control: ControlServer, auth: String) throws -> ExitStatus {
         let loop = EventLoop(clock: monotonicSeconds)
         self.loop = loop
         self.control = control
         defer { self.loop = nil }
-        var exit: BuildExit?
+        var exit: ExitStatus?
         let tick = Double(options.tickMilliseconds) / 1000
 
         if let signals {
-            loop.watch("signals", events: Int16(POLLIN), descriptors: { [signals.fd] }) { [unowned self] _, _ in
+            loop.watch("signals", events: Int16(POLLIN), descriptors: { [signals.fd.rawValue] }) { [unowned self] _, _ in
                 for delivery in signals.drain() {
                     if delivery.signal == SIGCHLD {
                         for (pid, status) in reapExitedChildren() where pid == child {
-                            let decoded = decodeWaitStatus(status)
-                            if let code = decoded.exitCode { exit = .exited(code) }
-                            else if let sig = decoded.signal { exit = .signaled(sig) }
+                            if let ended = ExitStatus(waitStatus: status) { exit = ended }
                         }
                     } else if !delivery.fromKernel {
                         // A terminal's Ctrl-C reaches the whole foreground group, the build included. A signal
@@ -42,13 +40,13 @@ extension BuildSupervisor {
             }
         }
         loop.watch("returned tokens", events: Int16(POLLIN),
-                   descriptors: { [unowned self] in ledger.created > ledger.target ? [pool.readFD] : [] }) { [unowned self] _, _ in
+                   descriptors: { [unowned self] in ledger.created > ledger.target ? [pool.reader.rawValue] : [] }) { [unowned self] _, _ in
             // Take returned tokens first and account afterwards: clients re-read within microseconds.
             let excess = ledger.created - ledger.target
             if excess > 0 { ledger.didAbsorbExcess(pool.take(upTo: excess)) }
         }
         loop.watch("memory pressure trigger", events: Int16(POLLPRI),
-                   descriptors: { [unowned self] in trigger.map { [$0.fd] } ?? [] }) { [unowned self] _, revents in
+                   descriptors: { [unowned self] in trigger.map { [$0.fd.rawValue] } ?? [] }) { [unowned self] _, revents in
             if revents & Int16(POLLERR) != 0 {
                 trigger?.close()
                 trigger = nil
@@ -72,7 +70,7 @@ extension BuildSupervisor {
         loop.every("signal forwarding", interval: { tick }) { [unowned self] now in
             if let f = forwarding, now < f.until { forwardPending(child: child) } else { forwarding = nil }
         }
-        if let dir = cgroup?.unifiedDir {
+        if let dir = cgroup?.directories.unified {
             // The kernel's PSI trigger wakes the loop when the build stalls on memory for 100 ms within a window,
             // instead of the next tick noticing. Windows must be multiples of 2 s without CAP_SYS_RESOURCE. It is
             // made, with the eBPF observers, once the build has run a second: the kernel starts a thread for it and

@@ -23,8 +23,10 @@ struct WatchdogCommand: ParsableCommand {
     @Option var zramLabel: String?
 
     func run() throws {
-        var plan = WatchdogPlan(runtimeDirectory: runtimeDir, unifiedDir: unified, memoryDir: memory, cpuDir: cpu,
-                                freezerDir: freezer, removeWhenEmpty: remove)
+        var plan = WatchdogPlan(
+            runtimeDirectory: runtimeDir,
+            cgroup: CgroupDirectories(unified: unified, memory: memory, cpu: cpu, freezer: freezer),
+            removeWhenEmpty: remove)
         plan.sysctls = sysctl.compactMap(SystemTuning.decode)
         plan.sysfs = sysfs.compactMap(SystemTuning.decode)
         plan.sysfsRoot = sysfsRoot

@@ -9,18 +9,25 @@ public enum ClientKind: Equatable, Sendable {
     /// Anything else: it just gets the environment, so makes, ninjas and cargos it runs join the pool.
     case other
 
+    /// Every jobserver client jobgov knows by name (a program's base name, which is also its `comm`), with how it
+    /// is launched. A process of one of these names is a client in the job table: its children are jobs. Those
+    /// launched as `.other` (samurai, remake, MinGW's make) join the pool through the environment alone, since
+    /// their options and versions are not GNU make's, ninja's or cargo's.
+    public static let jobserverClients: [String: ClientKind] = [
+        "make": .gnuMake(nil), "gmake": .gnuMake(nil), "gnumake": .gnuMake(nil),
+        "ninja": .ninja, "ninja-build": .ninja,
+        "cargo": .cargo,
+        "samu": .other, "remake": .other, "mingw32-make": .other,
+    ]
+
     /// Recognises a tool by the command's base name (and, for cmake, by `--build`).
     public static func detect(argv: [String]) -> ClientKind {
         guard let first = argv.first else { return .other }
         let name = first.split(separator: "/").last.map(String.init) ?? first
-        switch name {
-        case "make", "gmake", "gnumake": return .gnuMake(nil)
-        case "ninja", "ninja-build": return .ninja
-        case "cargo": return .cargo
-        case "cmake" where argv.dropFirst().contains(where: { $0 == "--build" || $0.hasPrefix("--build=") }):
+        if name == "cmake", argv.dropFirst().contains(where: { $0 == "--build" || $0.hasPrefix("--build=") }) {
             return .cmakeBuild
-        default: return .other
         }
+        return jobserverClients[name] ?? .other
     }
 
     /// True for names that are worth asking `--version` to tell GNU make's version.

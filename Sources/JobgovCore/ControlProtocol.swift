@@ -1,3 +1,9 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
 /// The line protocol spoken on the control socket: one request line, one reply line.
 ///
 ///     jobs 6          → ok jobs=6
@@ -12,9 +18,9 @@ public enum ControlRequest: Equatable, Sendable {
     /// Kill every process of the build (explicit only; jobgov never kills on its own).
     case kill
     /// From jobgov-shell: the recipe it ran (its own pid) failed; may it run again? → go | wait | no REASON.
-    /// `rerun PID STATUS` gives the recipe's raw wait status (exit code << 8, or the signal, | 0x80 for a core);
-    /// `rerun PID` (jobgov-shell before it asked on every failure, which asked only after a SIGKILL) has none.
-    case rerun(Int32, status: Int32? = nil)
+    /// `rerun PID STATUS` gives the recipe's raw wait status (see `ExitStatus`); `rerun PID` (jobgov-shell before
+    /// it asked on every failure, which asked only after a SIGKILL) has none.
+    case rerun(Int32, status: ExitStatus? = nil)
 
     public static func parse(_ line: String) -> Result<ControlRequest, ControlProtocolError> {
         let words = line.split(separator: " ", omittingEmptySubsequences: true)
@@ -32,8 +38,9 @@ public enum ControlRequest: Equatable, Sendable {
                 return .failure(ControlProtocolError(message: "rerun takes a process id and a wait status"))
             }
             guard words.count == 3 else { return .success(.rerun(pid)) }
-            guard let status = Int32(words[2]), (0...0xffff).contains(status) else {
-                return .failure(ControlProtocolError(message: "rerun takes a process id and a wait status (0-65535)"))
+            guard let raw = Int32(words[2]), (0...0xffff).contains(raw), let status = ExitStatus(waitStatus: raw) else {
+                return .failure(ControlProtocolError(
+                    message: "rerun takes a process id and the wait status of an ended process (0-65535)"))
             }
             return .success(.rerun(pid, status: status))
         case "jobs" where words.count == 2:
@@ -56,7 +63,7 @@ public enum ControlRequest: Equatable, Sendable {
         case .thaw: return "thaw"
         case .kill: return "kill"
         case .rerun(let pid, nil): return "rerun \(pid)"
-        case .rerun(let pid, let status?): return "rerun \(pid) \(status)"
+        case .rerun(let pid, let status?): return "rerun \(pid) \(status.waitStatus)"
         }
     }
 }
@@ -67,7 +74,7 @@ public struct ControlProtocolError: Error, Equatable, Sendable {
 }
 
 /// What `jobgov ctl status` reports about a running build.
-public struct PoolStatus: Equatable, Sendable {
+public struct PoolStatus: Codable, Equatable, Sendable {
     public var pid: Int32
     public var command: String
     public var style: String
@@ -112,82 +119,57 @@ public struct PoolStatus: Equatable, Sendable {
         self.elapsedSeconds = elapsedSeconds
     }
 
-    /// One JSON object on one line; keys are stable for scripts.
+    /// One JSON object on one line; keys are stable for scripts, and sorted (JSONEncoder keeps no other order).
     public var json: String {
-        var w = JSONObjectWriter()
-        w.add("pid", Int(pid))
-        w.add("command", command)
-        w.add("style", style)
-        w.add("auth", auth)
-        w.add("jobs", jobs)
-        w.add("ceiling", ceiling)
-        w.add("tokens_created", tokensCreated)
-        w.add("tokens_in_pool", tokensInPool)
-        w.add("tokens_outstanding", tokensOutstanding)
-        w.add("peak_outstanding", peakOutstanding)
-        w.add("tokens_recreated", tokensRecreated)
-        w.add("tokens_absorbed", tokensAbsorbed)
-        w.add("elapsed_seconds", elapsedSeconds)
-        w.add("cgroup", cgroup)
-        w.add("cgroup_v1_memory", cgroupV1Memory)
-        w.add("frozen", frozen)
-        w.add("memory_budget", Int(clamping: memoryBudget))
-        w.add("memory_budget_source", memoryBudgetSource)
-        w.add("pressure_events", pressureEvents)
-        return w.text
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Milliseconds are plenty for people and scripts, and keep the line short.
+        var rounded = self
+        rounded.elapsedSeconds = (elapsedSeconds * 1000).rounded() / 1000
+        // Nothing here can fail to encode (every number is finite); the fallback only satisfies the type system.
+        guard let data = try? encoder.encode(rounded) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
     }
 
-    /// Reads the fields back from `json` (used by `jobgov ctl status` and the tests).
-    public static func parse(json: String) -> [String: String] {
-        var fields: [String: String] = [:]
-        var body = Substring(json.trimmingWhitespace())
-        guard body.first == "{", body.last == "}" else { return fields }
-        body = body.dropFirst().dropLast()
-        var key = ""
-        var current = ""
-        var inString = false
-        var escaped = false
-        var unicodeDigits: String?
-        var readingKey = true
-        for c in body {
-            if inString {
-                if var digits = unicodeDigits {
-                    digits.append(c)
-                    if digits.count == 4 {
-                        if let value = UInt32(digits, radix: 16), let scalar = Unicode.Scalar(value) {
-                            current.unicodeScalars.append(scalar)
-                        }
-                        unicodeDigits = nil
-                    } else {
-                        unicodeDigits = digits
-                    }
-                    continue
-                }
-                if escaped {
-                    escaped = false
-                    switch c {
-                    case "n": current.append("\n")
-                    case "t": current.append("\t")
-                    case "r": current.append("\r")
-                    case "u": unicodeDigits = ""
-                    default: current.append(c)
-                    }
-                    continue
-                }
-                if c == "\\" { escaped = true; continue }
-                if c == "\"" { inString = false; continue }
-                current.append(c)
-                continue
-            }
-            switch c {
-            case "\"": inString = true
-            case ":" where readingKey: key = current; current = ""; readingKey = false
-            case ",": fields[key] = current; current = ""; readingKey = true
-            default: if c != " " { current.append(c) }
-            }
+    /// Reads a `status` reply (what `jobgov ctl status` and `jobgov monitor --pid` do).
+    public static func decode(json: String) throws(ControlProtocolError) -> PoolStatus {
+        do {
+            return try JSONDecoder().decode(PoolStatus.self, from: Data(json.utf8))
+        } catch {
+            throw ControlProtocolError(message: "the reply is not a jobgov status (\(error)): \(json.prefix(200))")
         }
-        if !readingKey { fields[key] = current }
-        return fields
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case pid, command, style, auth, jobs, ceiling
+        case tokensCreated = "tokens_created", tokensInPool = "tokens_in_pool"
+        case tokensOutstanding = "tokens_outstanding", peakOutstanding = "peak_outstanding"
+        case tokensRecreated = "tokens_recreated", tokensAbsorbed = "tokens_absorbed"
+        case elapsedSeconds = "elapsed_seconds", cgroup, cgroupV1Memory = "cgroup_v1_memory", frozen
+        case memoryBudget = "memory_budget", memoryBudgetSource = "memory_budget_source"
+        case pressureEvents = "pressure_events"
+    }
+
+    /// The fields from `cgroup` on are optional, so that a reply of a jobgov that does not send them still reads.
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(
+            pid: try c.decode(Int32.self, forKey: .pid), command: try c.decode(String.self, forKey: .command),
+            style: try c.decode(String.self, forKey: .style), auth: try c.decode(String.self, forKey: .auth),
+            jobs: try c.decode(Int.self, forKey: .jobs), ceiling: try c.decode(Int.self, forKey: .ceiling),
+            tokensCreated: try c.decode(Int.self, forKey: .tokensCreated),
+            tokensInPool: try c.decode(Int.self, forKey: .tokensInPool),
+            tokensOutstanding: try c.decode(Int.self, forKey: .tokensOutstanding),
+            peakOutstanding: try c.decode(Int.self, forKey: .peakOutstanding),
+            tokensRecreated: try c.decode(Int.self, forKey: .tokensRecreated),
+            tokensAbsorbed: try c.decode(Int.self, forKey: .tokensAbsorbed),
+            elapsedSeconds: try c.decode(Double.self, forKey: .elapsedSeconds))
+        cgroup = try c.decodeIfPresent(String.self, forKey: .cgroup) ?? ""
+        cgroupV1Memory = try c.decodeIfPresent(String.self, forKey: .cgroupV1Memory) ?? ""
+        frozen = try c.decodeIfPresent(Bool.self, forKey: .frozen) ?? false
+        memoryBudget = try c.decodeIfPresent(UInt64.self, forKey: .memoryBudget) ?? 0
+        memoryBudgetSource = try c.decodeIfPresent(String.self, forKey: .memoryBudgetSource) ?? ""
+        pressureEvents = try c.decodeIfPresent(Int.self, forKey: .pressureEvents) ?? 0
     }
 }
 
@@ -248,18 +230,5 @@ extension String {
         guard let start = scalars.firstIndex(where: { !$0.properties.isWhitespace }),
               let end = scalars.lastIndex(where: { !$0.properties.isWhitespace }) else { return "" }
         return String(scalars[start...end])
-    }
-}
-
-/// The exit status jobgov passes on: the build's own, or 128+N when a signal ended it (as shells report it).
-public enum BuildExit: Equatable, Sendable {
-    case exited(Int32)
-    case signaled(Int32)
-
-    public var shellStatus: Int32 {
-        switch self {
-        case .exited(let code): return code
-        case .signaled(let signal): return 128 + signal
-        }
     }
 }

@@ -123,7 +123,7 @@ public struct FinishedJob: Sendable, Equatable {
 public struct JobTable: Sendable {
     public private(set) var jobs: [JobID: Job] = [:]
     /// Short names of jobserver clients: their children are jobs.
-    public var clientNames: Set<String> = ["make", "gmake", "ninja", "samu", "cargo", "mingw32-make", "remake"]
+    public var clientNames = Set(ClientKind.jobserverClients.keys)
     /// A remote job holding more than this here is taken to compile here (a fallback).
     public var remoteFootprintLimit: UInt64 = 512 << 20
     /// Whether a compiler proper (by pid and start time) compiles, from its arguments: read once per process.

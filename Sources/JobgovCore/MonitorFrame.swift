@@ -64,13 +64,9 @@ public struct MonitorFrame: Equatable, Sendable {
         kswapdScanPerSecond = rate(previous.vmstat?.pgscanKswapd, current.vmstat?.pgscanKswapd)
         directScanPerSecond = rate(previous.vmstat?.pgscanDirect, current.vmstat?.pgscanDirect)
         if let b = previous.cpu, let a = current.cpu { cpuBusy = CPUTimes.utilization(previous: b, current: a) }
-        for (name, after) in current.disks {
-            guard let before = previous.disks[name],
-                  let latency = DiskStat.averageLatencyMilliseconds(previous: before, current: after) else { continue }
-            if latency > (ioLatencyMilliseconds ?? -1) {
-                ioLatencyMilliseconds = latency
-                ioLatencyDevice = name
-            }
+        if let slowest = DiskStat.slowest(previous: previous.disks, current: current.disks) {
+            ioLatencyMilliseconds = slowest.milliseconds
+            ioLatencyDevice = slowest.device
         }
         cgroupUsage = current.cgroupMemory?.usageBytes
         cgroupLimit = current.cgroupMemory?.limitBytes

@@ -235,6 +235,24 @@ public struct DiskStat: Sendable, Equatable {
         guard after.ops > before.ops, after.ms >= before.ms else { return nil }
         return Double(after.ms - before.ms) / Double(after.ops - before.ops)
     }
+
+    /// The slowest device between two readings of every device: its name and its average time per completed
+    /// request, in milliseconds (the governor's I/O rule and `jobgov monitor` both use this). loop and ram devices
+    /// are left out: their requests are a file's or memory's, and a slow one says nothing of the disks. nil when no
+    /// device completed a request.
+    public static func slowest(previous: [String: DiskStat], current: [String: DiskStat])
+        -> (device: String, milliseconds: Double)?
+    {
+        var worst: (device: String, milliseconds: Double)?
+        for (name, after) in current where !name.hasPrefix("loop") && !name.hasPrefix("ram") {
+            guard let before = previous[name],
+                  let ms = averageLatencyMilliseconds(previous: before, current: after) else { continue }
+            // Ties go to the first name in order, so that the device shown does not depend on hashing.
+            if let w = worst, ms < w.milliseconds || (ms == w.milliseconds && name > w.device) { continue }
+            worst = (name, ms)
+        }
+        return worst
+    }
 }
 
 /// The memory controller of one cgroup, from v2 `memory.*` or v1 `memory.*_in_bytes` files.

@@ -4,6 +4,7 @@ import Glibc
 import CJobgovShims
 import JobgovCore
 import LinuxSystem
+import SystemPackage
 
 private func makeUnixAddress(_ path: String) throws(SystemError) -> sockaddr_un {
     var address = sockaddr_un()
@@ -25,7 +26,8 @@ private func makeUnixAddress(_ path: String) throws(SystemError) -> sockaddr_un 
 /// request line and one reply line per connection. Non-blocking, driven by the supervisor's poll loop.
 public final class ControlServer {
     public let path: String
-    public let listenFD: Int32
+    public let listener: FileDescriptor
+    /// Open connections by raw descriptor (what poll(2) reports back), with what each sent so far.
     private var connections: [Int32: [UInt8]] = [:]
     /// Connections whose reply is put off.
     private var waiting: Set<Int32> = []
@@ -45,11 +47,11 @@ public final class ControlServer {
             Glibc.close(fd)
             throw e
         }
-        listenFD = fd
+        listener = FileDescriptor(rawValue: fd)
     }
 
-    /// Descriptors to poll for input: the listener and every open connection.
-    public var pollDescriptors: [Int32] { [listenFD] + connections.keys.sorted() }
+    /// Descriptors to poll for input: the listener and every open connection (raw: they go into a pollfd array).
+    public var pollDescriptors: [Int32] { [listener.rawValue] + connections.keys.sorted() }
 
     /// Handles whatever is ready on `fd`. `respond` turns a request into a reply line.
     public func handleReadable(_ fd: Int32, respond: (Result<ControlRequest, ControlProtocolError>) -> String) {
@@ -60,9 +62,9 @@ public final class ControlServer {
     /// line, or nil to reply later with `reply(_:to:)` (the connection is not polled meanwhile).
     public func handleReadable(_ fd: Int32,
                                respond: (Int32, Result<ControlRequest, ControlProtocolError>) -> String?) {
-        if fd == listenFD {
+        if fd == listener.rawValue {
             while true {
-                let conn = jobgov_accept_nonblocking(listenFD)
+                let conn = jobgov_accept_nonblocking(listener.rawValue)
                 if conn < 0 { break }
                 // Only the owner can reach the socket (the directory is 0700); check the peer anyway.
                 let peer = jobgov_peer_uid(conn)
@@ -121,7 +123,7 @@ public final class ControlServer {
         connections.removeAll()
         for fd in waiting { Glibc.close(fd) }
         waiting.removeAll()
-        Glibc.close(listenFD)
+        try? listener.close()
         unlink(path)
     }
 }

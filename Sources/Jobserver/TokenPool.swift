@@ -4,6 +4,7 @@ import Glibc
 import CJobgovShims
 import JobgovCore
 import LinuxSystem
+import SystemPackage
 
 /// The jobserver's token pool: a named FIFO that jobgov keeps open for the whole build.
 ///
@@ -15,11 +16,11 @@ import LinuxSystem
 /// - Any byte is a token: make writes back `+` whatever it read, ninja echoes the byte.
 public final class TokenPool {
     public let fifoPath: String
-    /// jobgov's own ends, close-on-exec.
-    public let readFD: Int32
-    public let writeFD: Int32
+    /// jobgov's own ends, close-on-exec, non-blocking.
+    public let reader: FileDescriptor
+    public let writer: FileDescriptor
     /// The pair handed to pipe-style clients, inherited across exec; nil until `openClientPipeEnds()`.
-    public private(set) var clientFDs: (read: Int32, write: Int32)?
+    public private(set) var clientFDs: (read: FileDescriptor, write: FileDescriptor)?
     private var closed = false
 
     public init(fifoPath: String) throws(SystemError) {
@@ -40,12 +41,12 @@ public final class TokenPool {
             unlink(fifoPath)
             throw e
         }
-        readFD = r
-        writeFD = w
+        reader = FileDescriptor(rawValue: r)
+        writer = FileDescriptor(rawValue: w)
     }
 
     /// Opens blocking, inheritable `R,W` descriptors on the FIFO for pipe-style clients.
-    public func openClientPipeEnds() throws(SystemError) -> (read: Int32, write: Int32) {
+    public func openClientPipeEnds() throws(SystemError) -> (read: FileDescriptor, write: FileDescriptor) {
         if let clientFDs { return clientFDs }
         // Open non-blocking (a FIFO open for reading must not wait), then make it blocking as make 4.3 expects.
         let r = retryingInterrupts { open(fifoPath, O_RDONLY | O_NONBLOCK) }
@@ -57,13 +58,14 @@ public final class TokenPool {
             Glibc.close(r)
             throw SystemError("cannot open the jobserver FIFO for writing", path: fifoPath)
         }
-        clientFDs = (r, w)
-        return (r, w)
+        let ends = (read: FileDescriptor(rawValue: r), write: FileDescriptor(rawValue: w))
+        clientFDs = ends
+        return ends
     }
 
     /// Bytes (tokens) waiting in the FIFO now.
     public func tokensInPool() -> Int {
-        let n = jobgov_bytes_readable(readFD)
+        let n = jobgov_bytes_readable(reader.rawValue)
         return n < 0 ? 0 : Int(n)
     }
 
@@ -74,10 +76,11 @@ public final class TokenPool {
         let bytes = [UInt8](repeating: UInt8(ascii: "+"), count: count)
         var written = 0
         while written < count {
+            // EAGAIN (thrown) means the FIFO is full.
             let n = bytes.withUnsafeBytes { raw in
-                retryingInterrupts { write(writeFD, raw.baseAddress! + written, count - written) }
+                try? writer.write(UnsafeRawBufferPointer(rebasing: raw[written...]))
             }
-            if n <= 0 { break }  // EAGAIN: full
+            guard let n, n > 0 else { break }
             written += n
         }
         return written
@@ -91,8 +94,11 @@ public final class TokenPool {
         var taken = 0
         while taken < count {
             let want = min(count - taken, buffer.count)
-            let n = buffer.withUnsafeMutableBytes { raw in retryingInterrupts { read(readFD, raw.baseAddress, want) } }
-            if n <= 0 { break }
+            // EAGAIN (thrown): the pool is empty.
+            let n = buffer.withUnsafeMutableBytes { raw in
+                try? reader.read(into: UnsafeMutableRawBufferPointer(rebasing: raw[..<want]))
+            }
+            guard let n, n > 0 else { break }
             taken += n
         }
         return taken
@@ -103,19 +109,19 @@ public final class TokenPool {
         guard !closed else { return }
         closed = true
         if let clientFDs {
-            Glibc.close(clientFDs.read)
-            Glibc.close(clientFDs.write)
+            try? clientFDs.read.close()
+            try? clientFDs.write.close()
         }
-        Glibc.close(writeFD)
-        Glibc.close(readFD)
+        try? writer.close()
+        try? reader.close()
         unlink(fifoPath)
     }
 
     /// The pipe-style pair is only needed by the build; once it is started jobgov closes its copies.
     public func closeClientPipeEndsInParent() {
         if let clientFDs {
-            Glibc.close(clientFDs.read)
-            Glibc.close(clientFDs.write)
+            try? clientFDs.read.close()
+            try? clientFDs.write.close()
             self.clientFDs = nil
         }
     }

@@ -2,11 +2,12 @@
 import Glibc
 #endif
 import CJobgovShims
+import SystemPackage
 
 /// Delivers signals as readable events on a descriptor (signalfd), so the supervisor's single poll loop sees
 /// SIGCHLD, SIGINT and friends in order, with the sender's details, and no handler runs at an awkward moment.
 public final class SignalChannel {
-    public let fd: Int32
+    public let fd: FileDescriptor
     public let signals: [Int32]
     private var previousMask = sigset_t()
 
@@ -25,7 +26,7 @@ public final class SignalChannel {
         guard pthread_sigmask(SIG_BLOCK, &mask, &previousMask) == 0 else { throw SystemError("cannot block signals") }
         let fd = signalfd(-1, &mask, Int32(SFD_NONBLOCK | SFD_CLOEXEC))
         guard fd >= 0 else { throw SystemError("cannot create a signalfd") }
-        self.fd = fd
+        self.fd = FileDescriptor(rawValue: fd)
     }
 
     /// Reads every pending signal.
@@ -33,9 +34,8 @@ public final class SignalChannel {
         var out: [Delivery] = []
         var info = signalfd_siginfo()
         while true {
-            let n = withUnsafeMutableBytes(of: &info) { raw in
-                retryingInterrupts { read(fd, raw.baseAddress, raw.count) }
-            }
+            // Non-blocking: EAGAIN (thrown) ends the loop once nothing is pending.
+            let n = withUnsafeMutableBytes(of: &info) { raw in try? fd.read(into: raw) }
             guard n == MemoryLayout<signalfd_siginfo>.size else { break }
             out.append(Delivery(signal: Int32(info.ssi_signo), fromKernel: info.ssi_code == jobgov_si_kernel,
                                 senderPID: Int32(bitPattern: info.ssi_pid)))
@@ -44,7 +44,7 @@ public final class SignalChannel {
     }
 
     deinit {
-        close(fd)
+        try? fd.close()
         pthread_sigmask(SIG_SETMASK, &previousMask, nil)
     }
 }
@@ -65,12 +65,4 @@ public func reapExitedChildren() -> [(pid: pid_t, status: Int32)] {
 /// Marks this process as a child subreaper (see `reapExitedChildren`).
 public func becomeChildSubreaper() throws(SystemError) {
     guard jobgov_set_child_subreaper() == 0 else { throw SystemError("cannot become a child subreaper") }
-}
-
-/// Decodes a wait status into exit code or signal.
-public func decodeWaitStatus(_ status: Int32) -> (exitCode: Int32?, signal: Int32?) {
-    let low = status & 0x7f
-    if low == 0 { return ((status >> 8) & 0xff, nil) }
-    if low != 0x7f { return (nil, low) }
-    return (nil, nil)  // stopped or continued; not an exit
 }

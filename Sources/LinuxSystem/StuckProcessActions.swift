@@ -53,7 +53,7 @@ public final class ProcessFreezer {
             throw error
         }
         // cgroup.events says "frozen 1" once every thread has stopped; a task in state D stops when it wakes.
-        for _ in 0..<100 where !BuildCgroup.isFrozen(unifiedDir: leaf, freezerDir: nil) { usleep(10_000) }
+        for _ in 0..<100 where !BuildCgroup.isFrozen(CgroupDirectories(unified: leaf)) { usleep(10_000) }
         let record = Frozen(pid: pid, startTicks: startTicks, originalCgroup: now.cgroup, leaf: leaf)
         frozen.append(record)
         return record

@@ -12,7 +12,7 @@ struct BPFProbesKernelTests {
         let h = try ProbeHarness("load")
         defer { h.dispose() }
         for (observer, reason) in h.probes.unavailable { Issue.record("\(observer) is off: \(reason)") }
-        #expect(h.probes.pollDescriptor >= 0)
+        #expect(h.probes.pollDescriptor != nil)
         for observer in ProbeObserver.allCases { #expect(h.probes.isAvailable(observer), "\(observer)") }
     }
 
@@ -135,7 +135,7 @@ struct BPFProbesKernelTests {
     func brake() throws {
         let h = try ProbeHarness("brake", limits: CgroupLimits(memoryMax: 256 << 20))
         defer { h.dispose() }
-        guard h.cgroup.memoryDir != nil || h.cgroup.backend == .unified else {
+        guard h.cgroup.directories.memory != nil || h.cgroup.backend == .unified else {
             Issue.record("no memory controller for the cgroup")
             return
         }

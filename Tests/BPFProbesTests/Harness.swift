@@ -19,7 +19,7 @@ final class ProbeHarness {
         cgroup = try BuildCgroup.create(layout: CgroupLayout.detect(), name: "jobgov-bpftest-\(getpid())-\(tag)")
         do {
             if let limits { try cgroup.apply(limits) }
-            let dir = try #require(cgroup.unifiedDir, "the machine has no cgroup v2 tree")
+            let dir = try #require(cgroup.directories.unified, "the machine has no cgroup v2 tree")
             probes = try BuildProbes.open(cgroupV2Path: dir)
         } catch {
             Self.remove(cgroup, pids: [])
@@ -75,7 +75,7 @@ final class ProbeHarness {
     }
 
     private static func remove(_ cgroup: BuildCgroup, pids: [pid_t]) {
-        BuildCgroup.liftLimits(unifiedDir: cgroup.unifiedDir, memoryDir: cgroup.memoryDir, cpuDir: cgroup.cpuDir)
+        BuildCgroup.liftLimits(cgroup.directories)
         for pid in Set(pids + cgroup.processes()) {
             kill(pid, SIGCONT)
             kill(pid, SIGKILL)

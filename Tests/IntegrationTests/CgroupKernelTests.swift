@@ -15,7 +15,7 @@ struct CgroupKernelTests {
     /// Ends every process in the cgroup (they are the test's own), then removes it.
     private func dispose(_ cgroup: BuildCgroup) {
         try? cgroup.thaw()
-        BuildCgroup.liftLimits(unifiedDir: cgroup.unifiedDir, memoryDir: cgroup.memoryDir, cpuDir: cgroup.cpuDir)
+        BuildCgroup.liftLimits(cgroup.directories)
         for pid in cgroup.processes() { kill(pid, SIGKILL) }
         for _ in 0..<100 where !cgroup.remove() { usleep(50_000) }
     }
@@ -43,7 +43,7 @@ struct CgroupKernelTests {
     func oomBrake() throws {
         let cgroup = try makeCgroup("oom")
         defer { dispose(cgroup) }
-        guard let memoryDir = cgroup.memoryDir else {
+        guard let memoryDir = cgroup.directories.memory else {
             Issue.record("this test covers the v1 memory controller; the machine has none (layout \(cgroup.backend))")
             return
         }
@@ -75,7 +75,7 @@ struct CgroupKernelTests {
     func pressureRises() throws {
         let cgroup = try makeCgroup("psi")
         defer { dispose(cgroup) }
-        let dir = try #require(cgroup.unifiedDir)
+        let dir = try #require(cgroup.directories.unified)
         try cgroup.apply(CgroupLimits(memoryMax: 100 << 20))
         func stalled() -> UInt64 {
             let text = readSmallFile(dir + "/memory.pressure") ?? ""

@@ -20,7 +20,7 @@ struct GovernorBuildTests {
             // Swap on the machine (a user's, or a zram device another jobgov made) must not stand in for the OOM kills
             // these tests expect: nothing in the box swaps at its limit (v1 swappiness 0, which the cgroups made below
             // copy). jobgov's own page-out of frozen jobs ignores swappiness, as it does on a user's machine.
-            if let dir = cgroup.memoryDir {
+            if let dir = cgroup.directories.memory {
                 // The leaf was made before: a v1 child copies its parent's value only when it is made.
                 try? writeCgroupFile(dir + "/memory.swappiness", "0")
                 try? writeCgroupFile(dir + "/\(cgroup.leafName)/memory.swappiness", "0")
@@ -33,7 +33,7 @@ struct GovernorBuildTests {
         }
         /// OOM kills anywhere below (v1 counts them per cgroup; v2's memory.events is hierarchical).
         var oomKills: UInt64 {
-            if let dir = cgroup.memoryDir { return BuildCgroup.v1OOMKills(below: dir) ?? 0 }
+            if let dir = cgroup.directories.memory { return BuildCgroup.v1OOMKills(below: dir) ?? 0 }
             return cgroup.oomKills() ?? 0
         }
         deinit {

@@ -33,7 +33,7 @@ struct GuardTests {
         let started = try Running("/bin/sh", ["-c", "\(procs) && exec \(hog) \(data) 96"], in: scratch, tag: "hog")
         defer { kill(started.pid, SIGKILL) }
         let hogPID = started.pid
-        let hogCgroup = String(try #require(cgroup.unifiedDir).dropFirst(mount.count)) + "/" + cgroup.leafName
+        let hogCgroup = String(try #require(cgroup.directories.unified).dropFirst(mount.count)) + "/" + cgroup.leafName
         waitUntil("the hog to run in its cgroup") { cgroup.processes().contains(hogPID) }
 
         // One hog on a 24 GiB machine stalls it a few percent of the time, hence the low threshold.
@@ -51,7 +51,7 @@ struct GuardTests {
             let procsInLeaf = (try? String(contentsOfFile: leaf + "/cgroup.procs", encoding: .utf8)) ?? ""
             #expect(procsInLeaf.split(separator: "\n") == [Substring(String(hogPID))])
             // On a hybrid machine only its v2 cgroup changed: its v1 memory cgroup (and limit) kept it.
-            if let memory = cgroup.memoryDir, layout.kind == .hybrid {
+            if let memory = cgroup.directories.memory, layout.kind == .hybrid {
                 #expect(BuildCgroup.processes(in: memory).contains(hogPID))
             }
         }

@@ -27,7 +27,7 @@ struct PageOutBuildTests {
         init(_ tag: String, limit: UInt64, swappiness: Int? = 0) throws {
             cgroup = try BuildCgroup.create(layout: CgroupLayout.detect(), name: "jobgov-test-\(getpid())-pageout-\(tag)")
             try cgroup.apply(CgroupLimits(memoryMax: limit))
-            if let swappiness, cgroup.memoryDir != nil { try cgroup.apply(CgroupLimits(swappiness: swappiness)) }
+            if let swappiness, cgroup.directories.memory != nil { try cgroup.apply(CgroupLimits(swappiness: swappiness)) }
         }
         /// `sh -c` that joins the box's leaf in every hierarchy, then execs the command (so its pid is the command's).
         func wrap(_ command: [String]) -> [String] {
@@ -36,7 +36,7 @@ struct PageOutBuildTests {
         }
         /// OOM kills anywhere below (v1 counts them per cgroup; v2's memory.events is hierarchical).
         var oomKills: UInt64 {
-            if let dir = cgroup.memoryDir { return BuildCgroup.v1OOMKills(below: dir) ?? 0 }
+            if let dir = cgroup.directories.memory { return BuildCgroup.v1OOMKills(below: dir) ?? 0 }
             return cgroup.oomKills() ?? 0
         }
         /// Waits for `run` (at most `timeout` seconds), reading the OOM kills every 50 ms meanwhile: on v1 a kill is
@@ -413,12 +413,12 @@ struct PageOutBuildTests {
         watch.expectAsBefore("after the \(toolName) build with page-out")
     }
 
-    /// The same build under ninja with --no-swap: ninja cannot run a job again, so freezing is all jobgov has (README,
-    /// "Known limits": a history that says every job needs half of what it does can end in an OOM kill). Here it
-    /// does, the same way in every run so far (6 of 6): the newer job is frozen at ~200 MiB, the older waits at the
-    /// 480 MiB hard limit near 280 MiB, after 5 s jobgov lets the OOM killer end it, and ninja stops (status 137).
-    /// Asserted: that outcome, that it ends (no hang at the hard limit), and that nothing is left behind.
-    @Test("the same ninja build with --no-swap: one OOM kill, no hang, nothing left behind")
+    /// The same build under ninja with --no-swap: ninja cannot run a job again and nothing frozen gives memory back,
+    /// so a history that says every job needs half of what it does must not be taken at its word. Until a job of
+    /// this build confirms it, its peaks count double there: the two jobs start one after the other and the build
+    /// finishes. (Before that rule the newer job was frozen at ~200 MiB, the older waited at the 480 MiB hard limit
+    /// near 280 MiB, and after 5 s the OOM killer ended it: 6 runs of 6.)
+    @Test("the same ninja build with --no-swap: the halved history is doubted, 0 OOM kills, nothing left behind")
     func wrongHistoryWithoutSwap() throws {
         try Clients.require(Clients.ninja)
         let watch = try SwapWatch()
@@ -433,11 +433,11 @@ struct PageOutBuildTests {
         #expect(r.jobgovLines.contains { $0.contains("swap: off (--no-swap)") }, "\(Self.swapLine(r.stderr))")
         #expect(Self.int(sum, "page_outs") == 0, "nothing is paged out with --no-swap")
         #expect(!sum.isEmpty, "the summary was written")
-        // Without page-out the two jobs cannot both finish under the hard limit (see above).
-        #expect(r.status != 0, "without page-out the build cannot fit here")
-        #expect(Self.int(sum, "oom_kills") == 1 && kills == 1, "one OOM kill (summary \(sum["oom_kills"] ?? "-"), box \(kills))")
-        #expect(r.jobgovLines.contains { $0.contains("OOM killer ended a job") && $0.contains("--name big") },
-                "the victim is named: \(r.jobgovLines.joined(separator: "\n"))")
+        #expect(r.status == 0, "\(r.jobgovLines.joined(separator: "\n"))\n\(r.stderr.suffix(1500))")
+        #expect(Self.int(sum, "oom_kills") == 0 && kills == 0, "OOM kills: summary \(sum["oom_kills"] ?? "-"), box \(kills)")
+        for job in Self.heavyJobs {
+            #expect(FileManager.default.fileExists(atPath: s.path + "/b/" + job.name), "\(job.name) was built")
+        }
         watch.expectAsBefore("after the ninja build with --no-swap")
     }
 
@@ -673,7 +673,7 @@ struct PageOutBuildTests {
         guard CgroupLayout.detect().kind != .unified else { return }  // v2 has no per-cgroup swappiness
         SwapWatch.waitQuiet(mine: watch.mine)
         let box = try Box("swappiness", limit: Self.boxLimit, swappiness: nil)
-        let memoryDir = try #require(box.cgroup.memoryDir)
+        let memoryDir = try #require(box.cgroup.directories.memory)
         let inherited = (readTrimmed(memoryDir + "/build/memory.swappiness") ?? "?")
         let run = try Self.start([Clients.ninja], box: box, in: s, watch: watch, tag: "swappiness")
         waitUntil("the start line naming the swap", timeout: 15) { s.read("swappiness.stderr").contains("jobgov: swap:") }

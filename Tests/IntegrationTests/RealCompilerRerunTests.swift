@@ -138,7 +138,7 @@ struct RealCompilerRerunTests {
             return rmdir(dir) == 0 || errno == ENOENT
         }
         deinit {
-            if let dir = cgroup.unifiedDir { Self.thawAll(dir) }
+            if let dir = cgroup.directories.unified { Self.thawAll(dir) }
             try? cgroup.thaw()
             for _ in 0..<100 {
                 let pids = cgroup.topDirectories.flatMap { BuildCgroup.processes(in: $0) }

@@ -240,50 +240,46 @@ struct PoolStatusTests {
             tokensAbsorbed: 4, elapsedSeconds: 12.3456)
     }
 
-    @Test func jsonRoundTrip() {
+    @Test func jsonRoundTrip() throws {
         let command = #"make "CFLAGS=-DX=\"1\"" C:\dir, {a:b}"#
-        let s = status(command: command)
-        let fields = PoolStatus.parse(json: s.json)
-        #expect(fields["pid"] == "4242")
-        #expect(fields["command"] == command)
-        #expect(fields["style"] == "fifo")
-        #expect(fields["auth"] == "fifo:/run/jobgov-4242-abcdef/fifo")
-        #expect(fields["jobs"] == "6")
-        #expect(fields["ceiling"] == "8")
-        #expect(fields["tokens_created"] == "5")
-        #expect(fields["tokens_in_pool"] == "2")
-        #expect(fields["tokens_outstanding"] == "3")
-        #expect(fields["peak_outstanding"] == "5")
-        #expect(fields["tokens_recreated"] == "1")
-        #expect(fields["tokens_absorbed"] == "4")
-        #expect(fields["elapsed_seconds"] == "12.346")
-        #expect(fields["cgroup"] == "")
-        #expect(fields["cgroup_v1_memory"] == "")
-        #expect(fields["frozen"] == "false")
-        #expect(fields["memory_budget"] == "0")
-        #expect(fields["pressure_events"] == "0")
-        #expect(fields.count == 19)
+        var s = status(command: command)
+        s.cgroup = "/sys/fs/cgroup/unified/jobgov-4242"
+        s.frozen = true
+        s.memoryBudget = 3 << 30
+        s.memoryBudgetSource = "cgroup limit"
+        s.pressureEvents = 7
+        let read = try PoolStatus.decode(json: s.json)
+        var expected = s
+        expected.elapsedSeconds = 12.346  // rounded to milliseconds on the wire
+        #expect(read == expected)
     }
 
+    /// The keys, their values' forms and one line are what scripts (and older `jobgov ctl`) read.
     @Test func jsonIsOneLineWithStableKeys() {
-        let json = status(command: "make -j8").json
-        #expect(!json.contains("\n"))
-        #expect(json.hasPrefix(#"{"pid":4242,"command":"make -j8","style":"fifo","#))
-        #expect(json.hasSuffix(#""tokens_absorbed":4,"elapsed_seconds":12.346,"cgroup":"","cgroup_v1_memory":"","frozen":false,"memory_budget":0,"memory_budget_source":"","pressure_events":0}"#))
+        var s = status(command: "make -j8")
+        s.cgroup = "/sys/fs/cgroup/jobgov-4242"
+        #expect(s.json == #"{"auth":"fifo:/run/jobgov-4242-abcdef/fifo","ceiling":8,"cgroup":"/sys/fs/cgroup/jobgov-4242","cgroup_v1_memory":"","command":"make -j8","elapsed_seconds":12.346,"frozen":false,"jobs":6,"memory_budget":0,"memory_budget_source":"","peak_outstanding":5,"pid":4242,"pressure_events":0,"style":"fifo","tokens_absorbed":4,"tokens_created":5,"tokens_in_pool":2,"tokens_outstanding":3,"tokens_recreated":1}"#)
     }
 
-    /// A command can contain a newline or a tab (`jobgov -- sh -c 'a<newline>b'`); the writer escapes them, so the
-    /// reader must turn them back.
-    @Test func jsonRoundTripWithControlCharacters() {
-        let command = "sh -c 'make\n\tall'"
-        let fields = PoolStatus.parse(json: status(command: command).json)
-        #expect(fields["command"] == command)
+    /// A command can contain a newline or a tab (`jobgov -- sh -c 'a<newline>b'`) or a terminal escape.
+    @Test func jsonRoundTripWithControlCharacters() throws {
+        let command = "sh -c 'make\n\tall' \u{1b}[0m"
+        let json = status(command: command).json
+        #expect(!json.contains("\n") && !json.contains("\u{1b}"))
+        #expect(try PoolStatus.decode(json: json).command == command)
     }
 
-    @Test func parseRejectsNonObjects() {
-        #expect(PoolStatus.parse(json: "").isEmpty)
-        #expect(PoolStatus.parse(json: "error unknown request").isEmpty)
-        #expect(PoolStatus.parse(json: "  {\"a\":1}\n") == ["a": "1"])
+    /// A reply without the later fields (cgroup and on) reads with their defaults.
+    @Test func decodeFillsLaterFields() throws {
+        let old = #"{"pid":1,"command":"make","style":"pipe","auth":"3,4","jobs":2,"ceiling":4,"tokens_created":1,"tokens_in_pool":1,"tokens_outstanding":0,"peak_outstanding":1,"tokens_recreated":0,"tokens_absorbed":0,"elapsed_seconds":1.5}"#
+        let s = try PoolStatus.decode(json: old)
+        #expect(s.jobs == 2 && s.auth == "3,4" && s.elapsedSeconds == 1.5 && s.cgroup == "" && !s.frozen)
+    }
+
+    @Test func decodeRejectsNonStatus() {
+        for reply in ["", "error unknown request", #"{"a":1}"#, #"{"pid":"x"}"#] {
+            #expect(throws: ControlProtocolError.self) { try PoolStatus.decode(json: reply) }
+        }
     }
 
     @Test func quoteEscapes() {
@@ -310,14 +306,40 @@ struct PoolStatusTests {
     }
 }
 
-@Suite("BuildExit")
-struct BuildExitTests {
+@Suite("ExitStatus")
+struct ExitStatusTests {
     @Test func shellStatus() {
-        #expect(BuildExit.exited(0).shellStatus == 0)
-        #expect(BuildExit.exited(2).shellStatus == 2)
-        #expect(BuildExit.signaled(9).shellStatus == 137)
-        #expect(BuildExit.signaled(2).shellStatus == 130)
-        #expect(BuildExit.signaled(15).shellStatus == 143)
+        #expect(ExitStatus.exited(0).shellStatus == 0)
+        #expect(ExitStatus.exited(2).shellStatus == 2)
+        #expect(ExitStatus.signaled(9).shellStatus == 137)
+        #expect(ExitStatus.signaled(2).shellStatus == 130)
+        #expect(ExitStatus.signaled(15).shellStatus == 143)
+    }
+
+    @Test func decodesWaitStatuses() {
+        #expect(ExitStatus(waitStatus: Int32(0)) == .exited(0))
+        #expect(ExitStatus(waitStatus: Int32(2 << 8)) == .exited(2))
+        #expect(ExitStatus(waitStatus: Int32(9)) == .signaled(9))
+        #expect(ExitStatus(waitStatus: Int32(11 | 0x80)) == .signaled(11))  // SIGSEGV with a core dump
+        #expect(ExitStatus(waitStatus: Int32(0x137f)) == nil)  // stopped by SIGSTOP
+        #expect(ExitStatus(waitStatus: Int32(0xffff)) == nil)  // continued
+        #expect(ExitStatus(waitStatus: UInt32(3 << 8)) == .exited(3))
+        #expect(ExitStatus.signaled(9).wasKilled && !ExitStatus.signaled(15).wasKilled && !ExitStatus.exited(9).wasKilled)
+        for status in [ExitStatus.exited(0), .exited(255), .signaled(9), .signaled(64)] {
+            #expect(ExitStatus(waitStatus: status.waitStatus) == status)
+        }
+    }
+
+    @Test func rerunRequestCarriesADecodedStatus() {
+        #expect(ControlRequest.parse("rerun 42 256") == .success(.rerun(42, status: .exited(1))))
+        #expect(ControlRequest.parse("rerun 42 137") == .success(.rerun(42, status: .signaled(9))))
+        #expect(ControlRequest.parse("rerun 42") == .success(.rerun(42)))
+        #expect(ControlRequest.rerun(42, status: .exited(1)).line == "rerun 42 256")
+        guard case .failure(let e) = ControlRequest.parse("rerun 42 4991") else {  // 0x137f: stopped, not ended
+            Issue.record("a stopped status was taken")
+            return
+        }
+        #expect(e.message.contains("ended process"))
     }
 }
 

@@ -93,11 +93,11 @@ extension OnDiskTests {
             #expect(mode.permissions == 0o600)
             #expect(pool.tokensInPool() == 0)
             // jobgov's own ends are close-on-exec and non-blocking.
-            #expect(fcntl(pool.readFD, F_GETFD) & FD_CLOEXEC != 0)
-            #expect(fcntl(pool.writeFD, F_GETFD) & FD_CLOEXEC != 0)
-            #expect(fcntl(pool.readFD, F_GETFL) & O_NONBLOCK != 0)
-            #expect(fcntl(pool.readFD, F_GETFL) & O_ACCMODE == O_RDONLY)
-            #expect(fcntl(pool.writeFD, F_GETFL) & O_ACCMODE == O_WRONLY)
+            #expect(fcntl(pool.reader.rawValue, F_GETFD) & FD_CLOEXEC != 0)
+            #expect(fcntl(pool.writer.rawValue, F_GETFD) & FD_CLOEXEC != 0)
+            #expect(fcntl(pool.reader.rawValue, F_GETFL) & O_NONBLOCK != 0)
+            #expect(fcntl(pool.reader.rawValue, F_GETFL) & O_ACCMODE == O_RDONLY)
+            #expect(fcntl(pool.writer.rawValue, F_GETFL) & O_ACCMODE == O_WRONLY)
         }
 
         @Test func existingPathIsAnError() throws {
@@ -145,7 +145,7 @@ extension OnDiskTests {
             defer { pool.close() }
             let client = try pool.openClientPipeEnds()
             #expect(pool.add(3) == 3)
-            #expect(readBytes(client.read, max: 3) == Array("+++".utf8))
+            #expect(readBytes(client.read.rawValue, max: 3) == Array("+++".utf8))
         }
 
         @Test func anyByteValueCountsAsAToken() throws {
@@ -155,7 +155,7 @@ extension OnDiskTests {
             defer { pool.close() }
             let client = try pool.openClientPipeEnds()
             let raw: [UInt8] = [0x00, UInt8(ascii: "x"), 0xff, UInt8(ascii: "+"), 0x0a]
-            #expect(writeBytes(client.write, raw) == raw.count)
+            #expect(writeBytes(client.write.rawValue, raw) == raw.count)
             #expect(pool.tokensInPool() == raw.count)
             #expect(pool.take(upTo: 100) == raw.count)
             #expect(pool.tokensInPool() == 0)
@@ -167,17 +167,17 @@ extension OnDiskTests {
             let pool = try TokenPool(fifoPath: "\(dir)/fifo")
             defer { pool.close() }
             let client = try pool.openClientPipeEnds()
-            #expect(client.read != pool.readFD && client.write != pool.writeFD)
+            #expect(client.read.rawValue != pool.reader.rawValue && client.write.rawValue != pool.writer.rawValue)
             // Asking twice gives the same pair.
             let again = try pool.openClientPipeEnds()
             #expect(again.read == client.read && again.write == client.write)
             #expect(pool.clientFDs?.read == client.read)
 
             #expect(pool.add(2) == 2)
-            #expect(readBytes(client.read, max: 1).count == 1)  // a pipe-style client takes one
+            #expect(readBytes(client.read.rawValue, max: 1).count == 1)  // a pipe-style client takes one
             #expect(pool.tokensInPool() == 1)
-            #expect(writeBytes(client.write, [UInt8(ascii: "+")]) == 1)  // and gives it back
-            #expect(writeBytes(client.write, [UInt8(ascii: "+")]) == 1)  // plus one of its own
+            #expect(writeBytes(client.write.rawValue, [UInt8(ascii: "+")]) == 1)  // and gives it back
+            #expect(writeBytes(client.write.rawValue, [UInt8(ascii: "+")]) == 1)  // plus one of its own
             #expect(pool.tokensInPool() == 3)
             #expect(pool.take(upTo: 3) == 3)
         }
@@ -188,10 +188,10 @@ extension OnDiskTests {
             let pool = try TokenPool(fifoPath: "\(dir)/fifo")
             defer { pool.close() }
             let client = try pool.openClientPipeEnds()
-            #expect(fcntl(client.read, F_GETFD) & FD_CLOEXEC == 0)
-            #expect(fcntl(client.write, F_GETFD) & FD_CLOEXEC == 0)
-            #expect(fcntl(client.read, F_GETFL) & O_NONBLOCK == 0)
-            #expect(fcntl(client.write, F_GETFL) & O_NONBLOCK == 0)
+            #expect(fcntl(client.read.rawValue, F_GETFD) & FD_CLOEXEC == 0)
+            #expect(fcntl(client.write.rawValue, F_GETFD) & FD_CLOEXEC == 0)
+            #expect(fcntl(client.read.rawValue, F_GETFL) & O_NONBLOCK == 0)
+            #expect(fcntl(client.write.rawValue, F_GETFL) & O_NONBLOCK == 0)
         }
 
         @Test func clientNonBlockingModeDoesNotReachJobgovsEnds() throws {
@@ -199,24 +199,24 @@ extension OnDiskTests {
             defer { removeTree(dir) }
             let pool = try TokenPool(fifoPath: "\(dir)/fifo")
             defer { pool.close() }
-            let jobgovFlagsBefore = fcntl(pool.readFD, F_GETFL)
+            let jobgovFlagsBefore = fcntl(pool.reader.rawValue, F_GETFL)
             let client = try pool.openClientPipeEnds()
             // Making the client's end blocking must not have made jobgov's end blocking.
-            #expect(fcntl(pool.readFD, F_GETFL) == jobgovFlagsBefore)
+            #expect(fcntl(pool.reader.rawValue, F_GETFL) == jobgovFlagsBefore)
             #expect(jobgovFlagsBefore & O_NONBLOCK != 0)
 
             // A client (make with pselect, cc-rs) sets O_NONBLOCK on its inherited end...
-            let clientFlags = fcntl(client.read, F_GETFL)
-            #expect(fcntl(client.read, F_SETFL, clientFlags | O_NONBLOCK) == 0)
-            #expect(fcntl(client.read, F_GETFL) & O_NONBLOCK != 0)
+            let clientFlags = fcntl(client.read.rawValue, F_GETFL)
+            #expect(fcntl(client.read.rawValue, F_SETFL, clientFlags | O_NONBLOCK) == 0)
+            #expect(fcntl(client.read.rawValue, F_GETFL) & O_NONBLOCK != 0)
             // ...and jobgov's own read end is a different file description: unchanged.
-            #expect(fcntl(pool.readFD, F_GETFL) == jobgovFlagsBefore)
+            #expect(fcntl(pool.reader.rawValue, F_GETFL) == jobgovFlagsBefore)
 
             // The other direction too: jobgov's end changing does not reach the client's.
-            #expect(fcntl(pool.readFD, F_SETFL, jobgovFlagsBefore & ~O_NONBLOCK) == 0)
-            #expect(fcntl(client.read, F_GETFL) & O_NONBLOCK != 0)
-            #expect(fcntl(pool.readFD, F_SETFL, jobgovFlagsBefore) == 0)
-            #expect(fcntl(pool.readFD, F_GETFL) == jobgovFlagsBefore)
+            #expect(fcntl(pool.reader.rawValue, F_SETFL, jobgovFlagsBefore & ~O_NONBLOCK) == 0)
+            #expect(fcntl(client.read.rawValue, F_GETFL) & O_NONBLOCK != 0)
+            #expect(fcntl(pool.reader.rawValue, F_SETFL, jobgovFlagsBefore) == 0)
+            #expect(fcntl(pool.reader.rawValue, F_GETFL) == jobgovFlagsBefore)
         }
 
         @Test func tokensSurviveClosingTheClientPair() throws {
@@ -225,7 +225,7 @@ extension OnDiskTests {
             let pool = try TokenPool(fifoPath: "\(dir)/fifo")
             defer { pool.close() }
             let client = try pool.openClientPipeEnds()
-            #expect(writeBytes(client.write, Array("++++".utf8)) == 4)
+            #expect(writeBytes(client.write.rawValue, Array("++++".utf8)) == 4)
             pool.closeClientPipeEndsInParent()
             #expect(pool.clientFDs == nil)
             #expect(pool.tokensInPool() == 4)
@@ -595,11 +595,11 @@ extension OnDiskTests {
             let fd = try connectAndSend(path: path, line: line)
             defer { close(fd) }
             // Accept, then read the request and reply: what the supervisor's poll loop would do.
-            server.handleReadable(server.listenFD, respond: respond)
-            let connections = server.pollDescriptors.filter { $0 != server.listenFD }
+            server.handleReadable(server.listener.rawValue, respond: respond)
+            let connections = server.pollDescriptors.filter { $0 != server.listener.rawValue }
             try #require(connections.count == 1)
             server.handleReadable(connections[0], respond: respond)
-            #expect(server.pollDescriptors == [server.listenFD])
+            #expect(server.pollDescriptors == [server.listener.rawValue])
             return readReply(fd)
         }
 
@@ -652,17 +652,17 @@ extension OnDiskTests {
             }
             let freezing = try connectAndSend(path: path, line: "freeze")
             defer { close(freezing) }
-            server.handleReadable(server.listenFD, respond: respond)
-            for fd in server.pollDescriptors where fd != server.listenFD { server.handleReadable(fd, respond: respond) }
+            server.handleReadable(server.listener.rawValue, respond: respond)
+            for fd in server.pollDescriptors where fd != server.listener.rawValue { server.handleReadable(fd, respond: respond) }
             let waiting = try #require(putOff)
-            #expect(server.pollDescriptors == [server.listenFD], "a connection waiting for its reply is not polled")
+            #expect(server.pollDescriptors == [server.listener.rawValue], "a connection waiting for its reply is not polled")
             var pfd = pollfd(fd: freezing, events: Int16(POLLIN), revents: 0)
             #expect(poll(&pfd, 1, 50) == 0, "no reply yet")
 
             let status = try connectAndSend(path: path, line: "status")
             defer { close(status) }
-            server.handleReadable(server.listenFD, respond: respond)
-            for fd in server.pollDescriptors where fd != server.listenFD { server.handleReadable(fd, respond: respond) }
+            server.handleReadable(server.listener.rawValue, respond: respond)
+            for fd in server.pollDescriptors where fd != server.listener.rawValue { server.handleReadable(fd, respond: respond) }
             #expect(readReply(status) == "{}\n", "answered while the other waits")
 
             server.reply("ok frozen", to: waiting)

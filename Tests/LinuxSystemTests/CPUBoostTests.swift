@@ -148,8 +148,7 @@ struct CPUBoostTests {
         try sys.write("class/hwmon/hwmon0/temp1_input", "45000")
         try sys.write("devices/system/cpu/cpufreq/policy0/scaling_governor", "performance")
         try sys.write("devices/system/cpu/cpufreq/policy1/scaling_governor", "ondemand")  // someone else's
-        var plan = WatchdogPlan(runtimeDirectory: nil, unifiedDir: nil, memoryDir: nil, cpuDir: nil, freezerDir: nil,
-                                removeWhenEmpty: [])
+        var plan = WatchdogPlan(runtimeDirectory: nil, removeWhenEmpty: [])
         plan.sysfs = [.init(path: "devices/system/cpu/cpufreq/policy0/scaling_governor", original: "schedutil"),
                       .init(path: "devices/system/cpu/cpufreq/policy1/scaling_governor", original: "schedutil"),
                       .init(path: "class/hwmon/hwmon0/pwm1", original: "90"),

@@ -107,8 +107,7 @@ struct CompressedSwapParsingTests {
     }
 
     @Test func watchdogArguments() {
-        var plan = WatchdogPlan(runtimeDirectory: nil, unifiedDir: nil, memoryDir: nil, cpuDir: nil, freezerDir: nil,
-                                removeWhenEmpty: [])
+        var plan = WatchdogPlan(runtimeDirectory: nil, removeWhenEmpty: [])
         #expect(plan.arguments == [])
         plan.zramIndex = 3
         plan.zramLabel = "jobgov-77"
@@ -243,8 +242,7 @@ final class CompressedSwapKernelTests {
     @Test("the watchdog removes the swap device when jobgov dies")
     func watchdogRemovesTheDevice() throws {
         let d = try setUp(64 << 20, limit: 32 << 20)
-        var plan = WatchdogPlan(runtimeDirectory: nil, unifiedDir: nil, memoryDir: nil, cpuDir: nil, freezerDir: nil,
-                                removeWhenEmpty: [])
+        var plan = WatchdogPlan(runtimeDirectory: nil, removeWhenEmpty: [])
         plan.zramIndex = d.index
         plan.zramLabel = d.label
         let jobgov = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path + "/jobgov"
@@ -284,7 +282,7 @@ final class CompressedSwapKernelTests {
         #expect(readSmallFile("/proc/sys/vm/swappiness")?.trimmingWhitespace() == "0")
 
         let box = try TestCgroup("pageout", limits: CgroupLimits(memoryMax: 400 << 20, swappiness: 0))
-        if let memory = box.cgroup.memoryDir {
+        if let memory = box.cgroup.directories.memory {
             #expect(readSmallFile(memory + "/build/memory.swappiness")?.trimmingWhitespace() == "0",
                     "memory.swappiness reaches the leaf that existed before it was set")
         }
@@ -352,7 +350,7 @@ final class CompressedSwapKernelTests {
         defer { tuning.restore() }
 
         let swapping = try TestCgroup("swappy", limits: CgroupLimits(memoryMax: 48 << 20, swappiness: 60))
-        if let memory = swapping.cgroup.memoryDir {
+        if let memory = swapping.cgroup.directories.memory {
             let mine = readSmallFile(parentDirectory(memory) + "/memory.swappiness")?.trimmingWhitespace()
             #expect(mine != "0" || swappiness == "0", "vm.swappiness 0 left this process's own v1 cgroup at \(mine ?? "?")")
         }
@@ -493,9 +491,9 @@ final class TestCgroup {
         }
     }
 
-    var v1Usage: UInt64? { cgroup.memoryDir.flatMap { readSmallFile($0 + "/memory.usage_in_bytes") }.flatMap { UInt64($0.trimmingWhitespace()) } }
+    var v1Usage: UInt64? { cgroup.directories.memory.flatMap { readSmallFile($0 + "/memory.usage_in_bytes") }.flatMap { UInt64($0.trimmingWhitespace()) } }
     /// memory + swap (v1 memsw), as charged to the cgroup.
-    var v1SwapUsage: UInt64? { cgroup.memoryDir.flatMap { readSmallFile($0 + "/memory.memsw.usage_in_bytes") }.flatMap { UInt64($0.trimmingWhitespace()) } }
+    var v1SwapUsage: UInt64? { cgroup.directories.memory.flatMap { readSmallFile($0 + "/memory.memsw.usage_in_bytes") }.flatMap { UInt64($0.trimmingWhitespace()) } }
 
     func waitFrozen() throws {
         let deadline = monotonicSeconds() + 5

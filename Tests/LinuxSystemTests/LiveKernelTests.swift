@@ -28,10 +28,10 @@ struct LiveKernelTests {
                 path: "/proc/pressure/memory", kind: .some, stallMicroseconds: 150_000, windowMicroseconds: 2_000_000)
         }
         defer { trigger.close() }
-        #expect(trigger.fd >= 0)
-        #expect(fcntl(trigger.fd, F_GETFD) & FD_CLOEXEC != 0)
-        #expect(fcntl(trigger.fd, F_GETFL) & O_NONBLOCK != 0)
-        var entry = pollfd(fd: trigger.fd, events: Int16(POLLPRI), revents: 0)
+        #expect(trigger.fd.rawValue >= 0)
+        #expect(fcntl(trigger.fd.rawValue, F_GETFD) & FD_CLOEXEC != 0)
+        #expect(fcntl(trigger.fd.rawValue, F_GETFL) & O_NONBLOCK != 0)
+        var entry = pollfd(fd: trigger.fd.rawValue, events: Int16(POLLPRI), revents: 0)
         let ready = poll(&entry, 1, 100)
         #expect(ready >= 0)
         #expect(entry.revents & Int16(POLLERR | POLLNVAL) == 0)
@@ -42,7 +42,7 @@ struct LiveKernelTests {
     func fullTriggerOnIO() throws {
         let trigger = try PressureTrigger(
             path: "/proc/pressure/io", kind: .full, stallMicroseconds: 500_000, windowMicroseconds: 2_000_000)
-        #expect(trigger.fd >= 0)
+        #expect(trigger.fd.rawValue >= 0)
         trigger.close()
         trigger.close()  // a second close is harmless
         #expect(trigger.waitForEvent(timeoutMilliseconds: 0) == false)
@@ -68,7 +68,7 @@ struct LiveKernelTests {
         defer { trigger.close() }
         #expect(trigger.waitForEvent(timeoutMilliseconds: 10) == false)
         #expect(rmdir(dir) == 0)
-        var entry = pollfd(fd: trigger.fd, events: Int16(POLLPRI), revents: 0)
+        var entry = pollfd(fd: trigger.fd.rawValue, events: Int16(POLLPRI), revents: 0)
         #expect(poll(&entry, 1, 1000) == 1)
         #expect(entry.revents & Int16(POLLERR) != 0)
         #expect(trigger.waitForEvent(timeoutMilliseconds: 0) == false)
@@ -117,10 +117,10 @@ struct LiveKernelTests {
             let parts = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
             if parts.count == 3 { own[String(parts[1])] = String(parts[2]) }
         }
-        let paths = CgroupPaths(
-            v2: "/sys/fs/cgroup/unified" + (own[""] ?? "/"),
-            v1Memory: "/sys/fs/cgroup/memory" + (own["memory"] ?? "/"),
-            v1CPUAcct: "/sys/fs/cgroup/cpuacct" + (own["cpuacct"] ?? own["cpu,cpuacct"] ?? "/"))
+        let paths = CgroupDirectories(
+            unified: "/sys/fs/cgroup/unified" + (own[""] ?? "/"),
+            memory: "/sys/fs/cgroup/memory" + (own["memory"] ?? "/"),
+            cpuacct: "/sys/fs/cgroup/cpuacct" + (own["cpuacct"] ?? own["cpu,cpuacct"] ?? "/"))
         let sample = SensorReader(cgroup: paths).sample()
         #expect(sample.unavailable == [:])
         #expect(sample.cgroupPressure.count == 3)

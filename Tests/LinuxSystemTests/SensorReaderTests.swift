@@ -11,8 +11,8 @@ struct SensorReaderTests {
     @Test func hybridWithV1MemoryAndCPUAcct() throws {
         let reader = SensorReader(
             root: fixtureTree("hybrid"),
-            cgroup: CgroupPaths(v2: "/sys/fs/cgroup/unified/build", v1Memory: "/sys/fs/cgroup/memory/build",
-                                v1CPUAcct: "/sys/fs/cgroup/cpuacct/build"),
+            cgroup: CgroupDirectories(unified: "/sys/fs/cgroup/unified/build", memory: "/sys/fs/cgroup/memory/build",
+                                      cpuacct: "/sys/fs/cgroup/cpuacct/build"),
             clock: { 42.5 })
         let sample = reader.sample()
         #expect(sample.unavailable == [:])
@@ -34,7 +34,7 @@ struct SensorReaderTests {
 
     @Test func hybridWithOnlyTheV2DirectoryHasNoMemoryController() {
         let sample = SensorReader(
-            root: fixtureTree("hybrid"), cgroup: CgroupPaths(v2: "/sys/fs/cgroup/unified/build")
+            root: fixtureTree("hybrid"), cgroup: CgroupDirectories(unified: "/sys/fs/cgroup/unified/build")
         ).sample()
         #expect(Set(sample.unavailable.keys) == ["cgroup.memory"])
         #expect(sample.unavailable["cgroup.memory"]?.contains("unified/build/memory.current does not exist") == true)
@@ -44,7 +44,7 @@ struct SensorReaderTests {
     }
 
     @Test func pureV2() {
-        let sample = SensorReader(root: fixtureTree("v2"), cgroup: CgroupPaths(v2: "/sys/fs/cgroup/jobgov/build"))
+        let sample = SensorReader(root: fixtureTree("v2"), cgroup: CgroupDirectories(unified: "/sys/fs/cgroup/jobgov/build"))
             .sample()
         #expect(sample.unavailable == [:])
         #expect(sample.systemPressure[.memory]?.full?.totalMicroseconds == 2_016_733)
@@ -64,8 +64,8 @@ struct SensorReaderTests {
     @Test func pureV1WithoutPSI() {
         let sample = SensorReader(
             root: fixtureTree("v1"),
-            cgroup: CgroupPaths(v1Memory: "/sys/fs/cgroup/memory/jobgov/build",
-                                v1CPUAcct: "/sys/fs/cgroup/cpu,cpuacct/jobgov/build")
+            cgroup: CgroupDirectories(memory: "/sys/fs/cgroup/memory/jobgov/build",
+                                      cpuacct: "/sys/fs/cgroup/cpu,cpuacct/jobgov/build")
         ).sample()
         #expect(Set(sample.unavailable.keys) == ["pressure.cpu", "pressure.memory", "pressure.io"])
         #expect(sample.unavailable["pressure.memory"]?.contains("psi=1") == true)
@@ -87,13 +87,13 @@ struct SensorReaderTests {
         let noCgroup = SensorReader(root: fixtureTree("v2")).sample(.governor)
         #expect(noCgroup.cpu?.idle == 18_802_211 && noCgroup.cgroupCPU == nil)
         let v1MemoryOnly = SensorReader(root: fixtureTree("v1"),
-                                        cgroup: CgroupPaths(v1Memory: "/sys/fs/cgroup/memory/jobgov/build")).sample(.governor)
+                                        cgroup: CgroupDirectories(memory: "/sys/fs/cgroup/memory/jobgov/build")).sample(.governor)
         #expect(v1MemoryOnly.cpu != nil && v1MemoryOnly.cgroupCPU == nil)
         let v1 = SensorReader(root: fixtureTree("v1"),
-                              cgroup: CgroupPaths(v1Memory: "/sys/fs/cgroup/memory/jobgov/build",
-                                                  v1CPUAcct: "/sys/fs/cgroup/cpu,cpuacct/jobgov/build")).sample(.governor)
+                              cgroup: CgroupDirectories(memory: "/sys/fs/cgroup/memory/jobgov/build",
+                                                        cpuacct: "/sys/fs/cgroup/cpu,cpuacct/jobgov/build")).sample(.governor)
         #expect(v1.cgroupCPU == CgroupCPU(usageMicroseconds: 402_211_443) && v1.cpu == nil)
-        let v2 = SensorReader(root: fixtureTree("v2"), cgroup: CgroupPaths(v2: "/sys/fs/cgroup/jobgov/build")).sample(.governor)
+        let v2 = SensorReader(root: fixtureTree("v2"), cgroup: CgroupDirectories(unified: "/sys/fs/cgroup/jobgov/build")).sample(.governor)
         #expect(v2.cgroupCPU?.usageMicroseconds == 845_123_456 && v2.cpu == nil)
         #expect(v2.zones.isEmpty && v2.vmstat == nil, "the lean sample still leaves out the large files")
     }
@@ -108,7 +108,7 @@ struct SensorReaderTests {
     @Test func missingTreeListsEveryPiece() {
         let sample = SensorReader(
             root: "/nonexistent-jobgov-root",
-            cgroup: CgroupPaths(v2: "/sys/fs/cgroup/b", v1Memory: "/m", v1CPUAcct: "/c")
+            cgroup: CgroupDirectories(unified: "/sys/fs/cgroup/b", memory: "/m", cpuacct: "/c")
         ).sample()
         #expect(Set(sample.unavailable.keys) == [
             "pressure.cpu", "pressure.memory", "pressure.io", "meminfo", "zoneinfo", "vmstat", "stat", "diskstats",
@@ -135,7 +135,7 @@ struct SensorReaderTests {
     @Test func v2CgroupWithOnlyMemoryCurrentListsTheOptionalFiles() throws {
         let root = try TemporaryTree()
         try root.write("/cg/memory.current", "8192\n")
-        let sample = SensorReader(root: root.path, cgroup: CgroupPaths(v2: "/cg")).sample()
+        let sample = SensorReader(root: root.path, cgroup: CgroupDirectories(unified: "/cg")).sample()
         #expect(sample.cgroupMemory == CgroupMemory(usageBytes: 8192))
         for key in ["cgroup.memory.max", "cgroup.memory.high", "cgroup.memory.peak", "cgroup.memory.stat",
                     "cgroup.memory.events", "cgroup.cpu", "cgroup.pressure.memory"] {
@@ -178,7 +178,7 @@ final class TemporaryTree {
 @Suite("Cgroup io.stat")
 struct CgroupIOStatTests {
     @Test func readFromTheV2Fixture() {
-        let sample = SensorReader(root: fixtureTree("v2"), cgroup: CgroupPaths(v2: "/sys/fs/cgroup/jobgov/build")).sample()
+        let sample = SensorReader(root: fixtureTree("v2"), cgroup: CgroupDirectories(unified: "/sys/fs/cgroup/jobgov/build")).sample()
         #expect(sample.cgroupIO["8:0"] == CgroupIO(device: "8:0", readBytes: 1_048_576, writeBytes: 2_097_152,
                                                    readOperations: 256, writeOperations: 128))
         #expect(sample.cgroupIO["253:0"]?.readOperations == 1)
@@ -187,7 +187,7 @@ struct CgroupIOStatTests {
 
     @Test func absentWithoutTheIOController() {
         // The hybrid machine's v2 tree has no io controller: no io.stat, and that is not an error.
-        let sample = SensorReader(root: fixtureTree("hybrid"), cgroup: CgroupPaths(v2: "/sys/fs/cgroup/unified/build")).sample()
+        let sample = SensorReader(root: fixtureTree("hybrid"), cgroup: CgroupDirectories(unified: "/sys/fs/cgroup/unified/build")).sample()
         #expect(sample.cgroupIO.isEmpty)
         #expect(sample.unavailable["cgroup.io"] == nil)
     }

@@ -50,8 +50,7 @@ struct SystemTuningTests {
         let s = SystemTuning.Setting(path: "vm/watermark_scale_factor", original: "10")
         #expect(SystemTuning.decode(SystemTuning.encode(s)) == s)
         #expect(SystemTuning.decode("../../etc/passwd=x") == nil)
-        var plan = WatchdogPlan(runtimeDirectory: nil, unifiedDir: nil, memoryDir: nil, cpuDir: nil, freezerDir: nil,
-                                removeWhenEmpty: [])
+        var plan = WatchdogPlan(runtimeDirectory: nil, removeWhenEmpty: [])
         plan.sysctls = [s]
         #expect(plan.arguments == ["--sysctl", "vm/watermark_scale_factor=10"])
     }
@@ -64,8 +63,7 @@ struct SystemTuningTests {
         try #require(!original.isEmpty && original != "200", "needs a machine not already at 200")
         defer { try? original.write(toFile: path, atomically: false, encoding: .utf8) }
         try "200".write(toFile: path, atomically: false, encoding: .utf8)
-        var plan = WatchdogPlan(runtimeDirectory: nil, unifiedDir: nil, memoryDir: nil, cpuDir: nil, freezerDir: nil,
-                                removeWhenEmpty: [])
+        var plan = WatchdogPlan(runtimeDirectory: nil, removeWhenEmpty: [])
         plan.sysctls = [SystemTuning.Setting(path: "vm/watermark_scale_factor", original: original)]
         WatchdogRunner.recover(plan)
         #expect(read(path) == original)

@@ -59,11 +59,8 @@ public final class BuildCgroup {
     public enum Backend: String, Sendable { case unified, hybrid, legacy }
 
     public let backend: Backend
-    /// The top directories (v2 first), removed at the end when jobgov created them.
-    public let unifiedDir: String?
-    public let memoryDir: String?
-    public let cpuDir: String?
-    public let freezerDir: String?
+    /// The top directories, removed at the end when jobgov created them.
+    public let directories: CgroupDirectories
     /// What jobgov created, deepest first, for removal.
     private var created: [String]
     /// Whether jobgov made the top directories (false for `--cgroup` of the user's).
@@ -73,20 +70,17 @@ public final class BuildCgroup {
 
     public var leafName: String { "build" }
 
-    init(backend: Backend, unifiedDir: String?, memoryDir: String?, cpuDir: String?, freezerDir: String?,
-         created: [String], ownsTop: Bool, unavailable: [String: String]) {
+    init(backend: Backend, directories: CgroupDirectories, created: [String], ownsTop: Bool,
+         unavailable: [String: String]) {
         self.backend = backend
-        self.unifiedDir = unifiedDir
-        self.memoryDir = memoryDir
-        self.cpuDir = cpuDir
-        self.freezerDir = freezerDir
+        self.directories = directories
         self.created = created
         self.ownsTop = ownsTop
         self.unavailable = unavailable
     }
 
     /// Every top directory, v2 first.
-    public var topDirectories: [String] { [unifiedDir, memoryDir, cpuDir, freezerDir].compactMap { $0 } }
+    public var topDirectories: [String] { directories.all }
 
     /// The `cgroup.procs` files a process is written to, to put it in the build leaf in every hierarchy.
     public var leafProcsFiles: [String] { topDirectories.map { "\($0)/\(leafName)/cgroup.procs" } }
@@ -121,31 +115,30 @@ public final class BuildCgroup {
         }
 
         let backend: Backend
-        var unifiedDir: String?, memoryDir: String?, cpuDir: String?, freezerDir: String?
+        var dirs = CgroupDirectories()
         switch layout.kind {
         case .none:
             throw CgroupError("no cgroup filesystem is mounted")
         case .unified:
             backend = .unified
-            unifiedDir = top(layout.ownUnifiedDirectory)
+            dirs.unified = top(layout.ownUnifiedDirectory)
         case .hybrid:
             backend = .hybrid
-            unifiedDir = top(layout.ownUnifiedDirectory)
-            memoryDir = top(layout.ownV1Directory("memory"))
-            cpuDir = controllers.contains("cpu") ? top(layout.ownV1Directory("cpu")) : nil
+            dirs.unified = top(layout.ownUnifiedDirectory)
+            dirs.memory = top(layout.ownV1Directory("memory"))
+            dirs.cpu = controllers.contains("cpu") ? top(layout.ownV1Directory("cpu")) : nil
         case .legacy:
             backend = .legacy
-            memoryDir = top(layout.ownV1Directory("memory"))
-            cpuDir = controllers.contains("cpu") ? top(layout.ownV1Directory("cpu")) : nil
-            freezerDir = top(layout.ownV1Directory("freezer"))
+            dirs.memory = top(layout.ownV1Directory("memory"))
+            dirs.cpu = controllers.contains("cpu") ? top(layout.ownV1Directory("cpu")) : nil
+            dirs.freezer = top(layout.ownV1Directory("freezer"))
         }
         if let existing {
-            for dir in [unifiedDir, memoryDir, cpuDir, freezerDir].compactMap({ $0 }).map(parentDirectory)
-            where access(dir, F_OK) != 0 {
+            for dir in dirs.all.map(parentDirectory) where access(dir, F_OK) != 0 {
                 throw CgroupError("--cgroup \(existing): \(dir) does not exist; create it first (e.g. cgcreate -g memory,cpu:\(existing)) or leave out --cgroup")
             }
         }
-        if backend == .unified, let parent = unifiedDir.map(parentDirectory) {
+        if backend == .unified, let parent = dirs.unified.map(parentDirectory) {
             // Controllers reach a child only when the parent delegates them.
             let wanted = ["memory", "cpu", "io"].filter(controllers.contains)
             let available = (readSmallFile(parent + "/cgroup.controllers") ?? "").split(whereSeparator: \.isWhitespace).map(String.init)
@@ -158,25 +151,25 @@ public final class BuildCgroup {
                 }
             }
         }
-        for dir in [unifiedDir, memoryDir, cpuDir, freezerDir].compactMap({ $0 }) {
+        for dir in dirs.all {
             try makeDir(dir)
         }
-        if backend == .unified, let unifiedDir {
+        if backend == .unified, let unifiedDir = dirs.unified {
             // Delegate to the leaves what the top has, so per-job leaves can be limited and measured.
             let have = (readSmallFile(unifiedDir + "/cgroup.controllers") ?? "").split(whereSeparator: \.isWhitespace)
             for c in have where controllers.contains(String(c)) {
                 _ = try? writeCgroupFile(unifiedDir + "/cgroup.subtree_control", "+\(c)")
             }
         }
-        for dir in [unifiedDir, memoryDir, cpuDir, freezerDir].compactMap({ $0 }) {
+        for dir in dirs.all {
             try makeDir(dir + "/build")
         }
         if backend == .hybrid {
             unavailable["memory.high"] = "cgroup v1 has no memory.high; memory.limit_in_bytes with the OOM killer held off (memory.oom_control) stands in for it"
             unavailable["io.max"] = "the v2 tree of this hybrid machine has no io controller"
         }
-        return BuildCgroup(backend: backend, unifiedDir: unifiedDir, memoryDir: memoryDir, cpuDir: cpuDir,
-                           freezerDir: freezerDir, created: created, ownsTop: true, unavailable: unavailable)
+        return BuildCgroup(backend: backend, directories: dirs, created: created, ownsTop: true,
+                           unavailable: unavailable)
     }
 
     /// Removes empty `jobgov-PID` cgroups (and their leaves) below this process's own cgroups whose jobgov no
@@ -210,7 +203,7 @@ public final class BuildCgroup {
     public func apply(_ limits: CgroupLimits) throws(CgroupError) {
         switch backend {
         case .unified:
-            guard let dir = unifiedDir else { return }
+            guard let dir = directories.unified else { return }
             if let v = limits.memoryMax { try writeCgroupFile(dir + "/memory.max", String(v)) }
             if let v = limits.memoryHigh { try writeCgroupFile(dir + "/memory.high", String(v)) }
             if let q = limits.cpuQuotaMicroseconds {
@@ -224,15 +217,15 @@ public final class BuildCgroup {
                 throw CgroupError("cgroup v2 has no per-cgroup swappiness; vm.swappiness (SwappinessTuning) applies to every cgroup there")
             }
         case .hybrid, .legacy:
-            if let dir = memoryDir {
+            if let dir = directories.memory {
                 if let v = limits.memoryMax { try writeCgroupFile(dir + "/memory.limit_in_bytes", String(v)) }
                 if let off = limits.oomKillDisabled { try writeCgroupFile(dir + "/memory.oom_control", off ? "1" : "0") }
                 if let v = limits.swappiness { try Self.setSwappiness(v, below: dir) }
             }
-            if limits.memoryHigh != nil, backend == .legacy || memoryDir != nil {
+            if limits.memoryHigh != nil, backend == .legacy || directories.memory != nil {
                 throw CgroupError("memory.high is not available with cgroup v1 controllers")
             }
-            if let dir = cpuDir, let q = limits.cpuQuotaMicroseconds {
+            if let dir = directories.cpu, let q = limits.cpuQuotaMicroseconds {
                 try writeCgroupFile(dir + "/cpu.cfs_period_us", String(limits.cpuPeriodMicroseconds))
                 try writeCgroupFile(dir + "/cpu.cfs_quota_us", String(q))
             }
@@ -248,17 +241,17 @@ public final class BuildCgroup {
     }
 
     /// Lifts every limit jobgov can set: used by the watchdog so that nothing binds the build after jobgov dies.
-    public static func liftLimits(unifiedDir: String?, memoryDir: String?, cpuDir: String?) {
-        if let dir = unifiedDir {
+    public static func liftLimits(_ directories: CgroupDirectories) {
+        if let dir = directories.unified {
             for (file, value) in [("memory.high", "max"), ("memory.max", "max"), ("cpu.max", "max")] {
                 _ = try? writeCgroupFile(dir + "/" + file, value)
             }
         }
-        if let dir = memoryDir {
+        if let dir = directories.memory {
             _ = try? writeCgroupFile(dir + "/memory.oom_control", "0")
             _ = try? writeCgroupFile(dir + "/memory.limit_in_bytes", "-1")
         }
-        if let dir = cpuDir { _ = try? writeCgroupFile(dir + "/cpu.cfs_quota_us", "-1") }
+        if let dir = directories.cpu { _ = try? writeCgroupFile(dir + "/cpu.cfs_quota_us", "-1") }
     }
 
     // MARK: single jobs
@@ -277,32 +270,26 @@ public final class BuildCgroup {
             }
             made.append(dir)
         }
-        return JobCgroup(unifiedDir: unifiedDir.map { $0 + "/" + leafName },
-                         freezerDir: freezerDir.map { $0 + "/" + leafName }, directories: made)
+        return JobCgroup(directories: directories.child(leafName))
     }
 
     /// A leaf beside `build` in the freezing hierarchy only (v2, or the v1 freezer), for freezing one running job:
     /// its processes are moved there while their memory stays charged where it was.
     public func makeFreezeLeaf(_ name: String) throws(CgroupError) -> JobCgroup {
-        guard let top = unifiedDir ?? freezerDir else {
+        guard let top = directories.freezing.all.first else {
             throw CgroupError("freezing one job needs cgroup v2 or the v1 freezer controller")
         }
         let dir = top + "/job-" + name
         guard mkdir(dir, 0o755) == 0 || errno == EEXIST else {
             throw CgroupError("cannot create the job cgroup \(dir)", errno: errno)
         }
-        return JobCgroup(unifiedDir: unifiedDir == nil ? nil : dir, freezerDir: unifiedDir == nil ? dir : nil,
-                         directories: [dir])
+        return JobCgroup(directories: directories.freezing.child("job-" + name))
     }
 
     /// OOM kills in a v1 memory cgroup and every cgroup below it (v1 counts each kill in the victim's cgroup only).
     public static func v1OOMKills(below dir: String) -> UInt64? {
-        var total: UInt64?
-        if let text = readSmallFile(dir + "/memory.oom_control") {
-            for line in text.split(separator: "\n") where line.hasPrefix("oom_kill ") {
-                total = (total ?? 0) + (UInt64(line.dropFirst("oom_kill ".count)) ?? 0)
-            }
-        }
+        let path = dir + "/memory.oom_control"
+        var total = readSmallFile(path).flatMap { try? parseOOMKills($0, path: path) }
         for child in subdirectories(dir) {
             if let n = v1OOMKills(below: dir + "/" + child) { total = (total ?? 0) + n }
         }
@@ -312,27 +299,23 @@ public final class BuildCgroup {
     /// OOM kills in the build so far. v1 counts a kill only in the victim's own cgroup, so the leaves are summed;
     /// v2's memory.events is hierarchical.
     public func oomKills() -> UInt64? {
-        func count(_ text: String?, _ key: String) -> UInt64? {
-            guard let text else { return nil }
-            for line in text.split(separator: "\n") where line.hasPrefix(key + " ") {
-                return UInt64(line.dropFirst(key.count + 1))
-            }
-            return nil
+        if let dir = directories.memory { return Self.v1OOMKills(below: dir) }
+        if let dir = directories.unified {
+            let path = dir + "/memory.events"
+            return readSmallFile(path).flatMap { try? parseOOMKills($0, path: path) }
         }
-        if let dir = memoryDir { return Self.v1OOMKills(below: dir) }
-        if let dir = unifiedDir { return count(readSmallFile(dir + "/memory.events"), "oom_kill") }
         return nil
     }
 
     // MARK: freeze, thaw, kill
 
-    public func freeze() throws(CgroupError) { try Self.setFrozen(true, unifiedDir: unifiedDir, freezerDir: freezerDir) }
-    public func thaw() throws(CgroupError) { try Self.setFrozen(false, unifiedDir: unifiedDir, freezerDir: freezerDir) }
+    public func freeze() throws(CgroupError) { try Self.setFrozen(true, directories) }
+    public func thaw() throws(CgroupError) { try Self.setFrozen(false, directories) }
 
-    public static func setFrozen(_ frozen: Bool, unifiedDir: String?, freezerDir: String?) throws(CgroupError) {
-        if let dir = unifiedDir, access(dir + "/cgroup.freeze", F_OK) == 0 {
+    public static func setFrozen(_ frozen: Bool, _ directories: CgroupDirectories) throws(CgroupError) {
+        if let dir = directories.unified, access(dir + "/cgroup.freeze", F_OK) == 0 {
             try writeCgroupFile(dir + "/cgroup.freeze", frozen ? "1" : "0")
-        } else if let dir = freezerDir {
+        } else if let dir = directories.freezer {
             try writeCgroupFile(dir + "/freezer.state", frozen ? "FROZEN" : "THAWED")
         } else {
             throw CgroupError("freezing needs cgroup v2's cgroup.freeze or the v1 freezer controller")
@@ -340,20 +323,20 @@ public final class BuildCgroup {
     }
 
     /// Whether the whole build is frozen now.
-    public var isFrozen: Bool { Self.isFrozen(unifiedDir: unifiedDir, freezerDir: freezerDir) }
+    public var isFrozen: Bool { Self.isFrozen(directories) }
 
     /// v2 `cgroup.events` says "frozen 1" (all tasks stopped, not just asked to), or v1 says "FROZEN".
-    public static func isFrozen(unifiedDir: String?, freezerDir: String?) -> Bool {
-        if let dir = unifiedDir, let events = readSmallFile(dir + "/cgroup.events") {
+    public static func isFrozen(_ directories: CgroupDirectories) -> Bool {
+        if let dir = directories.unified, let events = readSmallFile(dir + "/cgroup.events") {
             return events.split(separator: "\n").contains("frozen 1")
         }
-        if let dir = freezerDir, let state = readSmallFile(dir + "/freezer.state") { return state.hasPrefix("FROZEN") }
+        if let dir = directories.freezer, let state = readSmallFile(dir + "/freezer.state") { return state.hasPrefix("FROZEN") }
         return false
     }
 
     /// Kills every process of the build (an explicit operation; jobgov never does this on its own).
     public func kill() throws(CgroupError) {
-        if let dir = unifiedDir, access(dir + "/cgroup.kill", F_OK) == 0 {
+        if let dir = directories.unified, access(dir + "/cgroup.kill", F_OK) == 0 {
             try writeCgroupFile(dir + "/cgroup.kill", "1")
             return
         }
@@ -374,7 +357,7 @@ public final class BuildCgroup {
 
     /// Whether any process is left in the build (v2 `populated`, else the process lists).
     public var isPopulated: Bool {
-        if let dir = unifiedDir, let events = readSmallFile(dir + "/cgroup.events") {
+        if let dir = directories.unified, let events = readSmallFile(dir + "/cgroup.events") {
             return events.split(separator: "\n").contains("populated 1")
         }
         return !processes().isEmpty
@@ -424,29 +407,27 @@ public func writeCgroupFile(_ path: String, _ value: String) throws(CgroupError)
 
 /// One job's own cgroup leaf (see `BuildCgroup.makeJobLeaf`).
 public struct JobCgroup: Sendable, Equatable {
-    public let unifiedDir: String?
-    public let freezerDir: String?
-    /// The leaf in every hierarchy.
-    public let directories: [String]
+    /// The leaf in every hierarchy it was made in.
+    public let directories: CgroupDirectories
 
     /// The `cgroup.procs` files to write a process to, to place it in this job's leaf everywhere.
-    public var procsFiles: [String] { directories.map { $0 + "/cgroup.procs" } }
+    public var procsFiles: [String] { directories.all.map { $0 + "/cgroup.procs" } }
 
     /// Moves a running process (and, in v2, all of its threads) into the leaf.
     public func adopt(_ pid: Int32) throws(CgroupError) {
         for file in procsFiles { try writeCgroupFile(file, String(pid)) }
     }
 
-    public func freeze() throws(CgroupError) { try BuildCgroup.setFrozen(true, unifiedDir: unifiedDir, freezerDir: freezerDir) }
-    public func thaw() throws(CgroupError) { try BuildCgroup.setFrozen(false, unifiedDir: unifiedDir, freezerDir: freezerDir) }
+    public func freeze() throws(CgroupError) { try BuildCgroup.setFrozen(true, directories) }
+    public func thaw() throws(CgroupError) { try BuildCgroup.setFrozen(false, directories) }
 
-    public var isFrozen: Bool { BuildCgroup.isFrozen(unifiedDir: unifiedDir, freezerDir: freezerDir) }
+    public var isFrozen: Bool { BuildCgroup.isFrozen(directories) }
 
     /// Removes the leaf; fails while processes remain in it.
     @discardableResult
     public func remove() -> Bool {
         var ok = true
-        for dir in directories where rmdir(dir) != 0 && errno != ENOENT { ok = false }
+        for dir in directories.all where rmdir(dir) != 0 && errno != ENOENT { ok = false }
         return ok
     }
 }

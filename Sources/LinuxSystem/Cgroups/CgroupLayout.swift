@@ -92,10 +92,8 @@ public struct CgroupLayout: Equatable, Sendable {
     /// The memory limit that applies to this process's own cgroup, counting its ancestors' limits; nil when none
     /// is set (or no memory controller is mounted).
     public func effectiveMemoryLimit() -> UInt64? {
-        func value(_ text: String?) -> UInt64? {
-            guard let t = text?.split(separator: "\n").first, t != "max", let v = UInt64(t), v < (1 << 62) else { return nil }
-            return v
-        }
+        // A file that cannot be read or parsed counts as no limit, as an absent one does.
+        func value(_ text: String?) -> UInt64? { text.flatMap { try? parseLimit($0, path: "") } }
         if let dir = ownV1Directory("memory") {
             // v1 reports the effective (hierarchical) limit in memory.stat.
             let stat = readSmallFile(dir + "/memory.stat") ?? ""

@@ -2,14 +2,13 @@
 import Glibc
 #endif
 import CJobgovShims
+import SystemPackage
 
 /// What the watchdog process is told to look after, passed on its command line.
 public struct WatchdogPlan: Equatable, Sendable {
     public var runtimeDirectory: String?
-    public var unifiedDir: String?
-    public var memoryDir: String?
-    public var cpuDir: String?
-    public var freezerDir: String?
+    /// The build's top cgroup directories.
+    public var cgroup: CgroupDirectories
     /// Directories to remove once the build has no process left, deepest first.
     public var removeWhenEmpty: [String]
     /// Sysctls to give back their values if jobgov dies while it has them tuned.
@@ -23,23 +22,20 @@ public struct WatchdogPlan: Equatable, Sendable {
     public var zramIndex: Int?
     public var zramLabel: String?
 
-    public init(runtimeDirectory: String?, unifiedDir: String?, memoryDir: String?, cpuDir: String?,
-                freezerDir: String?, removeWhenEmpty: [String]) {
+    public init(runtimeDirectory: String?, cgroup: CgroupDirectories = CgroupDirectories(),
+                removeWhenEmpty: [String]) {
         self.runtimeDirectory = runtimeDirectory
-        self.unifiedDir = unifiedDir
-        self.memoryDir = memoryDir
-        self.cpuDir = cpuDir
-        self.freezerDir = freezerDir
+        self.cgroup = cgroup
         self.removeWhenEmpty = removeWhenEmpty
     }
 
     public var arguments: [String] {
         var out: [String] = []
         if let v = runtimeDirectory { out += ["--runtime-dir", v] }
-        if let v = unifiedDir { out += ["--unified", v] }
-        if let v = memoryDir { out += ["--memory", v] }
-        if let v = cpuDir { out += ["--cpu", v] }
-        if let v = freezerDir { out += ["--freezer", v] }
+        if let v = cgroup.unified { out += ["--unified", v] }
+        if let v = cgroup.memory { out += ["--memory", v] }
+        if let v = cgroup.cpu { out += ["--cpu", v] }
+        if let v = cgroup.freezer { out += ["--freezer", v] }
         for v in removeWhenEmpty { out += ["--remove", v] }
         for s in sysctls { out += ["--sysctl", SystemTuning.encode(s)] }
         for s in sysfs { out += ["--sysfs", SystemTuning.encode(s)] }
@@ -84,18 +80,17 @@ public enum WatchdogRunner {
 
     /// Makes sure nothing of jobgov's binds the build any more.
     public static func recover(_ plan: WatchdogPlan) {
-        try? BuildCgroup.setFrozen(false, unifiedDir: plan.unifiedDir, freezerDir: plan.freezerDir)
+        try? BuildCgroup.setFrozen(false, plan.cgroup)
         // Jobs frozen one by one sit in leaves with their own freeze state, which thawing the parent leaves alone.
-        for top in [plan.unifiedDir, plan.freezerDir].compactMap({ $0 }) {
+        let freezing = plan.cgroup.freezing
+        for top in freezing.all {
             for leaf in BuildCgroup.subdirectories(top) {
-                let dir = top + "/" + leaf
-                try? BuildCgroup.setFrozen(false, unifiedDir: plan.unifiedDir == nil ? nil : dir,
-                                           freezerDir: plan.unifiedDir == nil ? dir : nil)
+                try? BuildCgroup.setFrozen(false, freezing.child(leaf))
             }
         }
-        BuildCgroup.liftLimits(unifiedDir: plan.unifiedDir, memoryDir: plan.memoryDir, cpuDir: plan.cpuDir)
+        BuildCgroup.liftLimits(plan.cgroup)
         // Processes stopped by jobgov (SIGSTOP, the exec gate) are resumed; SIGCONT is harmless to the others.
-        for dir in [plan.unifiedDir, plan.memoryDir].compactMap({ $0 }) {
+        for dir in [plan.cgroup.unified, plan.cgroup.memory].compactMap({ $0 }) {
             for pid in BuildCgroup.processes(in: dir) { kill(pid, SIGCONT) }
         }
         if let runtime = plan.runtimeDirectory { removeDirectoryTree(runtime) }
@@ -145,7 +140,8 @@ public func removeDirectoryTree(_ path: String) {
 /// not reach it) and keeps the write end of a pipe whose closing it notices.
 public final class WatchdogHandle {
     public let pid: pid_t
-    private var writeFD: Int32
+    /// The pipe's write end; nil once `finish` closed it.
+    private var writer: FileDescriptor?
 
     public init(executable: String, plan: WatchdogPlan) throws(SystemError) {
         var fds: [Int32] = [0, 0]
@@ -164,17 +160,16 @@ public final class WatchdogHandle {
         }
         close(fds[0])
         self.pid = spawned
-        writeFD = fds[1]
+        writer = FileDescriptor(rawValue: fds[1])
     }
 
     /// Tells the watchdog how jobgov ended and lets it go.
     public func finish(_ message: WatchdogMessage) {
-        guard writeFD >= 0 else { return }
-        var byte = message.rawValue
-        _ = write(writeFD, &byte, 1)
-        close(writeFD)
-        writeFD = -1
+        guard let writer else { return }
+        _ = try? writer.writeAll([message.rawValue])
+        try? writer.close()
+        self.writer = nil
     }
 
-    deinit { if writeFD >= 0 { close(writeFD) } }
+    deinit { try? writer?.close() }
 }

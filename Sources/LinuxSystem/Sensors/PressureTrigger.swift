@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import SystemPackage
 
 /// A PSI trigger: the kernel marks `fd` with POLLPRI when tasks stalled for at least `stallMicroseconds` within
 /// a `windowMicroseconds` window, so the poll loop wakes at the onset of pressure instead of at the next tick.
@@ -14,7 +15,7 @@ public final class PressureTrigger {
     }
 
     public let path: String
-    public let fd: Int32
+    public let fd: FileDescriptor
     private var isOpen = true
 
     /// - Parameters:
@@ -43,7 +44,7 @@ public final class PressureTrigger {
             throw SystemError("set PSI trigger on", path: path, errno: code, hint: hint)
         }
         self.path = path
-        self.fd = fd
+        self.fd = FileDescriptor(rawValue: fd)
     }
 
     /// Whether this process may use windows that are not a multiple of 2 s: it holds CAP_SYS_RESOURCE. (Read from
@@ -70,7 +71,7 @@ public final class PressureTrigger {
     /// went away (POLLERR). For tests and simple callers; the governor polls `fd` with its other descriptors.
     public func waitForEvent(timeoutMilliseconds: Int32) -> Bool {
         guard isOpen else { return false }
-        var entry = pollfd(fd: fd, events: Int16(POLLPRI), revents: 0)
+        var entry = pollfd(fd: fd.rawValue, events: Int16(POLLPRI), revents: 0)
         let ready = retryingInterrupts { poll(&entry, 1, timeoutMilliseconds) }
         return ready > 0 && entry.revents & Int16(POLLPRI) != 0 && entry.revents & Int16(POLLERR) == 0
     }
@@ -79,7 +80,7 @@ public final class PressureTrigger {
     public func close() {
         guard isOpen else { return }
         isOpen = false
-        Glibc.close(fd)
+        try? fd.close()
     }
 
     deinit { close() }

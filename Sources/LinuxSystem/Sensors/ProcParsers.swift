@@ -64,8 +64,9 @@ private func parseNumber(_ text: String, path: String) throws(SensorError) -> UI
     return try line.number(value, path, expected: "a number")
 }
 
-/// A limit file: a number, or `max` (v2) or a huge number (v1) for none.
-private func parseLimit(_ text: String, path: String) throws(SensorError) -> UInt64? {
+/// A limit file: a number, or `max` (v2) or a huge number (v1) for none (nil). The one reading of "no limit", for
+/// the sensors and for `CgroupLayout.effectiveMemoryLimit`.
+func parseLimit(_ text: String, path: String) throws(SensorError) -> UInt64? {
     let (line, value) = try singleValue(text, path: path)
     if value == "max" && !line.mayBeCut { return nil }
     let bytes = try line.number(value, path, expected: "a number or max")
@@ -231,6 +232,12 @@ public func parseDiskstats(_ text: String, path: String) throws(SensorError) -> 
 
 // MARK: - cgroups
 
+/// The OOM kill count of a v2 `memory.events` or a v1 `memory.oom_control`; nil where the kernel does not count
+/// them (v1 before Linux 4.13).
+public func parseOOMKills(_ text: String, path: String) throws(SensorError) -> UInt64? {
+    try parseKeyedCounters(text, path: path, expected: "counters")["oom_kill"]
+}
+
 /// A v2 cgroup's memory files (texts as read; nil for a file that is absent, as in the root cgroup or before
 /// memory.peak appeared in 5.19). `directory` names the cgroup in errors.
 public func parseCgroupV2Memory(
@@ -247,7 +254,7 @@ public func parseCgroupV2Memory(
     if let stat { memory.stat = try parseKeyedCounters(stat, path: directory + "/memory.stat", expected: "counters") }
     if let events {
         memory.events = try parseKeyedCounters(events, path: directory + "/memory.events", expected: "counters")
-        memory.oomKills = memory.events["oom_kill"]
+        memory.oomKills = try parseOOMKills(events, path: directory + "/memory.events")
         memory.oomEvents = memory.events["oom"]
     }
     return memory
@@ -277,7 +284,7 @@ public func parseCgroupV1Memory(
         memory.events = events
         memory.oomKillDisabled = disabled != 0
         memory.underOOM = under != 0
-        memory.oomKills = events["oom_kill"]  // absent before Linux 4.13
+        memory.oomKills = try parseOOMKills(oomControl, path: path)
     }
     return memory
 }

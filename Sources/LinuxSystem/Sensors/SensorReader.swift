@@ -3,34 +3,19 @@ import Glibc
 #endif
 import JobgovCore
 
-/// Where the build's cgroup lives in each hierarchy, as absolute paths (`/sys/fs/cgroup/...`) that the reader
-/// prefixes with its root.
-public struct CgroupPaths: Sendable, Equatable {
-    /// The directory in the unified (v2) hierarchy: `*.pressure` and `cpu.stat` always, `memory.*` on pure v2.
-    public var v2: String?
-    /// The v1 memory controller's directory (hybrid and pure v1); preferred over v2 for memory when set.
-    public var v1Memory: String?
-    /// The v1 cpuacct controller's directory; preferred over v2 for CPU use when set.
-    public var v1CPUAcct: String?
-
-    public init(v2: String? = nil, v1Memory: String? = nil, v1CPUAcct: String? = nil) {
-        self.v2 = v2
-        self.v1Memory = v1Memory
-        self.v1CPUAcct = v1CPUAcct
-    }
-}
-
 /// Reads one `Sample` from /proc and the build's cgroup files. Each piece that cannot be read is left out and
 /// named in `Sample.unavailable` with the reason, so one missing file never costs the whole sample.
 public struct SensorReader: Sendable {
     public let root: String
-    public let cgroup: CgroupPaths?
+    /// The cgroup read: its v2 directory for PSI, `io.stat` and (on pure v2) memory and CPU use; its v1 memory and
+    /// cpuacct directories, where set, for memory and CPU use. The paths are prefixed with `root`.
+    public let cgroup: CgroupDirectories?
     private let clock: @Sendable () -> Double
 
     /// - Parameters:
     ///   - root: prefix for every path, so tests can point the reader at a recorded tree.
     ///   - clock: monotonic seconds for `Sample.time` (injectable for tests).
-    public init(root: String = "/", cgroup: CgroupPaths? = nil,
+    public init(root: String = "/", cgroup: CgroupDirectories? = nil,
                 clock: @escaping @Sendable () -> Double = monotonicSeconds) {
         self.root = root
         self.cgroup = cgroup
@@ -59,14 +44,14 @@ public struct SensorReader: Sendable {
         }
         sample.disks = load("diskstats", "/proc/diskstats", &missing, parseDiskstats) ?? [:]
         if let cgroup {
-            if let v2 = cgroup.v2 {
+            if let v2 = cgroup.unified {
                 for resource in PressureResource.allCases where full || resource == .memory {
                     sample.cgroupPressure[resource] = load(
                         "cgroup.pressure.\(resource.rawValue)", "\(v2)/\(resource.rawValue).pressure", &missing,
                         parsePressure)
                 }
             }
-            if let v2 = cgroup.v2 {
+            if let v2 = cgroup.unified {
                 // Only where the io controller is enabled; its absence is not an error.
                 if full, access(prefixed("\(v2)/io.stat"), F_OK) == 0 {
                     sample.cgroupIO = load("cgroup.io", "\(v2)/io.stat", &missing, parseCgroupIOStat) ?? [:]
@@ -86,8 +71,8 @@ public struct SensorReader: Sendable {
 
     // MARK: - Pieces
 
-    private func cgroupMemory(_ cgroup: CgroupPaths, _ missing: inout [String: String]) -> CgroupMemory? {
-        if let dir = cgroup.v1Memory {
+    private func cgroupMemory(_ cgroup: CgroupDirectories, _ missing: inout [String: String]) -> CgroupMemory? {
+        if let dir = cgroup.memory {
             guard let usage = optional("cgroup.memory", "\(dir)/memory.usage_in_bytes", &missing) else { return nil }
             let limit = optional("cgroup.memory.limit", "\(dir)/memory.limit_in_bytes", &missing)
             let maxUsage = optional("cgroup.memory.peak", "\(dir)/memory.max_usage_in_bytes", &missing)
@@ -98,7 +83,7 @@ public struct SensorReader: Sendable {
                                         oomControl: oomControl, directory: prefixed(dir))
             }
         }
-        if let dir = cgroup.v2 {
+        if let dir = cgroup.unified {
             // On a hybrid system without a v1 path, this is where "no memory controller here" shows.
             guard let current = optional("cgroup.memory", "\(dir)/memory.current", &missing) else { return nil }
             let max = optional("cgroup.memory.max", "\(dir)/memory.max", &missing)
@@ -114,13 +99,13 @@ public struct SensorReader: Sendable {
         return nil
     }
 
-    private func cgroupCPU(_ cgroup: CgroupPaths, _ missing: inout [String: String]) -> CgroupCPU? {
-        if let dir = cgroup.v1CPUAcct {
+    private func cgroupCPU(_ cgroup: CgroupDirectories, _ missing: inout [String: String]) -> CgroupCPU? {
+        if let dir = cgroup.cpuacct {
             return load("cgroup.cpu", "\(dir)/cpuacct.usage", &missing) { (text, path) throws(SensorError) in
                 try parseCgroupV1CPUAcct(usage: text, path: path)
             }
         }
-        if let dir = cgroup.v2 {
+        if let dir = cgroup.unified {
             return load("cgroup.cpu", "\(dir)/cpu.stat", &missing, parseCgroupV2CPUStat)
         }
         return nil
