@@ -108,17 +108,26 @@ extension BuildSupervisor {
         } catch {
             throw SystemError(error.description)
         }
+        // The build tool may end within a tick of a signal being passed on (make, on SIGTERM, kills its recipes'
+        // shells and exits), and their children, re-parented to jobgov meanwhile, have not had it: passed on to
+        // them now, or they would outlive jobgov (a `sleep` under each `sh`, seen in TraceEventsBuildTests).
+        for _ in 0..<3 where forwarding != nil {
+            let before = forwarding?.sent.count ?? 0
+            forwardPending(child: child)
+            if forwarding?.sent.count == before { break }
+            usleep(20_000)
+        }
         return exit!
     }
 
     /// Passes the signal being forwarded to the build's processes that have not had it yet.
     func forwardPending(child: pid_t) {
         guard var f = forwarding else { return }
-        if !f.sent.contains(child) {
-            kill(child, f.signal)
-            f.sent.insert(child)
-        }
-        for pid in tree.descendants(of: getpid()) where !f.sent.contains(pid) && pid != watchdog?.pid {
+        // The whole tree is read before anything is signalled: make, on SIGTERM, kills its recipes' shells at
+        // once, and a walk after that no longer finds their children below them. The build's cgroup lists the
+        // processes a walk can miss (re-parented while it ran).
+        let build = [child] + tree.descendants(of: getpid()) + (cgroup?.processes() ?? [])
+        for pid in build where !f.sent.contains(pid) && pid != watchdog?.pid && pid != getpid() {
             kill(pid, f.signal)
             f.sent.insert(pid)
         }
