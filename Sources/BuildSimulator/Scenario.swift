@@ -143,21 +143,31 @@ public struct Scenario: Sendable, CustomStringConvertible {
                 progress[i] = 0
                 held += jobs[i].peakBytes
             }
-            let demand = progress.keys.reduce(0.0) { $0 + jobs[$1].cpuShare }
-            let contention = max(1, demand / Double(cpus))
-            for (i, p) in progress {
-                let job = jobs[i]
-                let next = p + dt / ((1 - job.cpuShare) + job.cpuShare * contention)
-                if next >= job.seconds - 1e-9 {
-                    progress[i] = nil
-                    done[i] = true
-                } else {
-                    progress[i] = next
-                }
-            }
+            _ = step(&progress, done: &done, lengths: jobs.map(\.seconds), dt: dt)
             t += dt
         }
         return t
+    }
+
+    /// Moves the jobs in `progress` (index: seconds of work done) on by `dt`, sharing the CPUs as the simulated
+    /// build does; a job that reaches its length leaves `progress` and is marked in `done`. Returns each job's
+    /// progress after the step (at most its length).
+    func step(_ progress: inout [Int: Double], done: inout [Bool], lengths: [Double], dt: Double) -> [(Int, Double)] {
+        let demand = progress.keys.reduce(0.0) { $0 + jobs[$1].cpuShare }
+        let contention = max(1, demand / Double(cpus))
+        var stepped: [(Int, Double)] = []
+        for (i, p) in progress {
+            let job = jobs[i]
+            let next = min(lengths[i], p + dt / ((1 - job.cpuShare) + job.cpuShare * contention))
+            stepped.append((i, next))
+            if next >= lengths[i] - 1e-9 {
+                progress[i] = nil
+                done[i] = true
+            } else {
+                progress[i] = next
+            }
+        }
+        return stepped
     }
 }
 

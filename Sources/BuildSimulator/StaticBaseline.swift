@@ -22,19 +22,8 @@ extension Scenario {
                 started[i] = true
                 progress[i] = 0
             }
-            let demand = progress.keys.reduce(0.0) { $0 + jobs[$1].cpuShare }
-            let contention = max(1, demand / Double(cpus))
-            var held = SimulatedBuild.baseBytes
-            for (i, p) in progress {
-                let job = jobs[i]
-                let next = min(length[i], p + dt / ((1 - job.cpuShare) + job.cpuShare * contention))
-                held += job.peakBytes * job.shape.level(at: next / length[i])
-                if next >= length[i] - 1e-9 {
-                    progress[i] = nil
-                    done[i] = true
-                } else {
-                    progress[i] = next
-                }
+            let held = step(&progress, done: &done, lengths: length, dt: dt).reduce(SimulatedBuild.baseBytes) {
+                $0 + jobs[$1.0].peakBytes * jobs[$1.0].shape.level(at: $1.1 / length[$1.0])
             }
             if held > Double(hardLimit) { return nil }
             t += dt
