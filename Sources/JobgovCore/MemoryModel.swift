@@ -170,7 +170,8 @@ public struct MemoryModel: Sendable {
     public mutating func noteRunning(_ command: String, bytes: UInt64, ranSeconds: Double? = nil) {
         guard let h = history[command], h > 0 else { return }
         guard bytes > h + h / 16 else {
-            if let ran = ranSeconds, let run = historySeconds[command], let shape = historyShapes[command],
+            // Once confirmed, a running job has nothing more to tell (this runs every tick for every job).
+            if historyConfirmations < Self.confirmationsNeeded, let ran = ranSeconds, let run = historySeconds[command], let shape = historyShapes[command],
                ran >= shape.reach[shape.reach.count - 1] * run, bytes >= h - h / 4,
                confirmedRunning.insert(command).inserted {
                 historyConfirmations += 1
