@@ -28,6 +28,16 @@ long jobgov_peer_uid(int fd) {
     return (long)cred.uid;
 }
 
+int jobgov_peer_credentials(int fd, int *pid, unsigned *uid, unsigned *gid) {
+    struct ucred cred;
+    socklen_t len = sizeof cred;
+    if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0) return -1;
+    *pid = cred.pid;
+    *uid = cred.uid;
+    *gid = cred.gid;
+    return 0;
+}
+
 int jobgov_signal_is_ignored(int sig) {
     struct sigaction current;
     if (sigaction(sig, 0, &current) != 0) return -1;

@@ -25,7 +25,7 @@ public final class BuildGovernor {
     public internal(set) var remote = RemoteJobs()
     private let sensor: BuildSensing
     private let actuator: BuildActuating
-    let options: Options
+    private(set) var options: Options
     /// Messages for people (also kept for the summary).
     private let output: (String) -> Void
     /// One JSON line per tick, when a trace is wanted.
@@ -37,7 +37,7 @@ public final class BuildGovernor {
     /// Tokens held by clients, as the supervisor last counted them (for the trace).
     public var tokensOut = 0
     public private(set) var lastDecision: GovernorDecision?
-    private var lastInput: GovernorInput?
+    private(set) var lastInput: GovernorInput?
     public internal(set) var stats = RunStatistics()
     /// Time the build's tasks spent in reclaim, when the kernel tells (for the summary).
     public var reclaimStallSeconds: Double? {
@@ -77,15 +77,28 @@ public final class BuildGovernor {
         stats.targetMin = s.maxJobs
         stats.targetMax = 0
         // Before the first job has started, admit what the prior allows: a burst of `-j16` at t=0 is what OOM-kills.
+        decideBeforeStart()
+    }
+
+    private func decideBeforeStart() {
         lastDecision = governor.decide(GovernorInput(
             now: 0, memoryUsedBytes: 0, jobs: [], nextJobPeakBytes: model.nextJobPeak,
-            upcomingJobs: model.upcomingJobs(count: s.maxJobs)))
+            upcomingJobs: model.upcomingJobs(count: options.settings.maxJobs)))
     }
 
     /// The target to start with.
     public var initialTarget: Int { lastDecision?.targetJobs ?? options.settings.maxJobs }
 
     public func setCeiling(_ jobs: Int) { governor.setCeiling(jobs) }
+
+    /// The one place the budget changes at run time (a share from `jobgov daemon`): the governor and every message
+    /// and trace that names the budget use the new one from the next tick on.
+    public func setBudget(_ budget: UInt64, hardLimit: UInt64) {
+        governor.setBudget(budget, hardLimit: hardLimit)
+        options.settings = governor.settings
+        // Before the first tick, the target to start with follows the new budget.
+        if lastInput == nil { decideBeforeStart() }
+    }
 
     /// One tick at build time `t`: returns the number of jobs the pool should allow.
     public func tick(now t: Double) -> Int {

@@ -49,6 +49,10 @@ final class BuildSupervisor {
         var swap = true
         /// Raise the CPU's performance (cpufreq) while the build is CPU-bound.
         var boost = true
+        /// Join a listening `jobgov daemon` (at `daemonSocket`, else where it listens by default) with this weight.
+        var daemon = true
+        var daemonSocket: String?
+        var priority = BuildReport.defaultWeight
     }
 
     enum CgroupChoice: Equatable {
@@ -102,6 +106,8 @@ final class BuildSupervisor {
     /// The CPU boost while the build is CPU-bound, and what the start line says of it.
     var boost: BuildBoost?
     var boostNote = ""
+    /// The machine-wide daemon this build shares a budget with, when one listens.
+    var daemon: DaemonLink?
 
     /// This executable, for starting the watchdog.
     static func ownExecutable() -> String {
@@ -144,6 +150,8 @@ final class BuildSupervisor {
             auth = "\(ends.read.rawValue),\(ends.write.rawValue)"
         }
         try setUpGovernor()
+        let daemonNote = setUpDaemon()
+        defer { daemon?.leave() }
         refill(pool)
         // The timeline is written however run() ends: normally below, with the build's exit status; here if it throws.
         defer { writeTraceEvents(exit: nil) }
@@ -156,7 +164,7 @@ final class BuildSupervisor {
         if !options.quiet {
             let what = options.plan.argv.first.map { $0.split(separator: "/").last.map(String.init) ?? $0 } ?? "build"
             note("\(what) runs with \(options.plan.ceiling) jobs (\(options.plan.style.rawValue) jobserver) \(cgroupNote); "
-                 + "change it live with `jobgov ctl jobs N`")
+                 + "change it live with `jobgov ctl jobs N`" + (daemonNote.map { "; \($0)" } ?? ""))
             note(privilegeTier(cgroup: cgroup, governed: governing != nil))
             if !swapNote.isEmpty { note(swapNote) }
             if !boostNote.isEmpty { note(boostNote) }

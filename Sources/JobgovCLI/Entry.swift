@@ -52,7 +52,7 @@ public enum JobgovEntry {
             let known = Ctl.configuration.subcommands.map { $0._commandName }
             return sub.map { known.contains($0) } == true ? "jobgov ctl \(sub!) --help" : "jobgov ctl --help"
         case "monitor": return "jobgov monitor --help"
-        case "fan", "changes", "guard": return "jobgov \(arguments[0]) --help"
+        case "fan", "changes", "guard", "daemon": return "jobgov \(arguments[0]) --help"
         default: return "jobgov --help"
         }
     }
@@ -68,6 +68,8 @@ public enum JobgovEntry {
         "--cpu-threshold": "a percentage such as 90", "--io-latency": "milliseconds, such as 100",
         "--trace": "a file to write to", "--trace-events": "a file to write to", "--summary-json": "a file to write to",
         "--config": "a file to read",
+        "--priority": "a weight from 1 to 100, e.g. 20", "--daemon-socket": "the daemon's socket, e.g. /run/jobgov/daemon.sock",
+        "--socket": "a socket path, e.g. /run/jobgov/daemon.sock", "--group": "a group name, e.g. jobgov",
         "--pid": "the process id of a running jobgov (`pgrep -a jobgov` lists them)",
         "--interval": "seconds between updates, e.g. 0.5", "--count": "a number of updates, e.g. 10",
         "--generate-completion-script": "bash, zsh or fish",

@@ -14,8 +14,9 @@ public struct Jobgov: ParsableCommand {
         jobgov [-j <N>] [--memory-budget <size>] [--cpu-max <cpus>] [--cgroup <path> | --no-cgroup]
                  [--fixed-jobs] [--memory-threshold <%>] [--freeze-threshold <%>] [--cpu-threshold <%>]
                  [--io-latency <ms>] [--trace <file>] [--trace-events <file>] [--summary-json <file>] [--no-history]
-                 [--no-rerun] [--no-swap] [--no-boost] [--config <file>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
+                 [--no-rerun] [--no-swap] [--no-boost] [--priority <w>] [--no-daemon] [--config <file>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
           jobgov ctl jobs <N> | status [--json] | freeze | thaw | kill   [--pid <pid>]
+          jobgov daemon [--socket <path>] [--group <name>] [--memory-budget <size>] | --status [--json] | --priority <pid> <w>
           jobgov monitor [--cgroup <path> | --pid <pid>] [--interval <s>] [--count <n>] [--json]
           jobgov fan --fan <hwmon fan> --sensor <hwmon sensor> [--curve <points>] [--max-temp <°C>] [--interval <s>]
           jobgov changes [-o <file>] [--deleted <file>] [-0] [--for <s>] <directory> ...
@@ -52,7 +53,7 @@ public struct Jobgov: ParsableCommand {
         COMMAND cannot be executed, 127 when it is not found.
         """,
         version: "jobgov \(jobgovVersion)",
-        subcommands: [Run.self, Ctl.self, Monitor.self, Fan.self, ChangesCommand.self, GuardCommand.self,
+        subcommands: [Run.self, Ctl.self, DaemonCommand.self, Monitor.self, Fan.self, ChangesCommand.self, GuardCommand.self,
                       WatchdogCommand.self],
         defaultSubcommand: Run.self
     )
@@ -145,6 +146,21 @@ struct Run: ParsableCommand {
 
     @Flag(help: ArgumentHelp(RunSettings.noBoost.help))
     var noBoost = false
+
+    @Option(parsing: .unconditional, help: ArgumentHelp("""
+        The build's weight when it shares a budget with others under `jobgov daemon`, 1 to 100 (default \
+        \(BuildReport.defaultWeight)): a heavier build is served first and gets more of the spare memory.
+        """, valueName: "w"))
+    var priority: String?
+
+    @Flag(help: "Run alone even when a `jobgov daemon` listens (JOBGOV_DAEMON_SOCKET=none does the same).")
+    var noDaemon = false
+
+    @Option(help: ArgumentHelp("""
+        The socket of the `jobgov daemon` to join (default: $JOBGOV_DAEMON_SOCKET, else the user's own daemon, \
+        else /run/jobgov/daemon.sock).
+        """, valueName: "path"))
+    var daemonSocket: String?
 
     @Option(help: ArgumentHelp("""
         Read defaults from this file instead of $XDG_CONFIG_HOME/jobgov/config (~/.config/jobgov/config): \
@@ -309,6 +325,14 @@ struct Run: ParsableCommand {
         c.rerun = try !switched(noRerun, RunSettings.noRerun)
         c.swap = try !switched(noSwap, RunSettings.noSwap)
         c.boost = try !switched(noBoost, RunSettings.noBoost)
+        c.daemon = !noDaemon
+        c.daemonSocket = daemonSocket
+        if let priority {
+            guard let w = Int(priority), BuildReport.weights.contains(w) else {
+                throw CommandLineError.conflict("--priority takes a weight from \(BuildReport.weights.lowerBound) to \(BuildReport.weights.upperBound), e.g. --priority 20 (default \(BuildReport.defaultWeight))")
+            }
+            c.priority = w
+        }
         return c
     }
 

@@ -99,6 +99,7 @@ extension BuildSupervisor {
                 }
             }
         }
+        watchDaemon(loop)
         loop.every("lost-token check", interval: { [unowned self] in options.lostTokenCheckSeconds }) { [unowned self] _ in
             recoverLostTokens(pool: pool, outstanding: ledger.outstanding(inPool: pool.tokensInPool()))
         }

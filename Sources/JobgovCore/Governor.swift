@@ -8,7 +8,7 @@
 /// Freezing stops growth but frees nothing, so it starts while room is left (freezeThreshold < 1), with the newest
 /// job, so that older jobs finish and release memory; the oldest job always runs so the build always progresses.
 public struct Governor: Sendable {
-    public let settings: GovernorSettings
+    public private(set) var settings: GovernorSettings
     public private(set) var target: Int
     /// The most jobs now: `-jN`, or what `jobgov ctl jobs N` set since.
     public private(set) var ceiling: Int
@@ -390,5 +390,12 @@ public struct Governor: Sendable {
         if value > ceiling { lastLowered = -.infinity }
         ceiling = max(1, value)
         target = min(target, ceiling)
+    }
+
+    /// The budget (and the hard limit above it) from now on: a machine-wide `jobgov daemon` moves a build's share
+    /// while it runs. The next decision plans against it; nothing else of the governor's state changes.
+    public mutating func setBudget(_ budget: UInt64, hardLimit: UInt64) {
+        settings.budget = budget
+        settings.hardLimit = max(budget, hardLimit)
     }
 }

@@ -29,6 +29,9 @@ int jobgov_accept_nonblocking(int listen_fd);
 /// The user id of a Unix socket's peer (SO_PEERCRED), or -1.
 long jobgov_peer_uid(int fd);
 
+/// The pid, user and group of a Unix socket's peer (SO_PEERCRED): 0, or -1 with errno set.
+int jobgov_peer_credentials(int fd, int *pid, unsigned *uid, unsigned *gid);
+
 /// 1 when `sig` is set to SIG_IGN in this process, 0 when not, -1 on error.
 int jobgov_signal_is_ignored(int sig);
 

@@ -1,0 +1,228 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import ArgumentParser
+import GovernorRuntime
+import JobgovCore
+import Jobserver
+import LinuxSystem
+
+struct DaemonCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "daemon",
+        abstract: "Share one memory budget between every jobgov build on the machine.",
+        usage: """
+        jobgov daemon [--socket <path>] [--group <name>] [--memory-budget <size>]
+          jobgov daemon --status [--json] [--socket <path>]
+          jobgov daemon --priority <pid>:<weight> [--socket <path>]
+        """,
+        discussion: """
+        The daemon owns a memory budget (its cgroup's limit, else the machine's memory, less a reserve: as a build \
+        alone would compute it) and listens on a Unix socket: /run/jobgov/daemon.sock for root, \
+        $XDG_RUNTIME_DIR/jobgov/daemon.sock for a user. Every governed `jobgov` build started while it listens \
+        joins it (its start line says so), reports its demand four times a second and plans against the share it \
+        gets back. The oldest job of every build always has room; when memory runs short the newest build gives \
+        first. If the daemon dies, each build keeps its last share, goes on, and rejoins a restarted daemon.
+
+        Root and the members of the group (--group; by default `jobgov` when that group exists) may connect; each \
+        sees and changes only their own builds, root all of them.
+        """
+    )
+
+    @Option(help: ArgumentHelp("The socket to listen on (or to ask, with --status and --priority).", valueName: "path"))
+    var socket: String?
+
+    @Option(help: ArgumentHelp("""
+        The group whose members may join and ask (default: jobgov, if it exists; else root only).
+        """, valueName: "name"))
+    var group: String?
+
+    @Option(parsing: .unconditional, help: ArgumentHelp("""
+        The budget to share, e.g. 16G or 75% (default: the cgroup's limit or the machine's memory, less a reserve).
+        """, valueName: "size"))
+    var memoryBudget: String?
+
+    @Flag(help: "List the builds of a running daemon: their shares, what they hold and need.")
+    var status = false
+
+    @Flag(help: "With --status: one JSON object.")
+    var json = false
+
+    @Option(help: ArgumentHelp("Set the weight (1-100) of a build of yours that the daemon serves.",
+                               valueName: "pid:weight"))
+    var priority: String?
+
+    func run() throws {
+        throw ExitCode(execute())
+    }
+
+    func execute() -> Int32 {
+        let env = currentEnvironment()
+        guard let path = socket ?? DaemonSocketPath.listening(environment: env) else {
+            fail("no place for the daemon's socket: XDG_RUNTIME_DIR is not set; give one with --socket PATH")
+            return 2
+        }
+        if status || priority != nil { return ask(path) }
+        if json {
+            fail("--json goes with --status")
+            return 2
+        }
+        do {
+            let budget = try memoryBudget.map {
+                MemoryBudget(bytes: try MemorySize.parse($0, option: "--memory-budget", percentOf: physicalMemory()),
+                             source: "--memory-budget")
+            } ?? MemoryBudget.derive(totalMemory: physicalMemory(),
+                                     cgroupLimit: CgroupLayout.detect().effectiveMemoryLimit())
+            let gid = try groupID()
+            return try DaemonServer(path: path, group: gid, groupName: group ?? (gid == nil ? nil : "jobgov"),
+                                    budget: budget).run()
+        } catch let error as CommandLineError {
+            fail(error.description)
+            return 2
+        } catch {
+            fail(String(describing: error))
+            return 1
+        }
+    }
+
+    /// The group allowed besides root: the one named, else `jobgov` if it exists.
+    private func groupID() throws(CommandLineError) -> gid_t? {
+        let name = group ?? "jobgov"
+        guard let entry = getgrnam(name) else {
+            if group == nil { return nil }
+            throw .conflict("no group named '\(group!)'; create it (groupadd \(group!)) or name an existing one with --group")
+        }
+        return entry.pointee.gr_gid
+    }
+
+    /// `--status` and `--priority`: one request to the running daemon.
+    private func ask(_ path: String) -> Int32 {
+        var request = DaemonRequest.builds
+        if let priority {
+            let parts = priority.split(separator: ":")
+            guard parts.count == 2, let pid = Int32(parts[0]), pid > 0, let weight = Int(parts[1]),
+                  BuildReport.weights.contains(weight) else {
+                fail("--priority takes a build's pid and a weight from 1 to 100, e.g. --priority 4242:20")
+                return 2
+            }
+            request = .priority(pid: pid, weight: weight)
+        }
+        let reply: String
+        do {
+            reply = try ControlClient.sendLine(request.line, to: path,
+                                               unreachableHint: "is `jobgov daemon` running? (--socket names another)")
+        } catch {
+            fail(error.description)
+            return 1
+        }
+        if reply.hasPrefix("error ") {
+            fail(String(reply.dropFirst(6)))
+            return 1
+        }
+        guard case .builds = request else {
+            print(reply)
+            return 0
+        }
+        if json {
+            print(reply)
+            return 0
+        }
+        do {
+            for line in try DaemonStatus.decode(json: reply).lines { print(line) }
+        } catch {
+            fail(error.message)
+            return 1
+        }
+        return 0
+    }
+}
+
+/// The running daemon: its socket, its registry of builds, and one event loop.
+final class DaemonServer {
+    let path: String
+    let group: gid_t?
+    let groupName: String?
+    var registry: DaemonRegistry
+    private var stopping = false
+
+    init(path: String, group: gid_t?, groupName: String?, budget: MemoryBudget) {
+        self.path = path
+        self.group = group
+        self.groupName = groupName
+        registry = DaemonRegistry(budget: budget.bytes, budgetSource: budget.source)
+    }
+
+    func run() throws -> Int32 {
+        try prepareDirectory()
+        let server = try ControlServer(path: path, mode: group == nil ? 0o600 : 0o660, group: group,
+                                       limits: .init(maximumConnections: 128, maximumRequestBytes: DaemonRequest.maximumBytes,
+                                                     idleSeconds: 2)) { [group] peer in
+            Self.admits(peer, group: group)
+        }
+        defer { server.close() }
+        signal(SIGPIPE, SIG_IGN)
+        let signals = try SignalChannel(signals: [SIGINT, SIGTERM, SIGHUP])
+        let loop = EventLoop(clock: monotonicSeconds)
+        let who = group == nil ? "root" : "root and group \(groupName ?? String(group!))"
+        note("daemon listening at \(path) for \(who); budget \(MemorySize.format(registry.budget)) (\(registry.budgetSource))")
+
+        loop.watch("signals", events: Int16(POLLIN), descriptors: { [signals.fd.rawValue] }) { [unowned self] _, _ in
+            if !signals.drain().isEmpty { stopping = true }
+        }
+        loop.watch("socket", events: Int16(POLLIN), descriptors: { server.pollDescriptors }) { [unowned self] fd, _ in
+            server.handleReadableLine(fd) { _, peer, line in
+                let now = monotonicSeconds()
+                let answer = registry.respond(to: DaemonRequest.parse(line), from: peer, now: now)
+                if answer.joined || answer.left { logBuilds(peer: peer, joined: answer.joined) }
+                return answer.reply
+            }
+        }
+        loop.every("housekeeping", interval: { 1 }) { [unowned self] now in
+            server.dropIdle(now: now)
+            let gone = registry.expire(now: now) { kill($0, 0) == 0 || errno == EPERM }
+            for pid in gone { note("build \(pid) stopped reporting; its share is free (\(registry.builds.count) builds)") }
+        }
+        do {
+            try loop.run(longestWait: 1) { stopping }
+        } catch {
+            throw SystemError(error.description)
+        }
+        note("daemon stopping; its builds keep their shares and run on")
+        return 0
+    }
+
+    private func logBuilds(peer: PeerCredentials, joined: Bool) {
+        let command = registry.builds[peer.pid]?.report.command ?? ""
+        note("build \(peer.pid) of uid \(peer.uid) \(joined ? "joined (\(command))" : "left"); "
+             + "\(registry.builds.count) build\(registry.builds.count == 1 ? "" : "s")")
+    }
+
+    /// Root, the daemon's own user, and members of the group (primary, or supplementary as /proc tells).
+    static func admits(_ peer: PeerCredentials, group: gid_t?) -> Bool {
+        if peer.isRoot || peer.uid == UInt32(geteuid()) { return true }
+        guard let group else { return false }
+        if peer.gid == group { return true }
+        guard let status = readSmallFile("/proc/\(peer.pid)/status", limit: 64 << 10) else { return false }
+        return PeerCredentials.supplementaryGroups(procStatus: status).contains(group)
+    }
+
+    /// The socket's directory, made if missing (searchable by all: the socket's own mode decides who connects);
+    /// a socket left by a daemon that died is removed, one that answers is another daemon's.
+    private func prepareDirectory() throws {
+        let slash = path.lastIndex(of: "/")
+        let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        if access(directory, F_OK) != 0 {
+            guard mkdir(directory, group == nil && geteuid() != 0 ? 0o700 : 0o755) == 0 || errno == EEXIST else {
+                throw SystemError("cannot make the socket's directory", path: directory,
+                                  hint: "make it, or give --socket in a directory that exists")
+            }
+        }
+        guard access(path, F_OK) == 0 else { return }
+        if let reply = try? ControlClient.sendLine(DaemonRequest.builds.line, to: path, timeoutMilliseconds: 1000,
+                                                    unreachableHint: ""), !reply.isEmpty {
+            throw SystemError("a jobgov daemon already listens at", path: path,
+                              hint: "stop it first, or give this one another --socket")
+        }
+        unlink(path)
+    }
+}

@@ -1,0 +1,230 @@
+#if canImport(FoundationEssentials)
+import FoundationEssentials
+#else
+import Foundation
+#endif
+
+/// The line protocol of `jobgov daemon`'s socket, on the control socket's framing (one request line, one reply line
+/// per connection; see `ControlServer`). The peer is known by its credentials (`SO_PEERCRED`), never by what it says:
+///
+///     report {"pid":…,"demand":{…},…}   → share {"share_bytes":…,"budget_bytes":…,"builds":N}
+///     leave                             → ok
+///     builds                            → {"budget_bytes":…,"builds":[{…},…]}   (yours; root sees all)
+///     priority PID W                    → ok weight=W
+///     anything else                     → error <message>
+public enum DaemonRequest: Equatable, Sendable {
+    case report(BuildReport)
+    case leave
+    case builds
+    case priority(pid: Int32, weight: Int)
+
+    /// Requests longer than this are refused: a report is a few hundred bytes.
+    public static let maximumBytes = 16 << 10
+
+    public static func parse(_ line: String) -> Result<DaemonRequest, ControlProtocolError> {
+        guard line.utf8.count <= maximumBytes else {
+            return .failure(ControlProtocolError(message: "request longer than \(maximumBytes) bytes"))
+        }
+        let words = line.split(separator: " ", maxSplits: 1, omittingEmptySubsequences: true)
+        switch words.first {
+        case "report" where words.count == 2:
+            do {
+                let report = try JSONDecoder().decode(BuildReport.self, from: Data(words[1].utf8))
+                guard report.pid > 0 else { return .failure(ControlProtocolError(message: "report: pid must be positive")) }
+                return .success(.report(report))
+            } catch {
+                return .failure(ControlProtocolError(message: "report: not a build report (\(Self.reason(error)))"))
+            }
+        case "leave" where words.count == 1:
+            return .success(.leave)
+        case "builds" where words.count == 1:
+            return .success(.builds)
+        case "priority" where words.count == 2:
+            let args = words[1].split(separator: " ")
+            guard args.count == 2, let pid = Int32(args[0]), pid > 0, let weight = Int(args[1]),
+                  BuildReport.weights.contains(weight) else {
+                return .failure(ControlProtocolError(message:
+                    "priority takes a build's process id and a weight from \(BuildReport.weights.lowerBound) to \(BuildReport.weights.upperBound)"))
+            }
+            return .success(.priority(pid: pid, weight: weight))
+        default:
+            let shown = line.count > 60 ? String(line.prefix(60)) + "…" : line
+            return .failure(ControlProtocolError(message:
+                "unknown request '\(shown)'; expected 'report JSON', 'leave', 'builds' or 'priority PID WEIGHT'"))
+        }
+    }
+
+    public var line: String {
+        switch self {
+        case .report(let r): return "report " + DaemonJSON.encode(r)
+        case .leave: return "leave"
+        case .builds: return "builds"
+        case .priority(let pid, let weight): return "priority \(pid) \(weight)"
+        }
+    }
+
+    private static func reason(_ error: any Error) -> String {
+        if case DecodingError.keyNotFound(let key, _) = error { return "no \(key.stringValue)" }
+        if case DecodingError.typeMismatch(_, let context) = error {
+            return "wrong type at \(context.codingPath.map(\.stringValue).joined(separator: "."))"
+        }
+        return "bad JSON"
+    }
+}
+
+/// What a build tells the daemon about itself on every report.
+public struct BuildReport: Codable, Equatable, Sendable {
+    /// Weights a build may ask for (`jobgov --priority`).
+    public static let weights = 1...100
+    public static let defaultWeight = 10
+    public var pid: Int32
+    /// When the build started, in seconds since the epoch: older builds come first.
+    public var startedAt: Double
+    public var command: String
+    /// The build's cgroup (empty without one).
+    public var cgroup: String
+    public var weight: Int
+    /// The budget the build would have alone.
+    public var aloneBudgetBytes: UInt64
+    public var demand: BuildDemand
+
+    public init(pid: Int32, startedAt: Double, command: String, cgroup: String, weight: Int,
+                aloneBudgetBytes: UInt64, demand: BuildDemand) {
+        self.pid = pid
+        self.startedAt = startedAt
+        self.command = command
+        self.cgroup = cgroup
+        self.weight = weight
+        self.aloneBudgetBytes = aloneBudgetBytes
+        self.demand = demand
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case pid, command, cgroup, weight, demand
+        case startedAt = "started_at", aloneBudgetBytes = "alone_budget_bytes"
+    }
+}
+
+/// The daemon's answer to a report.
+public struct ShareReply: Codable, Equatable, Sendable {
+    public var shareBytes: UInt64
+    public var budgetBytes: UInt64
+    /// How many builds share the budget now.
+    public var builds: Int
+
+    public init(shareBytes: UInt64, budgetBytes: UInt64, builds: Int) {
+        self.shareBytes = shareBytes
+        self.budgetBytes = budgetBytes
+        self.builds = builds
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case shareBytes = "share_bytes", budgetBytes = "budget_bytes", builds
+    }
+
+    /// Reads a reply line: `share {…}`, or `error MESSAGE`.
+    public static func parse(_ line: String) throws(ControlProtocolError) -> ShareReply {
+        if line.hasPrefix("error ") { throw ControlProtocolError(message: String(line.dropFirst(6))) }
+        guard line.hasPrefix("share "),
+              let reply = try? JSONDecoder().decode(ShareReply.self, from: Data(line.dropFirst(6).utf8)) else {
+            throw ControlProtocolError(message: "not a daemon's reply: \(line.prefix(120))")
+        }
+        return reply
+    }
+}
+
+/// One build as `builds` lists it (and `jobgov daemon --status` shows it).
+public struct DaemonBuild: Codable, Equatable, Sendable {
+    public var pid: Int32
+    public var uid: UInt32
+    public var command: String
+    public var cgroup: String
+    public var weight: Int
+    public var shareBytes: UInt64
+    public var demand: BuildDemand
+    /// Seconds since the build joined, and since its last report.
+    public var joinedSecondsAgo: Double
+    public var reportedSecondsAgo: Double
+
+    public init(pid: Int32, uid: UInt32, command: String, cgroup: String, weight: Int, shareBytes: UInt64,
+                demand: BuildDemand, joinedSecondsAgo: Double, reportedSecondsAgo: Double) {
+        self.pid = pid
+        self.uid = uid
+        self.command = command
+        self.cgroup = cgroup
+        self.weight = weight
+        self.shareBytes = shareBytes
+        self.demand = demand
+        self.joinedSecondsAgo = joinedSecondsAgo
+        self.reportedSecondsAgo = reportedSecondsAgo
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case pid, uid, command, cgroup, weight, demand
+        case shareBytes = "share_bytes", joinedSecondsAgo = "joined_seconds_ago"
+        case reportedSecondsAgo = "reported_seconds_ago"
+    }
+}
+
+/// The reply to `builds`.
+public struct DaemonStatus: Codable, Equatable, Sendable {
+    public var budgetBytes: UInt64
+    public var budgetSource: String
+    public var builds: [DaemonBuild]
+
+    public init(budgetBytes: UInt64, budgetSource: String, builds: [DaemonBuild]) {
+        self.budgetBytes = budgetBytes
+        self.budgetSource = budgetSource
+        self.builds = builds
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case budgetBytes = "budget_bytes", budgetSource = "budget_source", builds
+    }
+
+    public static func decode(json: String) throws(ControlProtocolError) -> DaemonStatus {
+        if json.hasPrefix("error ") { throw ControlProtocolError(message: String(json.dropFirst(6))) }
+        guard let status = try? JSONDecoder().decode(DaemonStatus.self, from: Data(json.utf8)) else {
+            throw ControlProtocolError(message: "not a daemon's status: \(json.prefix(120))")
+        }
+        return status
+    }
+
+    /// A table for people: one build a line.
+    public var lines: [String] {
+        var out = ["budget \(MemorySize.format(budgetBytes)) (\(budgetSource)), \(builds.count) build\(builds.count == 1 ? "" : "s")"]
+        if builds.isEmpty { return out }
+        out.append("    PID   UID  WEIGHT     SHARE      HELD      NEED      WANT  JOBS  COMMAND")
+        for b in builds {
+            func col(_ s: String, _ w: Int) -> String { String(repeating: " ", count: max(0, w - s.count)) + s }
+            let d = b.demand
+            out.append(col("\(b.pid)", 7) + col("\(b.uid)", 6) + col("\(b.weight)", 8)
+                       + [b.shareBytes, d.heldBytes, d.needBytes, d.wantBytes].map { col(MemorySize.format($0), 10) }.joined()
+                       + col("\(d.runningJobs)" + (d.frozenJobs > 0 ? "+\(d.frozenJobs)f" : ""), 6) + "  " + b.command)
+        }
+        return out
+    }
+}
+
+/// Encoding for the daemon's replies: one line, sorted keys.
+public enum DaemonJSON {
+    public static func encode<T: Encodable>(_ value: T) -> String {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        // Nothing here can fail to encode (every number is finite); the fallback only satisfies the type system.
+        guard let data = try? encoder.encode(value) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
+    }
+}
+
+/// The timing both sides agree on.
+public enum DaemonTiming {
+    /// A joined build reports (and learns its share) this often.
+    public static let reportSeconds = 0.25
+    /// A build that has not reported for this long is taken to be gone (its process is also checked).
+    public static let staleSeconds = 5.0
+    /// A build waits this long for the daemon's reply before it counts the daemon as gone.
+    public static let replySeconds = 1.0
+    /// After losing the daemon, a build tries again this often.
+    public static let retrySeconds = 1.0
+}

@@ -1,0 +1,152 @@
+import Testing
+import JobgovCore
+
+private let MiB: UInt64 = 1 << 20
+
+private func claim(_ id: String, at t: Double, weight: Int = 10, held: UInt64 = 0, floor: UInt64, need: UInt64,
+                   want: UInt64) -> BudgetSharing.Claim {
+    BudgetSharing.Claim(id: id, startedAt: t, weight: weight,
+                        demand: BuildDemand(heldBytes: held * MiB, floorBytes: floor * MiB, needBytes: need * MiB,
+                                            wantBytes: want * MiB))
+}
+
+@Suite("Budget sharing between builds")
+struct BudgetSharingTests {
+    @Test func aloneABuildGetsTheWholeBudget() {
+        let shares = BudgetSharing.targets(budget: 2000 * MiB, claims: [claim("a", at: 0, floor: 100, need: 300, want: 800)])
+        #expect(shares["a"] == 2000 * MiB, "what nobody wants is handed out too, so that the build can admit more")
+    }
+
+    @Test func demandsThatFitAreMetAndTheRestSharedByWeight() {
+        let shares = BudgetSharing.targets(budget: 2000 * MiB, claims: [
+            claim("a", at: 0, weight: 10, floor: 100, need: 300, want: 500),
+            claim("b", at: 1, weight: 30, floor: 100, need: 200, want: 700),
+        ])
+        let a = shares["a"]!, b = shares["b"]!
+        #expect(a + b == 2000 * MiB)
+        // 800 MiB are left over after both wants: a quarter to a, three quarters to b.
+        #expect(a == 500 * MiB + 200 * MiB)
+        #expect(b == 700 * MiB + 600 * MiB)
+    }
+
+    @Test func whenShortTheNewestBuildGivesFirst() {
+        // Running jobs of both need 1800 MiB, 1000 are there: the older build's running jobs come first, the newer
+        // keeps its floor (its oldest job) and must freeze the rest.
+        let shares = BudgetSharing.targets(budget: 1000 * MiB, claims: [
+            claim("new", at: 5, floor: 200, need: 900, want: 1500),
+            claim("old", at: 1, floor: 300, need: 900, want: 1500),
+        ])
+        #expect(shares["old"] == 800 * MiB, "its need, less the newer build's floor")
+        #expect(shares["new"] == 200 * MiB, "its oldest job only")
+        #expect(shares.values.reduce(0, +) <= 1000 * MiB)
+    }
+
+    @Test func floorsComeFirstOldestBuildFirst() {
+        let shares = BudgetSharing.targets(budget: 500 * MiB, claims: [
+            claim("c", at: 3, floor: 300, need: 300, want: 300),
+            claim("a", at: 1, floor: 300, need: 600, want: 900),
+            claim("b", at: 2, floor: 300, need: 300, want: 300),
+        ])
+        #expect(shares["a"] == 300 * MiB)
+        #expect(shares["b"] == 200 * MiB, "what is left of the budget")
+        #expect(shares["c"] == 0)
+    }
+
+    @Test func aHeavierBuildIsServedFirst() {
+        let shares = BudgetSharing.targets(budget: 1000 * MiB, claims: [
+            claim("background", at: 1, weight: 1, floor: 100, need: 900, want: 900),
+            claim("interactive", at: 5, weight: 50, floor: 100, need: 900, want: 900),
+        ])
+        #expect(shares["interactive"] == 900 * MiB)
+        #expect(shares["background"] == 100 * MiB, "its floor is kept: its oldest job runs")
+    }
+
+    @Test func wantsAreWaterFilledByWeight() {
+        // 600 left after the needs; a wants 100 more, b and c 1000 each at equal weights: a gets its 100, the other
+        // two split the rest.
+        let shares = BudgetSharing.targets(budget: 900 * MiB, claims: [
+            claim("a", at: 1, floor: 100, need: 100, want: 200),
+            claim("b", at: 2, floor: 100, need: 100, want: 1100),
+            claim("c", at: 3, floor: 100, need: 100, want: 1100),
+        ])
+        #expect(shares["a"] == 200 * MiB)
+        let b = shares["b"]!, c = shares["c"]!
+        #expect(b + c == 700 * MiB)
+        #expect(max(b, c) - min(b, c) <= 1 * MiB)
+    }
+
+    @Test func theSumNeverPassesTheBudget() {
+        // Random claims, random pacing: after every division the shares fit the budget.
+        var rng = SystemRandomNumberGenerator()
+        for _ in 0..<300 {
+            let budget = UInt64.random(in: 100...5000, using: &rng) * MiB
+            var sharing = BudgetSharing(budget: budget)
+            var now = 0.0
+            for _ in 0..<20 {
+                let claims = (0..<Int.random(in: 1...5, using: &rng)).map { i -> BudgetSharing.Claim in
+                    let floor = UInt64.random(in: 0...2000, using: &rng)
+                    let need = floor + UInt64.random(in: 0...2000, using: &rng)
+                    return claim("b\(i)", at: Double(i), weight: Int.random(in: 1...100, using: &rng),
+                                 held: UInt64.random(in: 0...3000, using: &rng), floor: floor, need: need,
+                                 want: need + UInt64.random(in: 0...4000, using: &rng))
+                }
+                now += Double.random(in: 0...2, using: &rng)
+                let shares = sharing.divide(claims, now: now)
+                #expect(shares.values.reduce(0, +) <= budget)
+                #expect(BudgetSharing.targets(budget: budget, claims: claims).values.reduce(0, +) <= budget)
+            }
+        }
+    }
+
+    @Test func aShareFallsNoFasterThanTheBuildCanReact() {
+        var sharing = BudgetSharing(budget: 2000 * MiB)   // falls at most 500 MiB a second
+        let old = claim("old", at: 0, held: 1800, floor: 200, need: 1800, want: 3000)
+        #expect(sharing.divide([old], now: 0)["old"] == 2000 * MiB)
+        // A second build arrives; the old one's running jobs shrink to what its oldest job needs.
+        var shrunk = old
+        shrunk.demand = BuildDemand(heldBytes: 1800 * MiB, floorBytes: 200 * MiB, needBytes: 400 * MiB, wantBytes: 3000 * MiB)
+        let new = claim("new", at: 10, held: 0, floor: 300, need: 300, want: 3000)
+        let first = sharing.divide([shrunk, new], now: 0.2)
+        #expect(first["old"] == 1900 * MiB, "a fifth of a second: 100 MiB given up")
+        #expect(first["new"] == 100 * MiB)
+        // While the old build still holds 1800 MiB, the new one gets only what is neither held nor given.
+        let second = sharing.divide([shrunk, new], now: 1.2)
+        #expect(second["old"] == 1400 * MiB)
+        #expect(second["new"] == 200 * MiB, "the old build still holds 1800 MiB of the 2000")
+        shrunk.demand.heldBytes = 400 * MiB
+        let third = sharing.divide([shrunk, new], now: 1.4)
+        #expect(third["old"]! >= 1300 * MiB)
+        #expect(third["new"]! + third["old"]! <= 2000 * MiB)
+        #expect(third["new"]! > second["new"]!, "memory given up goes to the new build")
+        // Long after: the shares reach their targets.
+        var t = 1.4
+        var last: [String: UInt64] = [:]
+        for _ in 0..<40 { t += 0.25; last = sharing.divide([shrunk, new], now: t) }
+        #expect(last == BudgetSharing.targets(budget: 2000 * MiB, claims: [shrunk, new]))
+    }
+
+    @Test func aBuildThatLeftFreesItsShareAtOnce() {
+        var sharing = BudgetSharing(budget: 1000 * MiB)
+        let a = claim("a", at: 0, floor: 100, need: 500, want: 900)
+        let b = claim("b", at: 1, floor: 100, need: 500, want: 900)
+        _ = sharing.divide([a, b], now: 0)
+        let after = sharing.divide([b], now: 0.1)
+        #expect(after == ["b": 1000 * MiB])
+    }
+
+    @Test func demandFromTheGovernorsInput() {
+        let jobs = [
+            GovernorInput.RunningJob(id: JobID(pid: 10, startTicks: 1), startedAt: 1, rssBytes: 100 * MiB, peakBytes: 100 * MiB,
+                                     predictedPeakBytes: 300 * MiB),
+            GovernorInput.RunningJob(id: JobID(pid: 11, startTicks: 2), startedAt: 2, rssBytes: 50 * MiB, peakBytes: 80 * MiB,
+                                     predictedPeakBytes: 60 * MiB, frozen: true),
+        ]
+        let input = GovernorInput(now: 5, memoryUsedBytes: 170 * MiB, jobs: jobs, nextJobPeakBytes: 200 * MiB)
+        let d = BuildDemand.estimate(input, ceiling: 4)
+        #expect(d.heldBytes == 170 * MiB)
+        #expect(d.floorBytes == 20 * MiB + 300 * MiB, "outside the jobs, and the oldest job at its prediction")
+        #expect(d.needBytes == 20 * MiB + 300 * MiB + 80 * MiB, "a job past its prediction counts at its peak")
+        #expect(d.wantBytes == d.needBytes + 2 * 200 * MiB, "two more jobs up to -j4")
+        #expect(d.runningJobs == 1 && d.frozenJobs == 1)
+    }
+}
