@@ -115,6 +115,11 @@ struct DaemonCommand: ParsableCommand {
             fail(error.description)
             return 1
         }
+        if reply.isEmpty {
+            fail("the daemon at \(path) closed the connection without a reply: it serves root and the members of its "
+                 + "group only (`jobgov daemon --group`); ask its administrator to add you to that group")
+            return 1
+        }
         if reply.hasPrefix("error ") {
             fail(String(reply.dropFirst(6)))
             return 1
@@ -149,7 +154,7 @@ final class DaemonServer {
         self.path = path
         self.group = group
         self.groupName = groupName
-        registry = DaemonRegistry(budget: budget.bytes, budgetSource: budget.source)
+        registry = DaemonRegistry(budget: budget.bytes, budgetSource: budget.source, startedAt: monotonicSeconds())
     }
 
     func run() throws -> Int32 {

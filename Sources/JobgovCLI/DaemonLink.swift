@@ -57,7 +57,8 @@ final class DaemonLink {
 
     private func reportLine(_ demand: BuildDemand) -> String {
         DaemonRequest.report(BuildReport(pid: getpid(), startedAt: startedAt, command: command, cgroup: cgroup,
-                                         weight: weight, aloneBudgetBytes: aloneBudget, demand: demand)).line
+                                         weight: weight, aloneBudgetBytes: aloneBudget, demand: demand,
+                                         shareBytes: share)).line
     }
 
     /// At the start: the first report, waited for (a second at most; no wait at all where nobody listens).

@@ -58,6 +58,11 @@ extension BuildSupervisor {
             status.cgroupV1Memory = cgroup?.directories.memory ?? ""
             status.memoryBudget = budget?.bytes ?? 0
             status.memoryBudgetSource = budget?.source ?? ""
+            if let daemon, let share = daemon.share, let governing {
+                // Under `jobgov daemon`, the budget the governor plans with now is the build's share.
+                status.memoryBudget = governing.governor.settings.budget
+                status.memoryBudgetSource = "share \(MemorySize.format(share)) from jobgov daemon at \(daemon.path ?? "?")"
+            }
             status.pressureEvents = pressureEvents
             status.frozen = cgroup?.isFrozen ?? false
             return status.json

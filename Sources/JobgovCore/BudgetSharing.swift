@@ -100,6 +100,8 @@ public struct BudgetSharing: Sendable {
     /// The shares last given, and when.
     public private(set) var shares: [String: UInt64] = [:]
     private var lastDivision: Double?
+    /// Until then, shares that exist do not rise (see `holdRises`).
+    private var risesHeldUntil = -Double.infinity
 
     public init(budget: UInt64, shrinkBytesPerSecond: Double? = nil) {
         self.budget = budget
@@ -166,9 +168,10 @@ public struct BudgetSharing: Sendable {
         var leftShares = budget - min(budget, next.values.reduce(0, +))
         var reserved = Dictionary(uniqueKeysWithValues: claims.map { ($0.id, max(next[$0.id]!, $0.demand.heldBytes)) })
         var leftHeld = budget - min(budget, reserved.values.reduce(0, +))
+        let holding = now < risesHeldUntil
         for c in claims.sorted(by: Self.inRankOrder) {
             let have = next[c.id]!, target = targets[c.id, default: 0]
-            guard have < target else { continue }
+            guard have < target, !(holding && shares[c.id] != nil) else { continue }
             let mine = reserved[c.id]!
             let share = min(target, have + leftShares, max(have, mine + leftHeld))
             next[c.id] = share
@@ -180,6 +183,20 @@ public struct BudgetSharing: Sendable {
         }
         shares = next
         return next
+    }
+
+    /// Takes on a share a build had before (from a daemon that was restarted), within what is not given; only
+    /// while rises are held (after that, a build's word on what it had counts for nothing).
+    public mutating func adopt(_ id: String, share: UInt64, now: Double) {
+        guard shares[id] == nil, now < risesHeldUntil else { return }
+        let given = shares.values.reduce(0, +)
+        shares[id] = min(share, budget - min(budget, given))
+    }
+
+    /// No share that exists rises before `until`: a restarted daemon waits for the builds that had shares to come
+    /// back before it hands out what they hold. New builds still get what is free.
+    public mutating func holdRises(until: Double) {
+        risesHeldUntil = until
     }
 
     /// Higher weight first, then the older build.

@@ -87,9 +87,13 @@ public struct BuildReport: Codable, Equatable, Sendable {
     /// The budget the build would have alone.
     public var aloneBudgetBytes: UInt64
     public var demand: BuildDemand
+    /// The share the build plans with now (nil: none yet). A restarted daemon starts from it, so that the builds
+    /// coming back one by one do not find the first of them holding the whole budget.
+    public var shareBytes: UInt64?
 
     public init(pid: Int32, startedAt: Double, command: String, cgroup: String, weight: Int,
-                aloneBudgetBytes: UInt64, demand: BuildDemand) {
+                aloneBudgetBytes: UInt64, demand: BuildDemand, shareBytes: UInt64? = nil) {
+        self.shareBytes = shareBytes
         self.pid = pid
         self.startedAt = startedAt
         self.command = command
@@ -101,7 +105,7 @@ public struct BuildReport: Codable, Equatable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case pid, command, cgroup, weight, demand
-        case startedAt = "started_at", aloneBudgetBytes = "alone_budget_bytes"
+        case startedAt = "started_at", aloneBudgetBytes = "alone_budget_bytes", shareBytes = "share_bytes"
     }
 }
 
@@ -227,4 +231,7 @@ public enum DaemonTiming {
     public static let replySeconds = 1.0
     /// After losing the daemon, a build tries again this often.
     public static let retrySeconds = 1.0
+    /// A daemon that has just started gives no build more than it had for this long, while the builds of the
+    /// daemon before it come back (each within `retrySeconds` and a report).
+    public static let rejoinSeconds = 2.0
 }

@@ -38,8 +38,11 @@ public struct DaemonRegistry: Sendable {
     /// At most this many builds at once; further ones are refused (and run alone on their own budget).
     public var maximumBuilds = 256
 
-    public init(budget: UInt64, budgetSource: String) {
+    /// - Parameter startedAt: when the daemon started (the caller's clock): builds of a daemon before it may be on
+    ///   their way back for `DaemonTiming.rejoinSeconds`.
+    public init(budget: UInt64, budgetSource: String, startedAt: Double = -.infinity) {
         sharing = BudgetSharing(budget: budget)
+        sharing.holdRises(until: startedAt + DaemonTiming.rejoinSeconds)
         self.budgetSource = budgetSource
     }
 
@@ -68,6 +71,8 @@ public struct DaemonRegistry: Sendable {
             if let old = builds[peer.pid] {
                 // A weight set with `priority` holds over what the build itself keeps reporting.
                 report.weight = old.report.weight
+            } else if let had = report.shareBytes {
+                sharing.adopt(String(peer.pid), share: had, now: now)
             }
             builds[peer.pid] = Entry(report: report, uid: peer.uid, joinedAt: builds[peer.pid]?.joinedAt ?? now,
                                      reportedAt: now)

@@ -143,16 +143,26 @@ public final class ControlServer {
     }
 
     /// Takes every pending connection: admitted ones are read from, the rest closed at once (so that a flood
-    /// empties the backlog instead of filling it).
+    /// empties the backlog instead of filling it). At the limit, the connection open longest without a whole
+    /// request makes room: a client that holds connections open cannot lock out one that sends its request.
     private func accept(now: Double) {
         while true {
             let conn = jobgov_accept_nonblocking(listener.rawValue)
             if conn < 0 { break }
-            guard connections.count + waiting.count < limits.maximumConnections,
-                  let peer = peerCredentials(conn), admits(peer) else {
+            guard let peer = peerCredentials(conn), admits(peer) else {
                 refused += 1
                 Glibc.close(conn)
                 continue
+            }
+            if connections.count + waiting.count >= limits.maximumConnections {
+                guard let oldest = connections.min(by: { ($0.value.openedAt, $0.key) < ($1.value.openedAt, $1.key) }) else {
+                    refused += 1
+                    Glibc.close(conn)
+                    continue
+                }
+                connections[oldest.key] = nil
+                Glibc.close(oldest.key)
+                refused += 1
             }
             connections[conn] = Connection(peer: peer, openedAt: now)
         }

@@ -154,6 +154,28 @@ struct DaemonRegistryTests {
             .hasPrefix("error the daemon serves 2 builds already"))
     }
 
+    @Test func aRestartedDaemonStartsFromTheSharesTheBuildsHad() throws {
+        // The daemon before had given 500 and 389 MiB; the builds come back one by one after the restart at t=10.
+        var r = DaemonRegistry(budget: 889 * MiB, budgetSource: "x", startedAt: 10)
+        var a = report(pid: 100, at: 1)
+        a.shareBytes = 500 * MiB
+        var b = report(pid: 200, at: 2)
+        b.shareBytes = 389 * MiB
+        let first = try ShareReply.parse(send(&r, DaemonRequest.report(a).line, from: alice, at: 10.3))
+        #expect(first.shareBytes == 500 * MiB, "not the whole budget for the first to come back")
+        let second = try ShareReply.parse(send(&r, DaemonRequest.report(b).line, from: bob, at: 10.8))
+        #expect(second.shareBytes == 389 * MiB)
+        // Once the others have had their time to come back, shares move to the rule's again.
+        _ = send(&r, DaemonRequest.report(a).line, from: alice, at: 12.5)
+        #expect(r.sharing.shares.values.reduce(0, +) <= 889 * MiB)
+        // A build's word on what it had counts only then: a newcomer later gets what the rule gives.
+        var c = report(pid: 300, at: 3)
+        c.shareBytes = 889 * MiB
+        let late = try ShareReply.parse(send(&r, DaemonRequest.report(c).line, from: PeerCredentials(pid: 300, uid: 0, gid: 0), at: 13))
+        #expect(late.shareBytes < 889 * MiB)
+        #expect(r.sharing.shares.values.reduce(0, +) <= 889 * MiB)
+    }
+
     @Test func theStatusTableShowsEveryBuild() throws {
         var r = DaemonRegistry(budget: 1000 * MiB, budgetSource: "cgroup limit")
         _ = send(&r, DaemonRequest.report(report(pid: 100, at: 1)).line, from: alice)

@@ -1,0 +1,172 @@
+import Foundation
+import LinuxSystem
+import Testing
+
+private let isRoot = geteuid() == 0
+
+/// Builds that share one memory-limited cgroup through `jobgov daemon`: the example memory-hungry build under make
+/// and under ninja, started together in a box each fits alone, with the daemon SIGKILLed and started again while
+/// they run.
+@Suite("Builds sharing a budget through jobgov daemon", .serialized,
+       .enabled(if: isRoot, "needs root to create memory-limited cgroups"))
+struct DaemonBuildTests {
+    static let example = Clients.repo.appendingPathComponent("examples/memory-hungry").path
+    static let memjob = Clients.repo.appendingPathComponent("examples/memjob/memjob.c").path
+    /// Each build alone fits in 1 GiB (the example is made for it: GovernorBuildTests); two at once do not.
+    static let box: UInt64 = 1 << 30
+
+    /// A copy of the example in `dir` of `s`.
+    private func copyExample(into s: Scratch, _ dir: String) throws {
+        try FileManager.default.createDirectory(atPath: s.path + "/\(dir)/mh", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: s.path + "/\(dir)/memjob", withIntermediateDirectories: true)
+        for name in ["Makefile", "build.ninja"] {
+            try FileManager.default.copyItem(atPath: Self.example + "/" + name, toPath: s.path + "/\(dir)/mh/" + name)
+        }
+        try FileManager.default.copyItem(atPath: Self.memjob, toPath: s.path + "/\(dir)/memjob/memjob.c")
+    }
+
+    private func startDaemon(_ box: GovernorBuildTests.LimitedCgroup, socket: String, in s: Scratch, tag: String) throws -> Running {
+        let daemon = try Running("/bin/sh", box.wrap([Clients.jobgov, "daemon", "--socket", socket]), in: s, tag: tag)
+        waitUntil("the daemon's socket", timeout: 10) { access(socket, F_OK) == 0 }
+        return daemon
+    }
+
+    private func daemonStatus(_ socket: String, in s: Scratch) throws -> [String: Any] {
+        let r = try jobgov(["daemon", "--status", "--json", "--socket", socket], in: s, timeout: 10)
+        return (try? JSONSerialization.jsonObject(with: Data(r.stdout.utf8)) as? [String: Any]) ?? [:]
+    }
+
+    /// What the daemon is for: the same two builds in the same box, each jobgov planning as if alone.
+    @Test("without the daemon, the same two builds together meet the box's OOM killer")
+    func withoutTheDaemonTheBoxOOMKills() throws {
+        try Clients.require(Clients.make44)
+        try Clients.require(Clients.ninja)
+        let s = try Scratch()
+        try copyExample(into: s, "a")
+        try copyExample(into: s, "b")
+        let box = try GovernorBuildTests.LimitedCgroup("alone", limit: Self.box)
+        let watch = OOMKillWatch(box)
+        let env = ["PATH": Clients.repo.appendingPathComponent(".deps/bin").path + ":/usr/bin:/bin",
+                   "XDG_STATE_HOME": s.path + "/state", "JOBGOV_DAEMON_SOCKET": "none"]
+        let make = try Running("/bin/sh", box.wrap([Clients.jobgov, "--no-swap", Clients.make44, "-j12"]), in: s,
+                               cwd: s.path + "/a/mh", env: env, tag: "make")
+        let ninja = try Running("/bin/sh", box.wrap([Clients.jobgov, "--no-swap", Clients.ninja, "-j12"]), in: s,
+                                cwd: s.path + "/b/mh", env: env, tag: "ninja")
+        let results = [make.finish(timeout: 240), ninja.finish(timeout: 240)]
+        #expect(watch.stop() > 0, "two builds that each plan for the whole box must meet its OOM killer here, else the test with the daemon proves nothing (\(results.map(\.status)))")
+        #expect(!results.contains { $0.jobgovLines.first?.contains("joined jobgov daemon") == true })
+    }
+
+    @Test("make and ninja builds together in one box: 0 OOM kills; the daemon SIGKILLed mid-build, builds finish and rejoin")
+    func twoBuildsShareOneBox() throws {
+        try Clients.require(Clients.make44)
+        try Clients.require(Clients.ninja)
+        let s = try Scratch()
+        try copyExample(into: s, "a")
+        try copyExample(into: s, "b")
+        let box = try GovernorBuildTests.LimitedCgroup("daemon", limit: Self.box)
+        let watch = OOMKillWatch(box)
+        let socket = s.path + "/daemon.sock"
+        var daemon = try startDaemon(box, socket: socket, in: s, tag: "daemon1")
+
+        let env = ["PATH": Clients.repo.appendingPathComponent(".deps/bin").path + ":/usr/bin:/bin",
+                   "XDG_STATE_HOME": s.path + "/state", "JOBGOV_DAEMON_SOCKET": socket]
+        let make = try Running("/bin/sh", box.wrap([Clients.jobgov, "--no-swap", Clients.make44, "-j12"]), in: s,
+                               cwd: s.path + "/a/mh", env: env, tag: "make")
+        let ninja = try Running("/bin/sh", box.wrap([Clients.jobgov, "--no-swap", Clients.ninja, "-j12"]), in: s,
+                                cwd: s.path + "/b/mh", env: env, tag: "ninja")
+        waitUntil("both builds joined", timeout: 20) {
+            (try? daemonStatus(socket, in: s)["builds"] as? [Any])??.count == 2
+        }
+        let status = try daemonStatus(socket, in: s)
+        let budget = status["budget_bytes"] as? UInt64 ?? 0
+        let shares = (status["builds"] as? [[String: Any]] ?? []).compactMap { $0["share_bytes"] as? UInt64 }
+        #expect(shares.count == 2 && shares.reduce(0, +) <= budget && budget < Self.box, "\(status)")
+
+        // Mid-build, the daemon dies; the builds keep their shares and run on. A new daemon is found again.
+        sleep(6)
+        kill(daemon.pid, SIGKILL)
+        _ = daemon.finish(timeout: 10)
+        sleep(2)
+        #expect(make.process.isRunning && ninja.process.isRunning, "the builds run on without the daemon")
+        daemon = try startDaemon(box, socket: socket, in: s, tag: "daemon2")
+        waitUntil("both builds rejoined", timeout: 20) {
+            (try? daemonStatus(socket, in: s)["builds"] as? [Any])??.count == 2
+                || !make.process.isRunning || !ninja.process.isRunning
+        }
+
+        let madeResult = make.finish(timeout: 240)
+        let ninjaResult = ninja.finish(timeout: 240)
+        kill(daemon.pid, SIGTERM)
+        let daemonEnd = daemon.finish(timeout: 10)
+        let kills = watch.stop()
+        for (name, r) in [("make", madeResult), ("ninja", ninjaResult)] {
+            #expect(r.status == 0, "\(name): \(r.jobgovLines.joined(separator: "\n"))\n\(r.stderr.suffix(1500))")
+            let lines = r.jobgovLines
+            #expect(lines.first?.contains("joined jobgov daemon at \(socket)") == true, "\(name): \(lines.first ?? "")")
+            #expect(lines.contains { $0.contains("jobgov daemon at \(socket) is gone") }, "\(name)")
+            #expect(lines.contains { $0.contains("rejoined jobgov daemon") }, "\(name): \(lines.joined(separator: "\n"))")
+            #expect(lines.contains { $0.contains(" 0 OOM kills") }, "\(name)")
+        }
+        #expect(kills == 0, "OOM kills in the box: \(kills)")
+        #expect(FileManager.default.fileExists(atPath: s.path + "/a/mh/out/bin/app"))
+        #expect(FileManager.default.fileExists(atPath: s.path + "/b/mh/out/bin/app"))
+        #expect(daemonEnd.status == 0, "\(daemonEnd.stderr)")
+        #expect(daemonEnd.stderr.contains("joined"), "the new daemon saw the builds come back: \(daemonEnd.stderr)")
+        #expect(access(socket, F_OK) != 0, "the daemon removes its socket when it stops")
+    }
+}
+
+/// OOM kills anywhere in a v1 memory subtree while builds run. v1 counts a kill only in the victim's own cgroup, and
+/// a build's cgroup goes when its jobgov ends: so each cgroup's count is watched while it exists, its highest kept.
+final class OOMKillWatch: @unchecked Sendable {
+    private let lock = NSLock()
+    private var seen: [String: UInt64] = [:]
+    private var running = true
+    private let thread: Thread
+
+    /// v2's memory.events is hierarchical and outlives the builds' cgroups: read once at the end.
+    private let hierarchical: GovernorBuildTests.LimitedCgroup?
+
+    init(_ limited: GovernorBuildTests.LimitedCgroup) {
+        let memoryDirectory = limited.cgroup.directories.memory ?? ""
+        hierarchical = limited.cgroup.directories.memory == nil ? limited : nil
+        let box = WatchBox()
+        thread = Thread { box.watch?() }
+        box.watch = { [unowned self] in
+            while !memoryDirectory.isEmpty, lock.withLock({ running }) {
+                for (dir, n) in Self.counts(below: memoryDirectory) {
+                    lock.withLock { seen[dir] = max(seen[dir] ?? 0, n) }
+                }
+                usleep(50_000)
+            }
+        }
+        thread.start()
+    }
+
+    private final class WatchBox: @unchecked Sendable { var watch: (() -> Void)? }
+
+    private static func counts(below dir: String) -> [(String, UInt64)] {
+        var out: [(String, UInt64)] = []
+        if let text = readSmallFile(dir + "/memory.oom_control"),
+           let line = text.split(separator: "\n").first(where: { $0.hasPrefix("oom_kill ") }),
+           let n = UInt64(line.dropFirst("oom_kill ".count)) {
+            out.append((dir, n))
+        }
+        for child in (try? FileManager.default.contentsOfDirectory(atPath: dir)) ?? [] {
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: dir + "/" + child, isDirectory: &isDir), isDir.boolValue {
+                out += counts(below: dir + "/" + child)
+            }
+        }
+        return out
+    }
+
+    /// Stops watching; the kills seen.
+    func stop() -> UInt64 {
+        lock.withLock { running = false }
+        while thread.isExecuting { usleep(10_000) }
+        if let hierarchical { return hierarchical.oomKills }
+        return lock.withLock { seen.values.reduce(0, +) }
+    }
+}

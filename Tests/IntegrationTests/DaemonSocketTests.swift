@@ -1,0 +1,167 @@
+import Foundation
+import LinuxSystem
+import Testing
+
+private let isRoot = geteuid() == 0
+
+/// `jobgov daemon`'s socket against its clients: who may connect (credentials and group), and hostile ones
+/// (malformed, huge, thousands of connections, never reading), which get an error or are dropped while the daemon
+/// goes on answering everyone else.
+@Suite("jobgov daemon's socket", .serialized, .enabled(if: isRoot, "needs root to act as other users"))
+struct DaemonSocketTests {
+    /// A connected client socket, or nil when the daemon is not reachable.
+    private func connectTo(_ path: String) -> Int32? {
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        guard fd >= 0 else { return nil }
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            let bytes = Array(path.utf8)
+            raw.copyBytes(from: bytes)
+            raw[bytes.count] = 0
+        }
+        let rc = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        if rc != 0 {
+            close(fd)
+            return nil
+        }
+        return fd
+    }
+
+    private func send(_ fd: Int32, _ bytes: [UInt8]) {
+        _ = bytes.withUnsafeBytes { Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    /// The reply line (empty when the daemon closed without one), within `timeout` seconds.
+    private func reply(_ fd: Int32, timeout: Double = 2) -> String? {
+        var out: [UInt8] = []
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            var pfd = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            guard poll(&pfd, 1, 50) > 0 else { continue }
+            var chunk = [UInt8](repeating: 0, count: 4096)
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n <= 0 { return String(decoding: out, as: UTF8.self) }
+            out += chunk[0..<n]
+            if out.contains(UInt8(ascii: "\n")) { return String(decoding: out.prefix { $0 != UInt8(ascii: "\n") }, as: UTF8.self) }
+        }
+        return nil
+    }
+
+    /// One request, one reply.
+    private func ask(_ path: String, _ line: String) -> String? {
+        guard let fd = connectTo(path) else { return nil }
+        defer { close(fd) }
+        send(fd, Array((line + "\n").utf8))
+        return reply(fd)
+    }
+
+    private func report(pid: Int32) -> String {
+        "report {\"pid\":\(pid),\"started_at\":1,\"command\":\"make -j4\",\"cgroup\":\"\",\"weight\":10,\"alone_budget_bytes\":1,"
+            + "\"demand\":{\"held_bytes\":0,\"floor_bytes\":1048576,\"need_bytes\":1048576,\"want_bytes\":4194304,"
+            + "\"running_jobs\":1,\"frozen_jobs\":0}}"
+    }
+
+    private func startDaemon(_ s: Scratch, _ extra: [String] = []) throws -> (Running, String) {
+        // The socket's directory must be reachable by the other users the tests act as.
+        chmod(s.path, 0o711)
+        let socket = s.path + "/daemon.sock"
+        let daemon = try Running(Clients.jobgov, ["daemon", "--socket", socket, "--memory-budget", "1G"] + extra,
+                                 in: s, tag: "daemon")
+        waitUntil("the daemon's socket", timeout: 10) { access(socket, F_OK) == 0 }
+        return (daemon, socket)
+    }
+
+    private func stop(_ daemon: Running) -> RunResult {
+        kill(daemon.pid, SIGTERM)
+        return daemon.finish(timeout: 10)
+    }
+
+    /// `jobgov daemon --status` (or other arguments) run as `uid`/`gid` with the supplementary `groups`.
+    private func asUser(_ uid: Int, _ gid: Int, groups: [Int] = [], _ arguments: [String], in s: Scratch) throws -> RunResult {
+        let groupFlag = groups.isEmpty ? ["--clear-groups"] : ["--groups=" + groups.map(String.init).joined(separator: ",")]
+        return try Running("/usr/bin/setpriv", ["--reuid=\(uid)", "--regid=\(gid)"] + groupFlag + [Clients.jobgov] + arguments,
+                           in: s, tag: "as\(uid)-\(gid)-\(groups.count)").finish(timeout: 20)
+    }
+
+    @Test("root and the daemon's group only, by the peer's credentials; a user sees and changes only their own builds")
+    func peersByCredentials() throws {
+        let s = try Scratch()
+        let nogroup = 65534
+        let (daemon, socket) = try startDaemon(s, ["--group", "nogroup"])
+        var st = stat()
+        #expect(stat(socket, &st) == 0 && st.st_mode & 0o777 == 0o660 && Int(st.st_gid) == nogroup)
+        // A build of root's (this test process stands for it).
+        #expect(ask(socket, report(pid: getpid()))?.hasPrefix("share ") == true)
+
+        let member = try asUser(65534, nogroup, ["daemon", "--status", "--json", "--socket", socket], in: s)
+        #expect(member.status == 0, "\(member.stderr)")
+        #expect(member.stdout.contains("\"builds\":[]"), "root's build is not the group member's: \(member.stdout)")
+        let change = try asUser(65534, nogroup, ["daemon", "--priority", "\(getpid()):90", "--socket", socket], in: s)
+        #expect(change.status == 1 && change.stderr.contains("no build of yours"), "\(change.stderr)")
+        // Member through a supplementary group (which SO_PEERCRED does not carry).
+        let supplementary = try asUser(1000, 1000, groups: [nogroup], ["daemon", "--status", "--socket", socket], in: s)
+        #expect(supplementary.status == 0, "\(supplementary.stderr)")
+        #expect(supplementary.stdout.hasPrefix("budget 1 GiB"), "\(supplementary.stdout)")
+        // Not a member: the socket's mode already stops it; the daemon's own check is behind it.
+        let outsider = try asUser(1000, 1000, ["daemon", "--status", "--socket", socket], in: s)
+        #expect(outsider.status == 1, "\(outsider.stdout)")
+        #expect(outsider.stderr.contains("cannot reach") || outsider.stderr.contains("serves root and the members"))
+
+        let all = ask(socket, "builds") ?? ""
+        #expect(all.contains("\"pid\":\(getpid())"), "root sees every build: \(all)")
+        #expect(ask(socket, "priority \(getpid()) 90") == "ok weight=90")
+        #expect(ask(socket, "leave") == "ok")
+        let end = stop(daemon)
+        #expect(end.status == 0, "\(end.stderr)")
+    }
+
+    @Test("malformed, huge, never-read and thousands of connections: an error or a dropped connection, and the daemon answers on")
+    func hostileClients() throws {
+        let s = try Scratch()
+        let (daemon, socket) = try startDaemon(s)
+
+        #expect(ask(socket, "hello")?.hasPrefix("error unknown request") == true)
+        #expect(ask(socket, "report {\"pid\":")?.hasPrefix("error report: not a build report") == true)
+        #expect(ask(socket, report(pid: 1))?.hasPrefix("error a build reports for itself") == true,
+                "a report for another process is refused")
+        #expect(ask(socket, String(repeating: "\u{0}", count: 100))?.hasPrefix("error") == true)
+
+        // A megabyte without a newline: cut off after the limit.
+        if let fd = connectTo(socket) {
+            send(fd, [UInt8](repeating: UInt8(ascii: "x"), count: 20_000))
+            let answer = reply(fd)
+            #expect(answer == "error request longer than 16384 bytes" || answer == "", "\(answer ?? "nil")")
+            close(fd)
+        }
+
+        // A client that asks and never reads, and one that connects and never sends.
+        let silent = connectTo(socket)
+        let deaf = connectTo(socket)
+        if let deaf { send(deaf, Array("builds\n".utf8)) }
+        #expect(ask(socket, "builds")?.hasPrefix("{\"budget_bytes\"") == true)
+
+        // A thousand connections that send nothing: older ones are dropped to make room, and a request is answered.
+        var flood: [Int32] = []
+        for _ in 0..<1000 { if let fd = connectTo(socket) { flood.append(fd) } }
+        let started = Date()
+        var answered: String?
+        for _ in 0..<20 where answered?.hasPrefix("{") != true {
+            answered = ask(socket, "builds")
+        }
+        #expect(answered?.hasPrefix("{\"budget_bytes\"") == true, "\(answered ?? "nil")")
+        #expect(Date().timeIntervalSince(started) < 5)
+        for fd in flood { close(fd) }
+        if let silent {
+            // Idle connections are closed within the daemon's idle time (2 s) plus its housekeeping second.
+            #expect(reply(silent, timeout: 5) == "", "an idle connection is dropped")
+            close(silent)
+        }
+        if let deaf { close(deaf) }
+        #expect(ask(socket, report(pid: getpid()))?.hasPrefix("share ") == true)
+        let end = stop(daemon)
+        #expect(end.status == 0, "\(end.stderr)")
+    }
+}
