@@ -12,7 +12,7 @@ struct DaemonCommand: ParsableCommand {
         commandName: "daemon",
         abstract: "Share one memory budget between every jobgov build on the machine.",
         usage: """
-        jobgov daemon [--socket <path>] [--group <name>] [--memory-budget <size>]
+        jobgov daemon [--socket <path>] [--group <name>] [--memory-budget <size>] [--pool <n>]
           jobgov daemon --status [--json] [--socket <path>]
           jobgov daemon --priority <pid>:<weight> [--socket <path>]
         """,
@@ -41,6 +41,13 @@ struct DaemonCommand: ParsableCommand {
         The budget to share, e.g. 16G or 75% (default: the cgroup's limit or the machine's memory, less a reserve).
         """, valueName: "size"))
     var memoryBudget: String?
+
+    @Option(parsing: .unconditional, help: ArgumentHelp("""
+        Tokens in the pool for plain clients (builds started without jobgov, with \
+        MAKEFLAGS=--jobserver-auth=fifo:PATH; the FIFO is `jobserver` next to the socket). Default: one per CPU; \
+        0: no pool.
+        """, valueName: "n"))
+    var pool: String?
 
     @Flag(help: "List the builds of a running daemon: their shares, what they hold and need.")
     var status = false
@@ -74,8 +81,14 @@ struct DaemonCommand: ParsableCommand {
             } ?? MemoryBudget.derive(totalMemory: physicalMemory(),
                                      cgroupLimit: CgroupLayout.detect().effectiveMemoryLimit())
             let gid = try groupID()
+            let tokens = try pool.map { (text) throws(CommandLineError) -> Int in
+                guard let n = Int(text), (0...JobsRequest.maximumJobs).contains(n) else {
+                    throw .conflict("--pool takes a number of tokens from 0 (no pool) to \(JobsRequest.maximumJobs), e.g. --pool 8")
+                }
+                return n
+            } ?? onlineCPUs()
             return try DaemonServer(path: path, group: gid, groupName: group ?? (gid == nil ? nil : "jobgov"),
-                                    budget: budget).run()
+                                    budget: budget, poolTokens: tokens).run()
         } catch let error as CommandLineError {
             fail(error.description)
             return 2
@@ -148,17 +161,20 @@ final class DaemonServer {
     let group: gid_t?
     let groupName: String?
     var registry: DaemonRegistry
+    let poolTokens: Int
+    private var pool: DaemonPool?
     private var stopping = false
 
-    init(path: String, group: gid_t?, groupName: String?, budget: MemoryBudget) {
+    init(path: String, group: gid_t?, groupName: String?, budget: MemoryBudget, poolTokens: Int) {
         self.path = path
+        self.poolTokens = poolTokens
         self.group = group
         self.groupName = groupName
         registry = DaemonRegistry(budget: budget.bytes, budgetSource: budget.source, startedAt: monotonicSeconds())
     }
 
     func run() throws -> Int32 {
-        try prepareDirectory()
+        let directory = try prepareDirectory()
         let server = try ControlServer(path: path, mode: group == nil ? 0o600 : 0o660, group: group,
                                        limits: .init(maximumConnections: 128, maximumRequestBytes: DaemonRequest.maximumBytes,
                                                      idleSeconds: 2)) { [group] peer in
@@ -170,6 +186,11 @@ final class DaemonServer {
         let loop = EventLoop(clock: monotonicSeconds)
         let who = group == nil ? "root" : "root and group \(groupName ?? String(group!))"
         note("daemon listening at \(path) for \(who); budget \(MemorySize.format(registry.budget)) (\(registry.budgetSource))")
+        if poolTokens > 0 {
+            pool = try DaemonPool(path: directory + "/jobserver", size: poolTokens, group: group)
+            note("pool for plain clients: MAKEFLAGS=--jobserver-auth=fifo:\(directory)/jobserver (\(poolTokens) tokens)")
+        }
+        defer { pool?.close() }
 
         loop.watch("signals", events: Int16(POLLIN), descriptors: { [signals.fd.rawValue] }) { [unowned self] _, _ in
             if !signals.drain().isEmpty { stopping = true }
@@ -177,9 +198,21 @@ final class DaemonServer {
         loop.watch("socket", events: Int16(POLLIN), descriptors: { server.pollDescriptors }) { [unowned self] fd, _ in
             server.handleReadableLine(fd) { _, peer, line in
                 let now = monotonicSeconds()
-                let answer = registry.respond(to: DaemonRequest.parse(line), from: peer, now: now)
+                let request = DaemonRequest.parse(line)
+                if case .success(.builds) = request {
+                    var status = registry.status(for: peer, now: now)
+                    status.pool = pool.map { .init(path: $0.path, tokens: $0.size, free: $0.free, recreated: $0.recreated) }
+                    return DaemonJSON.encode(status)
+                }
+                let answer = registry.respond(to: request, from: peer, now: now)
                 if answer.joined || answer.left { logBuilds(peer: peer, joined: answer.joined) }
                 return answer.reply
+            }
+        }
+        if let pool {
+            loop.every("lost tokens", interval: { 0.5 }) { _ in
+                let n = pool.recoverLostTokens()
+                if n > 0 { note("re-created \(n) token\(n == 1 ? "" : "s") of the pool lost with a client that died holding them") }
             }
         }
         loop.every("housekeeping", interval: { 1 }) { [unowned self] now in
@@ -213,7 +246,7 @@ final class DaemonServer {
 
     /// The socket's directory, made if missing (searchable by all: the socket's own mode decides who connects);
     /// a socket left by a daemon that died is removed, one that answers is another daemon's.
-    private func prepareDirectory() throws {
+    private func prepareDirectory() throws -> String {
         let slash = path.lastIndex(of: "/")
         let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
         if access(directory, F_OK) != 0 {
@@ -222,12 +255,13 @@ final class DaemonServer {
                                   hint: "make it, or give --socket in a directory that exists")
             }
         }
-        guard access(path, F_OK) == 0 else { return }
+        guard access(path, F_OK) == 0 else { return directory }
         if let reply = try? ControlClient.sendLine(DaemonRequest.builds.line, to: path, timeoutMilliseconds: 1000,
                                                     unreachableHint: ""), !reply.isEmpty {
             throw SystemError("a jobgov daemon already listens at", path: path,
                               hint: "stop it first, or give this one another --socket")
         }
         unlink(path)
+        return directory
     }
 }

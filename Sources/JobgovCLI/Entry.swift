@@ -70,6 +70,7 @@ public enum JobgovEntry {
         "--config": "a file to read",
         "--priority": "a weight from 1 to 100, e.g. 20", "--daemon-socket": "the daemon's socket, e.g. /run/jobgov/daemon.sock",
         "--socket": "a socket path, e.g. /run/jobgov/daemon.sock", "--group": "a group name, e.g. jobgov",
+        "--pool": "a number of tokens, e.g. 8 (0: no pool)",
         "--pid": "the process id of a running jobgov (`pgrep -a jobgov` lists them)",
         "--interval": "seconds between updates, e.g. 0.5", "--count": "a number of updates, e.g. 10",
         "--generate-completion-script": "bash, zsh or fish",

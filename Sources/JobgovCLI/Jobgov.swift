@@ -16,7 +16,7 @@ public struct Jobgov: ParsableCommand {
                  [--io-latency <ms>] [--trace <file>] [--trace-events <file>] [--summary-json <file>] [--no-history]
                  [--no-rerun] [--no-swap] [--no-boost] [--priority <w>] [--no-daemon] [--config <file>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
           jobgov ctl jobs <N> | status [--json] | freeze | thaw | kill   [--pid <pid>]
-          jobgov daemon [--socket <path>] [--group <name>] [--memory-budget <size>] | --status [--json] | --priority <pid> <w>
+          jobgov daemon [--socket <path>] [--group <name>] [--memory-budget <size>] [--pool <n>] | --status [--json] | --priority <pid> <w>
           jobgov monitor [--cgroup <path> | --pid <pid>] [--interval <s>] [--count <n>] [--json]
           jobgov fan --fan <hwmon fan> --sensor <hwmon sensor> [--curve <points>] [--max-temp <°C>] [--interval <s>]
           jobgov changes [-o <file>] [--deleted <file>] [-0] [--for <s>] <directory> ...

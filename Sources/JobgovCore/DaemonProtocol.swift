@@ -175,15 +175,32 @@ public struct DaemonStatus: Codable, Equatable, Sendable {
     public var budgetBytes: UInt64
     public var budgetSource: String
     public var builds: [DaemonBuild]
+    /// The pool for plain clients (`jobgov daemon --pool`): its FIFO, its size, the tokens in it now, and how many
+    /// were re-created after clients died holding them; nil without one.
+    public var pool: Pool?
 
-    public init(budgetBytes: UInt64, budgetSource: String, builds: [DaemonBuild]) {
+    public struct Pool: Codable, Equatable, Sendable {
+        public var path: String
+        public var tokens: Int
+        public var free: Int
+        public var recreated: Int
+        public init(path: String, tokens: Int, free: Int, recreated: Int) {
+            self.path = path
+            self.tokens = tokens
+            self.free = free
+            self.recreated = recreated
+        }
+    }
+
+    public init(budgetBytes: UInt64, budgetSource: String, builds: [DaemonBuild], pool: Pool? = nil) {
         self.budgetBytes = budgetBytes
         self.budgetSource = budgetSource
         self.builds = builds
+        self.pool = pool
     }
 
     enum CodingKeys: String, CodingKey {
-        case budgetBytes = "budget_bytes", budgetSource = "budget_source", builds
+        case budgetBytes = "budget_bytes", budgetSource = "budget_source", builds, pool
     }
 
     public static func decode(json: String) throws(ControlProtocolError) -> DaemonStatus {
@@ -197,6 +214,10 @@ public struct DaemonStatus: Codable, Equatable, Sendable {
     /// A table for people: one build a line.
     public var lines: [String] {
         var out = ["budget \(MemorySize.format(budgetBytes)) (\(budgetSource)), \(builds.count) build\(builds.count == 1 ? "" : "s")"]
+        if let pool {
+            out.append("pool for plain clients: MAKEFLAGS=--jobserver-auth=fifo:\(pool.path), \(pool.free) of "
+                       + "\(pool.tokens) tokens free, \(pool.recreated) re-created")
+        }
         if builds.isEmpty { return out }
         out.append("    PID   UID  WEIGHT     SHARE      HELD      NEED      WANT  JOBS  COMMAND")
         for b in builds {

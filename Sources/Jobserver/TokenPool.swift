@@ -23,10 +23,17 @@ public final class TokenPool {
     public private(set) var clientFDs: (read: FileDescriptor, write: FileDescriptor)?
     private var closed = false
 
-    public init(fifoPath: String) throws(SystemError) {
+    /// - Parameters:
+    ///   - mode, group: who may use the pool: its owner by default; `jobgov daemon`'s pool is for a group too.
+    public init(fifoPath: String, mode: mode_t = 0o600, group: gid_t? = nil) throws(SystemError) {
         self.fifoPath = fifoPath
         guard mkfifo(fifoPath, 0o600) == 0 else {
             throw SystemError("cannot create the jobserver FIFO", path: fifoPath)
+        }
+        guard group.map({ chown(fifoPath, getuid(), $0) == 0 }) ?? true, chmod(fifoPath, mode) == 0 else {
+            let e = SystemError("cannot set who may use the jobserver FIFO", path: fifoPath)
+            unlink(fifoPath)
+            throw e
         }
         let r = retryingInterrupts { open(fifoPath, O_RDONLY | O_NONBLOCK | O_CLOEXEC) }
         guard r >= 0 else {

@@ -164,4 +164,49 @@ struct DaemonSocketTests {
         let end = stop(daemon)
         #expect(end.status == 0, "\(end.stderr)")
     }
+
+    @Test("plain clients share the daemon's pool through MAKEFLAGS=--jobserver-auth=fifo:PATH; tokens lost with a SIGKILLed make come back")
+    func plainClientsShareThePool() throws {
+        try Clients.require(Clients.make44)
+        let s = try Scratch()
+        let (daemon, socket) = try startDaemon(s, ["--pool", "2"])
+        let fifo = s.path + "/jobserver"
+        var st = stat()
+        #expect(stat(fifo, &st) == 0 && st.st_mode & S_IFMT == S_IFIFO && st.st_mode & 0o777 == 0o600)
+        try s.write("a/Makefile", flatMakefile(count: 6, seconds: 0.6, prefix: "a"))
+        try s.write("b/Makefile", flatMakefile(count: 6, seconds: 0.6, prefix: "b"))
+        // Two makes at once, each a plain client (no -j: the pool decides): 2 tokens and each one's implicit slot.
+        let env = ["MAKEFLAGS": "--jobserver-auth=fifo:\(fifo)"]
+        let a = try Running(Clients.make44, [], in: s, cwd: s.path + "/a", env: env, tag: "a")
+        let b = try Running(Clients.make44, [], in: s, cwd: s.path + "/b", env: env, tag: "b")
+        for r in [a.finish(timeout: 60), b.finish(timeout: 60)] { #expect(r.status == 0, "\(r.stderr)") }
+        let log = JobLog(s.read("job.log"))
+        #expect(log.count == 12)
+        #expect(log.peak() <= 4, "two clients, two tokens: at most 4 jobs at once, saw \(log.peak())")
+        #expect(log.peak() >= 3, "the pool's tokens were used: \(log.peak())")
+
+        // A make SIGKILLed while it holds both tokens: the daemon writes them back.
+        try s.write("c/Makefile", flatMakefile(count: 3, seconds: 30, prefix: "c"))
+        // Foundation starts it as the leader of a process group of its own, which its jobs join: they end with it.
+        let c = try Running(Clients.make44, [], in: s, cwd: s.path + "/c", env: env, tag: "c")
+        try #require(getpgid(c.pid) == c.pid)
+        var status: [String: Any] = [:]
+        func poolStatus() -> [String: Any] {
+            let r = try? jobgov(["daemon", "--status", "--json", "--socket", socket], in: s, timeout: 10)
+            let object = (try? JSONSerialization.jsonObject(with: Data((r?.stdout ?? "").utf8))) as? [String: Any]
+            return object?["pool"] as? [String: Any] ?? [:]
+        }
+        waitUntil("both tokens taken", timeout: 10) { poolStatus()["free"] as? Int == 0 }
+        kill(-c.pid, SIGKILL)
+        _ = c.finish(timeout: 10)
+        waitUntil("the tokens re-created", timeout: 10) {
+            status = poolStatus()
+            return status["free"] as? Int == 2
+        }
+        #expect(status["recreated"] as? Int == 2, "\(status)")
+        let end = stop(daemon)
+        #expect(end.status == 0, "\(end.stderr)")
+        #expect(end.stderr.contains("re-created 2 tokens"), "\(end.stderr)")
+        #expect(access(fifo, F_OK) != 0, "the daemon removes its FIFO")
+    }
 }

@@ -150,3 +150,34 @@ struct BudgetSharingTests {
         #expect(d.runningJobs == 1 && d.frozenJobs == 1)
     }
 }
+
+@Suite("Shared pool for plain clients")
+struct SharedPoolTests {
+    private func p(_ pid: Int32, parent: Int32, children: Int = 0, threads: Int = 1, holds: Bool = false) -> BuildProcess {
+        BuildProcess(pid: pid, parent: parent, threads: threads, children: children, holdsPool: holds)
+    }
+
+    @Test func aTopLevelClientHoldsOneTokenLessThanItsJobs() {
+        // A user's shell (100) started make (200), which runs 3 jobs: its implicit slot and 2 tokens.
+        let procs = [p(100, parent: 1, children: 1), p(200, parent: 100, children: 3, holds: true),
+                     p(201, parent: 200), p(202, parent: 200), p(203, parent: 200)]
+        #expect(sharedPoolHoldingBound(processes: procs) == 2)
+    }
+
+    @Test func aNestedClientUnderARecipesShellHoldsItsParentsToken() {
+        // make (200) → sh (210, a recipe on a token) → make (220) with 2 jobs: 220's first job is on 210's token.
+        let procs = [p(200, parent: 100, children: 2, holds: true), p(201, parent: 200), p(210, parent: 200, children: 1),
+                     p(220, parent: 210, children: 2, holds: true), p(221, parent: 220), p(222, parent: 220)]
+        #expect(sharedPoolHoldingBound(processes: procs) == 1 + 1 + 1)
+    }
+
+    @Test func aClientThatDiedHoldsNothing() {
+        // The make was SIGKILLed; its jobs, re-parented to init, have no pool open.
+        let procs = [p(201, parent: 1), p(202, parent: 1)]
+        #expect(sharedPoolHoldingBound(processes: procs) == 0)
+        var detector = LostTokenDetector()
+        #expect(detector.observe(outstanding: 2, bound: 0) == 0)
+        #expect(detector.observe(outstanding: 2, bound: 0) == 0)
+        #expect(detector.observe(outstanding: 2, bound: 0) == 2, "re-created after three looks")
+    }
+}
