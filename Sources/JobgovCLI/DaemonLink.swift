@@ -111,8 +111,15 @@ final class DaemonLink {
         if progress == .waiting { return nil }
         current.close()
         exchange = nil
-        guard case .reply(let line) = progress, let given = try? ShareReply.parse(line) else {
+        guard case .reply(let line) = progress else {
             loseDaemon(now: now, why: "connection ended")
+            return nil
+        }
+        let given: ShareReply
+        do {
+            given = try ShareReply.parse(line)
+        } catch {
+            loseDaemon(now: now, why: "it refused the report: \(error.message)")
             return nil
         }
         nextReport = now + DaemonTiming.reportSeconds
@@ -130,7 +137,7 @@ final class DaemonLink {
         nextReport = now + DaemonTiming.retrySeconds
         guard !lost else { return }
         lost = true
-        say("jobgov daemon at \(path ?? "?") is gone (\(why)); keeping the share of "
+        say("jobgov daemon at \(path ?? "?") is out of reach (\(why)); keeping the share of "
             + "\(MemorySize.format(share ?? aloneBudget)) and trying again every \(Int(DaemonTiming.retrySeconds)) s")
     }
 

@@ -104,7 +104,7 @@ struct DaemonBuildTests {
             #expect(r.status == 0, "\(name): \(r.jobgovLines.joined(separator: "\n"))\n\(r.stderr.suffix(1500))")
             let lines = r.jobgovLines
             #expect(lines.first?.contains("joined jobgov daemon at \(socket)") == true, "\(name): \(lines.first ?? "")")
-            #expect(lines.contains { $0.contains("jobgov daemon at \(socket) is gone") }, "\(name)")
+            #expect(lines.contains { $0.contains("jobgov daemon at \(socket) is out of reach") }, "\(name)")
             #expect(lines.contains { $0.contains("rejoined jobgov daemon") }, "\(name): \(lines.joined(separator: "\n"))")
             #expect(lines.contains { $0.contains(" 0 OOM kills") }, "\(name)")
         }
