@@ -25,6 +25,23 @@ struct DaemonBuildTests {
         try FileManager.default.copyItem(atPath: Self.memjob, toPath: s.path + "/\(dir)/memjob/memjob.c")
     }
 
+    /// `jobgov --no-swap make -j12` (make 4.4.1) and `jobgov --no-swap ninja -j12`, each on its own copy of the
+    /// example, started together in `box`, looking for the daemon at `socket` ("none": no daemon).
+    private func startBuilds(in box: GovernorBuildTests.LimitedCgroup, _ s: Scratch,
+                             socket: String) throws -> (make: Running, ninja: Running) {
+        try Clients.require(Clients.make44)
+        try Clients.require(Clients.ninja)
+        try copyExample(into: s, "a")
+        try copyExample(into: s, "b")
+        let env = ["PATH": Clients.repo.appendingPathComponent(".deps/bin").path + ":/usr/bin:/bin",
+                   "XDG_STATE_HOME": s.path + "/state", "JOBGOV_DAEMON_SOCKET": socket]
+        let make = try Running("/bin/sh", box.wrap([Clients.jobgov, "--no-swap", Clients.make44, "-j12"]), in: s,
+                               cwd: s.path + "/a/mh", env: env, tag: "make")
+        let ninja = try Running("/bin/sh", box.wrap([Clients.jobgov, "--no-swap", Clients.ninja, "-j12"]), in: s,
+                                cwd: s.path + "/b/mh", env: env, tag: "ninja")
+        return (make, ninja)
+    }
+
     private func startDaemon(_ box: GovernorBuildTests.LimitedCgroup, socket: String, in s: Scratch, tag: String) throws -> Running {
         let daemon = try Running("/bin/sh", box.wrap([Clients.jobgov, "daemon", "--socket", socket]), in: s, tag: tag)
         waitUntil("the daemon's socket", timeout: 10) { access(socket, F_OK) == 0 }
@@ -39,19 +56,10 @@ struct DaemonBuildTests {
     /// What the daemon is for: the same two builds in the same box, each jobgov planning as if alone.
     @Test("without the daemon, the same two builds together meet the box's OOM killer")
     func withoutTheDaemonTheBoxOOMKills() throws {
-        try Clients.require(Clients.make44)
-        try Clients.require(Clients.ninja)
         let s = try Scratch()
-        try copyExample(into: s, "a")
-        try copyExample(into: s, "b")
         let box = try GovernorBuildTests.LimitedCgroup("alone", limit: Self.box)
         let watch = OOMKillWatch(box)
-        let env = ["PATH": Clients.repo.appendingPathComponent(".deps/bin").path + ":/usr/bin:/bin",
-                   "XDG_STATE_HOME": s.path + "/state", "JOBGOV_DAEMON_SOCKET": "none"]
-        let make = try Running("/bin/sh", box.wrap([Clients.jobgov, "--no-swap", Clients.make44, "-j12"]), in: s,
-                               cwd: s.path + "/a/mh", env: env, tag: "make")
-        let ninja = try Running("/bin/sh", box.wrap([Clients.jobgov, "--no-swap", Clients.ninja, "-j12"]), in: s,
-                                cwd: s.path + "/b/mh", env: env, tag: "ninja")
+        let (make, ninja) = try startBuilds(in: box, s, socket: "none")
         let results = [make.finish(timeout: 240), ninja.finish(timeout: 240)]
         #expect(watch.stop() > 0, "two builds that each plan for the whole box must meet its OOM killer here, else the test with the daemon proves nothing (\(results.map(\.status)))")
         #expect(!results.contains { $0.jobgovLines.first?.contains("joined jobgov daemon") == true })
@@ -59,22 +67,12 @@ struct DaemonBuildTests {
 
     @Test("make and ninja builds together in one box: 0 OOM kills; the daemon SIGKILLed mid-build, builds finish and rejoin")
     func twoBuildsShareOneBox() throws {
-        try Clients.require(Clients.make44)
-        try Clients.require(Clients.ninja)
         let s = try Scratch()
-        try copyExample(into: s, "a")
-        try copyExample(into: s, "b")
         let box = try GovernorBuildTests.LimitedCgroup("daemon", limit: Self.box)
         let watch = OOMKillWatch(box)
         let socket = s.path + "/daemon.sock"
         var daemon = try startDaemon(box, socket: socket, in: s, tag: "daemon1")
-
-        let env = ["PATH": Clients.repo.appendingPathComponent(".deps/bin").path + ":/usr/bin:/bin",
-                   "XDG_STATE_HOME": s.path + "/state", "JOBGOV_DAEMON_SOCKET": socket]
-        let make = try Running("/bin/sh", box.wrap([Clients.jobgov, "--no-swap", Clients.make44, "-j12"]), in: s,
-                               cwd: s.path + "/a/mh", env: env, tag: "make")
-        let ninja = try Running("/bin/sh", box.wrap([Clients.jobgov, "--no-swap", Clients.ninja, "-j12"]), in: s,
-                                cwd: s.path + "/b/mh", env: env, tag: "ninja")
+        let (make, ninja) = try startBuilds(in: box, s, socket: socket)
         waitUntil("both builds joined", timeout: 20) {
             (try? daemonStatus(socket, in: s)["builds"] as? [Any])??.count == 2
         }
