@@ -71,7 +71,8 @@ public struct BuildDemand: Sendable, Equatable, Codable {
 ///    its newest jobs, as within one build, while the older builds' running jobs finish.
 /// 3. Then what the builds would start (`want` above `need`), shared in proportion to weight, no build getting more
 ///    than it wants (water-filling).
-/// 4. What is left over is shared in proportion to weight, so that a build can admit its next job without asking.
+/// 4. What is left over is shared in proportion to weight, so that a build can admit its next job without asking,
+///    none past what a build could use alone (`cap`).
 /// The shares never add up to more than the budget.
 ///
 /// Pacing: a share never falls faster than `shrinkBytesPerSecond` (a quarter of the budget per second by default).
@@ -87,7 +88,10 @@ public struct BudgetSharing: Sendable {
         public var startedAt: Double
         public var weight: Int
         public var demand: BuildDemand
-        public init(id: String, startedAt: Double, weight: Int = 1, demand: BuildDemand) {
+        /// The most the build can use (its budget alone): no more is given to it.
+        public var cap: UInt64
+        public init(id: String, startedAt: Double, weight: Int = 1, demand: BuildDemand, cap: UInt64 = .max) {
+            self.cap = cap
             self.id = id
             self.startedAt = startedAt
             self.weight = max(1, weight)
@@ -121,33 +125,28 @@ public struct BudgetSharing: Sendable {
         for c in byAge { give(c.id, c.demand.floorBytes) }
         let byRank = claims.sorted(by: inRankOrder)
         for c in byRank { give(c.id, c.demand.needBytes - min(c.demand.needBytes, share[c.id, default: 0])) }
-        // Water-filling of the wants by weight: each round gives every unsatisfied build its weighted part of
-        // what is left, capped at what it still wants; a build that is capped frees its rest for the others.
-        var open = byAge.filter { share[$0.id, default: 0] < $0.demand.wantBytes }
-        while left > 0, !open.isEmpty {
-            let weights = UInt64(open.reduce(0) { $0 + $1.weight })
-            let round = left
-            var progressed = false
-            for c in open {
-                let part = round / weights * UInt64(c.weight)
-                let wanted = c.demand.wantBytes - share[c.id, default: 0]
-                let before = left
-                give(c.id, min(part, wanted))
-                progressed = progressed || left < before
-            }
-            open = open.filter { share[$0.id, default: 0] < $0.demand.wantBytes }
-            if !progressed {
-                // Less left than there are weights: the rest goes to the first in rank order.
-                for c in open where left > 0 { give(c.id, c.demand.wantBytes - share[c.id, default: 0]) }
-                break
+        // Water-filling by weight up to each build's `limit`: each round gives every open build its weighted part of
+        // what is left, capped at its limit; a build that reaches its limit frees its rest for the others.
+        func waterFill(upTo limit: (Claim) -> UInt64) {
+            var open = byRank.filter { share[$0.id, default: 0] < limit($0) }
+            while left > 0, !open.isEmpty {
+                let weights = UInt64(open.reduce(0) { $0 + $1.weight })
+                let round = left
+                for c in open {
+                    give(c.id, min(round / weights * UInt64(c.weight), limit(c) - share[c.id, default: 0]))
+                }
+                if left == round {
+                    // Less left than there are weights: the rest goes in rank order.
+                    for c in open where left > 0 { give(c.id, limit(c) - share[c.id, default: 0]) }
+                    break
+                }
+                open = open.filter { share[$0.id, default: 0] < limit($0) }
             }
         }
-        let weights = UInt64(claims.reduce(0) { $0 + $1.weight })
-        if left > 0, weights > 0 {
-            let round = left
-            for c in byRank { give(c.id, round / weights * UInt64(c.weight)) }
-            if let first = byRank.first { give(first.id, left) }
-        }
+        waterFill { min($0.demand.wantBytes, $0.cap) }
+        // What nobody wants is handed out too, so that a build can admit its next job without asking first; never
+        // past what a build could use (its budget alone).
+        waterFill { $0.cap }
         return share
     }
 

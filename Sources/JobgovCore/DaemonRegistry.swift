@@ -121,7 +121,8 @@ public struct DaemonRegistry: Sendable {
     private mutating func divide(now: Double) -> [String: UInt64] {
         sharing.divide(builds.values.map {
             BudgetSharing.Claim(id: String($0.report.pid), startedAt: $0.report.startedAt, weight: $0.report.weight,
-                                demand: $0.report.demand)
+                                demand: $0.report.demand,
+                                cap: $0.report.aloneBudgetBytes > 0 ? $0.report.aloneBudgetBytes : .max)
         }, now: now)
     }
 }

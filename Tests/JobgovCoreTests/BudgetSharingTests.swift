@@ -75,6 +75,16 @@ struct BudgetSharingTests {
         #expect(max(b, c) - min(b, c) <= 1 * MiB)
     }
 
+    @Test func noBuildGetsMoreThanItCouldUseAlone() {
+        var small = claim("small", at: 0, floor: 100, need: 200, want: 1500)
+        small.cap = 600 * MiB
+        #expect(BudgetSharing.targets(budget: 2000 * MiB, claims: [small]) == ["small": 600 * MiB])
+        let other = claim("other", at: 1, floor: 100, need: 200, want: 400)
+        let shares = BudgetSharing.targets(budget: 2000 * MiB, claims: [small, other])
+        #expect(shares["small"] == 600 * MiB)
+        #expect(shares["other"] == 1400 * MiB, "what the capped build cannot use goes to the other")
+    }
+
     @Test func theSumNeverPassesTheBudget() {
         // Random claims, random pacing: after every division the shares fit the budget.
         var rng = SystemRandomNumberGenerator()
