@@ -314,7 +314,7 @@ public final class BuildProbes {
     /// Records lost because the ring buffer was full.
     public var droppedEvents: UInt64 { counter(UInt32(JG_CNT_DROPPED.rawValue)) }
 
-    private func counter(_ index: UInt32) -> UInt64 {
+    func counter(_ index: UInt32) -> UInt64 {
         maps.counters?.lookup(index) ?? 0
     }
 
@@ -326,10 +326,8 @@ public final class BuildProbes {
         if closed { return }
         closed = true
         if object != nil {
-            config.gate_closed = 0
             config.brake_armed = 0
-            writeConfig()
-            admitAll()
+            stopGate()
             resumeAllBraked()
         }
         for link in links { bpf_link__destroy(link) }

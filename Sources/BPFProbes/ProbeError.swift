@@ -40,7 +40,7 @@ public enum ProbeObserver: String, Sendable, CaseIterable {
         case .oom: ["jg_oom"]
         case .blockIO: ["jg_rq_issue", "jg_rq_done"]
         case .runQueue: ["jg_wakeup", "jg_wakeup_new", "jg_switch"]
-        case .execGate: ["jg_exec"]
+        case .execGate: ["jg_exec", "jg_exit"]
         case .brake: ["jg_dreclaim_beg", "jg_mreclaim_beg"]
         }
     }

@@ -17,8 +17,10 @@ enum ProbeMaps {
     /// A cgroup array: the value written is a descriptor of the build's cgroup directory.
     static let cgroup = ProbeMap<UInt32, UInt32>(name: "jg_cgroup")
     static let procs = ProbeMap<UInt32, jg_proc>(name: "jg_procs")
-    /// Processes the exec gate stopped (pid → when).
-    static let gated = ProbeMap<UInt32, UInt64>(name: "jg_gated")
+    /// Processes the exec gate stopped (pid → when, which job).
+    static let gated = ProbeMap<UInt32, jg_gated>(name: "jg_gated")
+    /// Jobs the exec gate admitted (their root's pid; the value is unused).
+    static let admitted = ProbeMap<UInt32, UInt8>(name: "jg_admitted")
     /// Processes the brake stopped (pid → when).
     static let braked = ProbeMap<UInt32, UInt64>(name: "jg_braked")
     /// pids and tgids the brake leaves alone (the value is unused).
@@ -31,7 +33,7 @@ enum ProbeMaps {
     /// Name, key size and value size of each, for the layout check.
     static var all: [(name: String, keySize: Int, valueSize: Int)] {
         func row<K, V>(_ m: ProbeMap<K, V>) -> (String, Int, Int) { (m.name, m.keySize, m.valueSize) }
-        return [row(config), row(cgroup), row(procs), row(gated), row(braked), row(protected), row(histograms),
+        return [row(config), row(cgroup), row(procs), row(gated), row(admitted), row(braked), row(protected), row(histograms),
                 row(counters)]
     }
 }
@@ -86,7 +88,8 @@ struct LoadedMaps {
     var config: OpenMap<UInt32, jg_config>?
     var cgroup: OpenMap<UInt32, UInt32>?
     var procs: OpenMap<UInt32, jg_proc>?
-    var gated: OpenMap<UInt32, UInt64>?
+    var gated: OpenMap<UInt32, jg_gated>?
+    var admitted: OpenMap<UInt32, UInt8>?
     var braked: OpenMap<UInt32, UInt64>?
     var protected: OpenMap<UInt32, UInt8>?
     var histograms: OpenMap<UInt32, UInt64>?
@@ -99,6 +102,7 @@ struct LoadedMaps {
         cgroup = OpenMap(ProbeMaps.cgroup, in: object)
         procs = OpenMap(ProbeMaps.procs, in: object)
         gated = OpenMap(ProbeMaps.gated, in: object)
+        admitted = OpenMap(ProbeMaps.admitted, in: object)
         braked = OpenMap(ProbeMaps.braked, in: object)
         protected = OpenMap(ProbeMaps.protected, in: object)
         histograms = OpenMap(ProbeMaps.histograms, in: object)

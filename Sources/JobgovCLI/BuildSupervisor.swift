@@ -49,6 +49,8 @@ final class BuildSupervisor {
         var swap = true
         /// Raise the CPU's performance (cpufreq) while the build is CPU-bound.
         var boost = true
+        /// Hold the jobs of a tool that takes no jobserver tokens at their start (the eBPF exec gate).
+        var gate = true
     }
 
     enum CgroupChoice: Equatable {
@@ -148,7 +150,9 @@ final class BuildSupervisor {
         // The timeline is written however run() ends: normally below, with the build's exit status; here if it throws.
         defer { writeTraceEvents(exit: nil) }
 
+        let gate = startGate()
         let child = try startBuild(directory: directory, pool: pool, control: control, auth: auth)
+        kernel?.gateToolStarted(child)
         // The signal channel goes (and with it the blocked signals' mask) before the clean-up above, as it did when
         // it was a local of this function.
         defer { signals = nil }
@@ -160,6 +164,7 @@ final class BuildSupervisor {
             note(privilegeTier(cgroup: cgroup, governed: governing != nil))
             if !swapNote.isEmpty { note(swapNote) }
             if !boostNote.isEmpty { note(boostNote) }
+            if let gate { note(gate) }
         }
 
         let exit = try runLoop(child: child, pool: pool, control: control, auth: auth)

@@ -29,8 +29,11 @@ final class KernelBuild: BuildSensing, BuildActuating {
     private var lastRates: (cpuBusy: Double?, ioLatency: Double?) = (nil, nil)
     static let shortestRateInterval = 0.05
     private var leaves: [JobID: JobCgroup] = [:]
-    /// The eBPF observers, once attached (a second into the build: loading them takes about 0.1 s).
+    /// The eBPF observers, once attached (a second into the build: loading them takes about 0.1 s; before the
+    /// build starts where the exec gate is wanted).
     private(set) var probes: BuildProbes?
+    /// Events drained between two ticks (when the ring buffer woke the loop), for the next tick.
+    private var pendingEvents: [ProbeEvent] = []
     private var probesAttempted = false
     /// Page-outs run one after another, off the supervisor's loop.
     private let pageOutQueue = DispatchQueue(label: "jobgov.page-out")
@@ -119,11 +122,18 @@ final class KernelBuild: BuildSensing, BuildActuating {
         return r
     }
 
+    /// Takes the events waiting in the ring buffer now (its descriptor is readable), for the next `events()`.
+    func collectEvents() {
+        probes?.poll(milliseconds: 0) { pendingEvents.append($0) }
+    }
+
     func events() -> [BuildEvent] {
-        guard let probes else { return [] }
+        probes?.drain { pendingEvents.append($0) }
         var out: [BuildEvent] = []
         var ended: [Int32] = []
-        probes.drain { event in
+        let batch = pendingEvents
+        pendingEvents = []
+        for event in batch {
             switch event {
             case .fork(let parent, let child):
                 parents[child] = parent
@@ -152,15 +162,18 @@ final class KernelBuild: BuildSensing, BuildActuating {
 
     /// Loads the observers jobgov uses (process exits with their exact peaks, reclaim stalls, OOM victims) and
     /// says once which are on and which are off and why. The high-frequency ones (per-page RSS, the scheduler,
-    /// block I/O) are for `jobgov monitor`, not paid for during a build.
-    func attachProbes(unifiedDir: String) {
+    /// block I/O) are for `jobgov monitor`, not paid for during a build. With `gateTarget`, the exec gate too, on
+    /// from then on with that many jobs allowed (for a build tool that takes no jobserver tokens).
+    func attachProbes(unifiedDir: String, gateTarget: Int? = nil) {
         guard !probesAttempted else { return }
         probesAttempted = true
         do {
-            let p = try BuildProbes.open(cgroupV2Path: unifiedDir,
-                                         leaveOut: readsCPUSignals ? [.memory, .blockIO, .execGate, .brake]
-                                             : [.memory, .blockIO, .runQueue, .execGate, .brake])
+            var leaveOut: Set<ProbeObserver> = [.memory, .blockIO, .runQueue, .execGate, .brake]
+            if readsCPUSignals { leaveOut.remove(.runQueue) }
+            if gateTarget != nil { leaveOut.remove(.execGate) }
+            let p = try BuildProbes.open(cgroupV2Path: unifiedDir, leaveOut: leaveOut)
             let wanted: [ProbeObserver] = [.processes, .reclaim, .oom] + (readsCPUSignals ? [.runQueue] : [])
+                + (gateTarget != nil ? [.execGate] : [])
             let on = wanted.filter { p.isAvailable($0) }
             if on.isEmpty {
                 let why = p.unavailable.first?.reason ?? "not available"
@@ -169,6 +182,7 @@ final class KernelBuild: BuildSensing, BuildActuating {
                 return
             }
             probes = p
+            if let gateTarget, p.isAvailable(.execGate) { p.startGate(supervisor: getpid(), target: gateTarget) }
             var line = "eBPF observers on: " + on.map(\.rawValue).joined(separator: ", ")
             let off = p.unavailable.filter { u in wanted.contains { $0.rawValue == u.observer } }
             if !off.isEmpty { line += "; off: " + off.map { "\($0.observer) (\($0.reason))" }.joined(separator: ", ") }
@@ -177,6 +191,25 @@ final class KernelBuild: BuildSensing, BuildActuating {
             say("eBPF observers off (\(error)); running on PSI, cgroup counters and /proc")
         }
     }
+
+    /// The build tool started as `pid`: from now on only its children are jobs to the gate.
+    func gateToolStarted(_ pid: Int32) {
+        if gateIsOn { probes?.setGateTool(pid) }
+    }
+
+    /// Whether the exec gate holds the build tool's new jobs to the target.
+    var gateIsOn: Bool { probes?.isGateOn == true }
+
+    /// The exec gate's turn (each tick, and when a held process or an admitted job's end woke the loop): held
+    /// processes go on, oldest job first, while `target` leaves room; what room is left is the kernel's to give.
+    func admitHeld(target: Int) {
+        guard let probes, probes.isGateOn else { return }
+        let release = GateAdmission.release(target: target, admittedJobs: probes.admittedJobs,
+                                            held: probes.gatedProcesses)
+        gateReleases += probes.admit(release).count
+        probes.allowJobs(target: target)
+    }
+    private var gateReleases = 0
 
     /// The 90th percentile of the build's run-queue waits since the last call, in seconds (nil without the observer).
     private func runQueueP90() -> Double? {
@@ -197,9 +230,14 @@ final class KernelBuild: BuildSensing, BuildActuating {
         }
     }
 
-    /// Time the build's tasks spent in reclaim, from the observers; closes them.
+    /// Time the build's tasks spent in reclaim, from the observers; closes them (processes the gate holds go on).
     func closeProbes() -> Double? {
         guard let probes else { return nil }
+        if probes.isGateOn {
+            let counts = probes.gateCounts
+            say("exec gate: \(counts.admittedInKernel) jobs started at once, \(counts.stopped) held at their start "
+                + "until the target allowed them")
+        }
         let stall = probes.totalStall
         probes.close()
         self.probes = nil

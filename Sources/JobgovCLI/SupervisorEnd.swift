@@ -32,6 +32,25 @@ extension BuildSupervisor {
         boost?.finish()
     }
 
+    /// For a build tool that takes no jobserver tokens (`xargs -P`, a script forking workers), the exec gate holds
+    /// its new jobs to the governor's target; attached before the build starts, so that its first burst is held
+    /// too. Returns what the start line says of it (nil: not such a tool).
+    func startGate() -> String? {
+        guard let kernel, let governing, GateAdmission.wanted(argv: options.plan.argv) else { return nil }
+        let tool = options.plan.argv.first.map { $0.split(separator: "/").last.map(String.init) ?? $0 } ?? "the build"
+        if options.governor?.gate == false {
+            return "\(tool) takes no jobserver tokens; exec gate off (--no-gate): its jobs are held back only by freezing"
+        }
+        // Without a cgroup v2 directory there is neither gate nor freezing; the tier line says so.
+        guard let dir = cgroup?.directories.unified else { return nil }
+        kernel.attachProbes(unifiedDir: dir, gateTarget: governing.initialTarget)
+        guard kernel.gateIsOn else {
+            return "\(tool) takes no jobserver tokens and the exec gate is off (see the eBPF line): "
+                + "its jobs are held back only by freezing"
+        }
+        return "\(tool) takes no jobserver tokens: the exec gate starts its jobs as the governor's target allows"
+    }
+
     /// Writes the build's timeline once, at its end (`--trace-events`), and closes the file.
     func writeTraceEvents(exit: ExitStatus?) {
         guard traceEventsFD >= 0, let timeline = governing?.timeline else { return }
