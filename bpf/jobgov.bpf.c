@@ -76,23 +76,6 @@ struct {
     __type(value, __u8);
 } jg_admitted SEC(".maps");
 
-/* tgid → time stopped, for processes the brake stopped and user space has not resumed. */
-
-struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 4096);
-    __type(key, __u32);
-    __type(value, __u64);
-} jg_braked SEC(".maps");
-
-/* pids and tgids the brake never stops (the oldest job's processes). */
-struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 1024);
-    __type(key, __u32);
-    __type(value, __u8);
-} jg_protected SEC(".maps");
-
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
     __uint(max_entries, NR_JG_HIST * JG_HIST_SLOTS);
@@ -294,7 +277,7 @@ static __always_inline struct jg_event *reserve(__u32 kind, __u64 size)
 
 /* Waking the reader for every record costs it a context switch per process of the build (measured: most of the
  * exec workload's overhead). So routine records wait for the reader's own tick, and only the ones that need action
- * now (gate, brake, OOM) or a filling buffer wake it. */
+ * now (gate, OOM) or a filling buffer wake it. */
 static __always_inline void submit(struct jg_event *e, bool urgent)
 {
     __u64 flags = BPF_RB_NO_WAKEUP;
@@ -326,7 +309,7 @@ static __always_inline void emit_short(__u32 kind, __u32 pid, __u32 aux, __u64 v
     e->aux = aux;
     e->value = value;
     copy_comm(e, current);
-    submit(e, kind == JG_EV_GATE || kind == JG_EV_BRAKE || kind == JG_EV_OOM);
+    submit(e, kind == JG_EV_GATE || kind == JG_EV_OOM);
 }
 
 static __always_inline struct jg_proc *proc_entry(__u32 tgid)
@@ -650,34 +633,18 @@ int BPF_PROG(jg_exit, struct task_struct *task)
         copy_comm(e, task);
         submit(e, urgent);
     }
-    if (counter_value(JG_CNT_BRAKE_STOPS))
-        bpf_map_delete_elem(&jg_braked, &tgid);
     return 0;
 }
 
-/* ---- reclaim stalls and the brake ---- */
+/* ---- reclaim stalls ---- */
 
 static __always_inline int reclaim_begin(__u32 kind)
 {
     if (!current_in_build())
         return 0;
-    __u64 id = bpf_get_current_pid_tgid();
-    __u32 tid = (__u32)id, tgid = id >> 32;
+    __u32 tid = (__u32)bpf_get_current_pid_tgid();
     __u64 start = (bpf_ktime_get_ns() & ~1ULL) | kind;
     bpf_map_update_elem(&jg_reclaim, &tid, &start, BPF_ANY);
-
-    struct jg_config *c = config();
-    if (!c || !c->brake_armed)
-        return 0;
-    if (bpf_map_lookup_elem(&jg_protected, &tgid) || bpf_map_lookup_elem(&jg_protected, &tid))
-        return 0;
-    if (bpf_map_lookup_elem(&jg_braked, &tgid))
-        return 0; /* already stopping */
-    __u64 now = bpf_ktime_get_ns();
-    bpf_map_update_elem(&jg_braked, &tgid, &now, BPF_ANY);
-    bpf_send_signal(SIGSTOP);
-    count(JG_CNT_BRAKE_STOPS, 1);
-    emit_short(JG_EV_BRAKE, tgid, kind, 0, NULL);
     return 0;
 }
 

@@ -4,7 +4,8 @@ import JobgovCore
 import Glibc
 #endif
 
-/// The in-kernel actuators: switches in map jg_config, and the pids they stopped in maps jg_gated and jg_braked.
+/// The in-kernel actuator, the exec gate: switches in map jg_config, the pids it stopped in map jg_gated, the jobs it
+/// admitted in map jg_admitted.
 extension BuildProbes {
     // MARK: the exec gate
 
@@ -77,44 +78,6 @@ extension BuildProbes {
     /// Processes the gate stopped in all, and jobs the kernel admitted by itself (for the summary and tests).
     public var gateCounts: (stopped: UInt64, admittedInKernel: UInt64) {
         (counter(UInt32(JG_CNT_GATE_STOPS.rawValue)), counter(UInt32(JG_CNT_GATE_ADMITS.rawValue)))
-    }
-
-    // MARK: the brake
-
-    /// Armed: a build task that enters reclaim (direct, or at a cgroup limit) stops itself at once (SIGSTOP), unless
-    /// its pid or tgid is in `pids`; reported as `.brakeStopped`.
-    public func armBrake(protecting pids: [Int32]) {
-        setProtected(pids)
-        config.brake_armed = 1
-        writeConfig()
-    }
-
-    /// Replaces the protected set (e.g. when the oldest job changes) without arming or disarming.
-    public func setProtected(_ pids: [Int32]) {
-        guard let protected = maps.protected else { return }
-        let wanted = Set(pids.map { UInt32(bitPattern: $0) })
-        for key in protected.keys() where !wanted.contains(key) { protected.delete(key) }
-        for pid in wanted { protected.update(pid, 1) }
-    }
-
-    /// Disarmed: nothing new is stopped. Processes already stopped stay stopped until resumed.
-    public func disarmBrake() { config.brake_armed = 0; writeConfig() }
-
-    public var isBrakeArmed: Bool { config.brake_armed != 0 }
-
-    /// Processes the brake stopped that were not resumed yet.
-    public var brakedPIDs: [Int32] { (maps.braked?.keys() ?? []).map { Int32(bitPattern: $0) } }
-
-    @discardableResult
-    public func resumeBraked(pid: Int32) -> Bool { resume(pid, in: maps.braked) }
-
-    @discardableResult
-    public func resumeAllBraked() -> [Int32] { brakedPIDs.filter { resumeBraked(pid: $0) } }
-
-    private func resume(_ pid: Int32, in map: OpenMap<UInt32, UInt64>?) -> Bool {
-        // Only a pid still in the map: BPF removes it when the process ends, so a reused pid is never signalled.
-        guard map?.delete(UInt32(bitPattern: pid)) == true else { return false }
-        return kill(pid, SIGCONT) == 0
     }
 
     func writeConfig() {

@@ -26,8 +26,6 @@ public enum ProbeEvent: Sendable, Equatable {
     /// The exec gate stopped `pid` (SIGSTOP) as it executed `command`; it belongs to the job whose root is `job`
     /// and waits for `admit`.
     case gateStopped(pid: Int32, command: String, job: Int32)
-    /// The brake stopped `pid` (SIGSTOP) as it entered reclaim; it waits for `resumeBraked`.
-    case brakeStopped(pid: Int32, command: String, kind: StallKind)
 
     /// Decodes a ring buffer record; nil for a record of an unknown kind (or an exit whose status is not an end,
     /// which the kernel never sends).
@@ -58,8 +56,6 @@ public enum ProbeEvent: Sendable, Equatable {
             self = .stall(pid: pid, nanoseconds: e.value, kind: StallKind(e.aux))
         case Int(JG_EV_GATE.rawValue):
             self = .gateStopped(pid: pid, command: comm, job: Int32(bitPattern: e.aux))
-        case Int(JG_EV_BRAKE.rawValue):
-            self = .brakeStopped(pid: pid, command: comm, kind: StallKind(e.aux))
         default:
             return nil
         }

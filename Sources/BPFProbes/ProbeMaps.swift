@@ -21,10 +21,6 @@ enum ProbeMaps {
     static let gated = ProbeMap<UInt32, jg_gated>(name: "jg_gated")
     /// Jobs the exec gate admitted (their root's pid; the value is unused).
     static let admitted = ProbeMap<UInt32, UInt8>(name: "jg_admitted")
-    /// Processes the brake stopped (pid → when).
-    static let braked = ProbeMap<UInt32, UInt64>(name: "jg_braked")
-    /// pids and tgids the brake leaves alone (the value is unused).
-    static let protected = ProbeMap<UInt32, UInt8>(name: "jg_protected")
     /// `enum jg_histogram` × `JG_HIST_SLOTS` counts.
     static let histograms = ProbeMap<UInt32, UInt64>(name: "jg_hist")
     /// Indexed by `enum jg_counter`.
@@ -33,7 +29,7 @@ enum ProbeMaps {
     /// Name, key size and value size of each, for the layout check.
     static var all: [(name: String, keySize: Int, valueSize: Int)] {
         func row<K, V>(_ m: ProbeMap<K, V>) -> (String, Int, Int) { (m.name, m.keySize, m.valueSize) }
-        return [row(config), row(cgroup), row(procs), row(gated), row(admitted), row(braked), row(protected), row(histograms),
+        return [row(config), row(cgroup), row(procs), row(gated), row(admitted), row(histograms),
                 row(counters)]
     }
 }
@@ -90,8 +86,6 @@ struct LoadedMaps {
     var procs: OpenMap<UInt32, jg_proc>?
     var gated: OpenMap<UInt32, jg_gated>?
     var admitted: OpenMap<UInt32, UInt8>?
-    var braked: OpenMap<UInt32, UInt64>?
-    var protected: OpenMap<UInt32, UInt8>?
     var histograms: OpenMap<UInt32, UInt64>?
     var counters: OpenMap<UInt32, UInt64>?
 
@@ -103,8 +97,6 @@ struct LoadedMaps {
         procs = OpenMap(ProbeMaps.procs, in: object)
         gated = OpenMap(ProbeMaps.gated, in: object)
         admitted = OpenMap(ProbeMaps.admitted, in: object)
-        braked = OpenMap(ProbeMaps.braked, in: object)
-        protected = OpenMap(ProbeMaps.protected, in: object)
         histograms = OpenMap(ProbeMaps.histograms, in: object)
         counters = OpenMap(ProbeMaps.counters, in: object)
     }

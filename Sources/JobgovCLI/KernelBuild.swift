@@ -168,7 +168,7 @@ final class KernelBuild: BuildSensing, BuildActuating {
         guard !probesAttempted else { return }
         probesAttempted = true
         do {
-            var leaveOut: Set<ProbeObserver> = [.memory, .blockIO, .runQueue, .execGate, .brake]
+            var leaveOut: Set<ProbeObserver> = [.memory, .blockIO, .runQueue, .execGate]
             if readsCPUSignals { leaveOut.remove(.runQueue) }
             if gateTarget != nil { leaveOut.remove(.execGate) }
             let p = try BuildProbes.open(cgroupV2Path: unifiedDir, leaveOut: leaveOut)

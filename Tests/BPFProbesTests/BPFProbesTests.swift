@@ -162,55 +162,6 @@ struct BPFProbesKernelTests {
         #expect(h.probes.gateCounts.admittedInKernel == 4)
     }
 
-    @Test("with the brake armed a hog that enters reclaim stops, a protected one does not")
-    func brake() throws {
-        let h = try ProbeHarness("brake", limits: CgroupLimits(memoryMax: 256 << 20))
-        defer { h.dispose() }
-        guard h.cgroup.directories.memory != nil || h.cgroup.backend == .unified else {
-            Issue.record("no memory controller for the cgroup")
-            return
-        }
-        // Page cache charged to the cgroup fills it up to its limit, so a growing hog must reclaim.
-        let file = "/var/tmp/jobgov-bpftest-\(getpid())-cache"
-        defer { unlink(file) }
-        func fillCache() throws {
-            let cat = try h.spawnInside(["/bin/sh", "-c", "cat \(file) > /dev/null"])
-            #expect(h.exitStatus(cat, timeout: 60) == 0)
-        }
-        let writer = try h.spawnInside(["/bin/sh", "-c", "head -c 220M /dev/zero > \(file) && sync \(file)"])
-        #expect(h.exitStatus(writer, timeout: 60) == 0)
-        try fillCache()
-        // Each hog waits for its go file, then grows by 1 MiB steps to 100 MiB and exits.
-        func hog(_ name: String) throws -> pid_t {
-            try h.spawnInside([python, "-S", "-c", """
-                import os, time
-                while not os.path.exists("\(file).\(name)"): time.sleep(0.01)
-                chunks = [bytearray(1 << 20) for _ in range(100)]
-                """])
-        }
-        let protected = try hog("p")
-        let victim = try hog("v")
-        h.probes.armBrake(protecting: [protected])
-        defer { unlink(file + ".p"); unlink(file + ".v") }
-        _ = FileManager.default.createFile(atPath: file + ".p", contents: nil)
-        #expect(h.exitStatus(protected, timeout: 60) == 0, "the protected hog is never stopped")
-        let stalls = h.probes.record(of: protected)
-        print("protected hog's reclaim stall: \(stalls?.cgroupReclaimNanoseconds ?? 0) ns")
-        #expect((stalls?.cgroupReclaimNanoseconds ?? 0) + (stalls?.directReclaimNanoseconds ?? 0) > 0,
-                "the protected hog did enter reclaim")
-        try fillCache()
-        _ = FileManager.default.createFile(atPath: file + ".v", contents: nil)
-        waitFor("the unprotected hog to stop", timeout: 30) { processState(victim) == "T" }
-        #expect(processState(victim) == "T")
-        h.collect { $0.contains { if case .brakeStopped(victim, _, _) = $0 { return true } else { return false } } }
-        #expect(h.events.contains { if case .brakeStopped(victim, _, _) = $0 { return true } else { return false } })
-        #expect(!h.events.contains { if case .brakeStopped(protected, _, _) = $0 { return true } else { return false } })
-        #expect(h.probes.brakedPIDs == [victim])
-        h.probes.disarmBrake()
-        #expect(h.probes.resumeBraked(pid: victim))
-        #expect(h.exitStatus(victim, timeout: 60) == 0, "resumed with the brake off, it finishes")
-    }
-
     @Test("run-queue latency of the build's tasks is measured")
     func runQueue() throws {
         let h = try ProbeHarness("runq")
