@@ -79,6 +79,10 @@ final class KernelBuild: BuildSensing, BuildActuating {
         let t1 = monotonicSeconds()
         var r = BuildReading()
         r.processes = tree.observe(below: getpid())
+        // A process the exec gate holds has not started its job yet (as a job waiting for a token has not).
+        if let probes, probes.isGateOn, case let held = Set(probes.gatedProcesses.map(\.pid)), !held.isEmpty {
+            r.processes.removeAll { held.contains($0.pid) }
+        }
         // A paged-out process's memory in swap is still its job's (read for those processes only: one more file).
         if !pagedPIDs.isEmpty {
             let alive = Set(r.processes.map(\.pid))
