@@ -49,6 +49,7 @@ let package = Package(
             dependencies: [
                 "JobgovCore", "GovernorRuntime", "Jobserver", "LinuxSystem", "BPFProbes",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             plugins: ["ShellWrapperPlugin"]
         ),

@@ -26,8 +26,8 @@ extension BuildSupervisor {
                 rename(tmp, path)
             }
         }
-        if traceFD >= 0 { close(traceFD) }
-        traceFD = -1
+        try? traceFile?.close()
+        traceFile = nil
         tearDownSwap()
         boost?.finish()
     }
@@ -53,16 +53,16 @@ extension BuildSupervisor {
 
     /// Writes the build's timeline once, at its end (`--trace-events`), and closes the file.
     func writeTraceEvents(exit: ExitStatus?) {
-        guard traceEventsFD >= 0, let timeline = governing?.timeline else { return }
+        guard let fd = traceEventsFile, let timeline = governing?.timeline else { return }
         var other = [("command", options.plan.argv.joined(separator: " "))]
         switch exit {
         case .exited(let code)?: other.append(("exit_status", "\(code)"))
         case .signaled(let sig)?: other.append(("exit_status", "\(128 + sig)"))
         case nil: other.append(("exit_status", "unknown: jobgov stopped before the build ended"))
         }
-        writeAll(traceEventsFD, timeline.traceEventsJSON(end: monotonicSeconds() - startTime, otherData: other))
-        close(traceEventsFD)
-        traceEventsFD = -1
+        writeAll(fd.rawValue, timeline.traceEventsJSON(end: monotonicSeconds() - startTime, otherData: other))
+        try? fd.close()
+        traceEventsFile = nil
     }
 
     /// Decides where frozen jobs' memory can go, and says so once: existing swap (or zswap) is used as it is; as root
