@@ -208,12 +208,29 @@ final class KernelBuild: BuildSensing, BuildActuating {
     /// processes go on, oldest job first, while `target` leaves room; what room is left is the kernel's to give.
     func admitHeld(target: Int) {
         guard let probes, probes.isGateOn else { return }
-        let release = GateAdmission.release(target: target, admittedJobs: probes.admittedJobs,
-                                            held: probes.gatedProcesses)
-        gateReleases += probes.admit(release).count
+        let held = probes.gatedProcesses
+        parked.formIntersection(held.map(\.pid))
+        let release = GateAdmission.release(target: target, admittedJobs: probes.admittedJobs, held: held)
+        for h in release where parked.remove(h.pid) != nil { try? cgroup?.freezingBuildLeaf.adopt(h.pid) }
+        probes.admit(release)
         probes.allowJobs(target: target)
+        park(held.filter { h in !release.contains(h) && !parked.contains(h.pid) })
     }
-    private var gateReleases = 0
+
+    /// Held processes wait frozen in a leaf of their own (`job-gate`), no longer stopped: if jobgov died while
+    /// processes of the build were stopped, the kernel would hang the build up (SIGHUP to a process group that
+    /// lost its parent and has stopped members); frozen ones the watchdog thaws like any frozen job.
+    private func park(_ held: [GateAdmission.Held]) {
+        guard !held.isEmpty, let cgroup else { return }
+        if parking == nil, let leaf = try? cgroup.makeFreezeLeaf("gate"), (try? leaf.freeze()) != nil { parking = leaf }
+        guard let parking else { return }
+        for h in held where (try? parking.adopt(h.pid)) != nil {
+            parked.insert(h.pid)
+            kill(h.pid, SIGCONT) // it freezes before it runs an instruction: the leaf is frozen
+        }
+    }
+    private var parking: JobCgroup?
+    private var parked: Set<Int32> = []
 
     /// The 90th percentile of the build's run-queue waits since the last call, in seconds (nil without the observer).
     private func runQueueP90() -> Double? {
@@ -347,6 +364,12 @@ final class KernelBuild: BuildSensing, BuildActuating {
         pageOutStops.stop(Array(pagedPIDs))
         pageOutQueue.sync {}
         for (_, leaf) in leaves { try? leaf.thaw() }
+        if let parking {
+            // Held processes left at the end (jobgov stopping early) go on; the gate lets them go as it closes.
+            for pid in parked { try? cgroup?.freezingBuildLeaf.adopt(pid) }
+            try? parking.thaw()
+            parking.remove()
+        }
         if let cgroup, cgroup.isFrozen { try? cgroup.thaw() }
         tuning?.restore()
     }

@@ -89,4 +89,36 @@ struct ExecGateBuildTests {
               + "\(open.kills) OOM kills, \(open.summary["wall_seconds"] ?? "?") s; gate peak \(gated.log.peak()) jobs "
               + "(target ≤ \(highest)), \(gated.freezes) freezes, \(gated.kills) OOM kills, \(gated.summary["wall_seconds"] ?? "?") s")
     }
+
+    /// jobgov's own -j2 holds xargs -P 8 to two jobs: six wait, frozen in the gate's leaf (not stopped). SIGKILL of
+    /// jobgov then leaves none of them waiting: the watchdog thaws them, and xargs runs all eight. Had they been left
+    /// stopped, the kernel would have hung up the whole build as jobgov died (SIGHUP to an orphaned process group
+    /// with stopped members).
+    @Test("jobgov killed with SIGKILL while the gate holds jobs: nothing stays stopped or frozen and every job runs")
+    func sigkillLeavesNothingStopped() throws {
+        let s = try Scratch()
+        try s.write("jobs.txt", (1...8).map { "k\($0) 2" }.joined(separator: "\n") + "\n")
+        let run = try Running(Clients.jobgov, ["-j2", "--", "xargs", "-P", "8", "-n", "2", "-a", "jobs.txt", Clients.jobScript],
+                              in: s)
+        var held: [Int32] = []
+        waitUntil("the gate to hold jobs", timeout: 20) {
+            held = buildCgroupDirectories(jobgov: run.pid).flatMap { BuildCgroup.processes(in: $0 + "/job-gate") }
+            return held.count >= 4
+        }
+        let stopped = buildCgroupDirectories(jobgov: run.pid).flatMap { BuildCgroup.processes(in: $0 + "/build") }
+            .filter { processState($0) == "T" }
+        #expect(stopped.isEmpty, "held jobs wait frozen, not stopped: \(stopped)")
+        #expect(JobLog(s.read("job.log")).peak() <= 2, "two jobs at most while jobgov runs")
+        kill(run.pid, SIGKILL)
+        _ = run.finish()
+        waitUntil("xargs to run every job", timeout: 30) { JobLog(s.read("job.log")).count == 8 }
+        #expect(held.allSatisfy { processState($0) == nil }, "the held jobs ran and ended")
+    }
+}
+
+/// The scheduler state letter of a process (R, S, D, T, Z...), nil once it is gone.
+private func processState(_ pid: Int32) -> Character? {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+          let close = text.lastIndex(of: ")") else { return nil }
+    return text[text.index(after: close)...].first { $0 != " " }
 }
