@@ -211,8 +211,10 @@ final class KernelBuild: BuildSensing, BuildActuating {
         let held = probes.gatedProcesses
         parked.formIntersection(held.map(\.pid))
         let release = GateAdmission.release(target: target, admittedJobs: probes.admittedJobs, held: held)
-        for h in release where parked.remove(h.pid) != nil { try? cgroup?.freezingBuildLeaf.adopt(h.pid) }
+        // Admitted first, moved out of the frozen leaf after: a parked process runs the moment it leaves, and the
+        // programs it starts must find its job admitted, or the gate would hold them as a job of their own.
         probes.admit(release)
+        for h in release where parked.remove(h.pid) != nil { try? cgroup?.freezingBuildLeaf.adopt(h.pid) }
         probes.allowJobs(target: target)
         park(held.filter { h in !release.contains(h) && !parked.contains(h.pid) })
     }
