@@ -14,7 +14,8 @@ public struct Jobgov: ParsableCommand {
         jobgov [-j <N>] [--memory-budget <size>] [--cpu-max <cpus>] [--cgroup <path> | --no-cgroup]
                  [--fixed-jobs] [--memory-threshold <%>] [--freeze-threshold <%>] [--cpu-threshold <%>]
                  [--io-latency <ms>] [--trace <file>] [--trace-events <file>] [--summary-json <file>] [--no-history]
-                 [--no-rerun] [--no-swap] [--no-boost] [--priority <w>] [--no-daemon] [--config <file>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
+                 [--no-rerun] [--no-swap] [--no-boost] [--no-gate] [--priority <w>] [--no-daemon] [--config <file>]
+                 [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
           jobgov ctl jobs <N> | status [--json] | freeze | thaw | kill   [--pid <pid>]
           jobgov daemon [--socket <path>] [--group <name>] [--memory-budget <size>] [--pool <n>] | --status [--json] | --priority <pid> <w>
           jobgov monitor [--cgroup <path> | --pid <pid>] [--interval <s>] [--count <n>] [--json]
@@ -161,6 +162,8 @@ struct Run: ParsableCommand {
         else /run/jobgov/daemon.sock).
         """, valueName: "path"))
     var daemonSocket: String?
+    @Flag(help: ArgumentHelp(RunSettings.noGate.help))
+    var noGate = false
 
     @Option(help: ArgumentHelp("""
         Read defaults from this file instead of $XDG_CONFIG_HOME/jobgov/config (~/.config/jobgov/config): \
@@ -333,6 +336,7 @@ struct Run: ParsableCommand {
             }
             c.priority = w
         }
+        c.gate = try !switched(noGate, RunSettings.noGate)
         return c
     }
 
