@@ -111,6 +111,18 @@ struct DistccBuildTests {
         return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
     }
 
+    /// A jobgov build whose helpers were killed: distcc fell back, the build succeeded, nothing was OOM-killed (by
+    /// the box's count and jobgov's). Returns jobgov's summary.
+    private func expectFellBackAndFinished(_ r: RunResult, oomKills: UInt64, summary name: String,
+                                           in s: Scratch) throws -> [String: Any] {
+        #expect(r.status == 0, "\(r.jobgovLines.joined(separator: "\n"))\n\(r.stderr.suffix(2000))")
+        #expect(oomKills == 0)
+        #expect(r.stderr.contains("running locally instead"), "nothing fell back: \(r.stderr.suffix(2000))")
+        let j = try summary(s, name)
+        #expect(j["oom_kills"] as? Int == 0)
+        return j
+    }
+
     @Test("jobgov make -j16 with distcc helpers up: the compiles run remotely, counted so, local memory within budget")
     func helpersUp() throws {
         try Clients.require(distccd)
@@ -152,11 +164,7 @@ struct DistccBuildTests {
         let (r, kills, _) = try build([Clients.jobgov, "--summary-json", s.path + "/killed.json", "make", "-j16"],
                                       tag: "jobgov", in: s, helpers: helpers,
                                       kills: [afterObjects(1, in: s, kill: helpers)])
-        #expect(r.status == 0, "\(r.jobgovLines.joined(separator: "\n"))\n\(r.stderr.suffix(2000))")
-        #expect(kills == 0)
-        #expect(r.stderr.contains("running locally instead"), "the helpers were not killed mid-build")
-        let j = try summary(s, "killed.json")
-        #expect(j["oom_kills"] as? Int == 0)
+        let j = try expectFellBackAndFinished(r, oomKills: kills, summary: "killed.json", in: s)
         let local = j["local_jobs"] as? Int ?? 0
         let fellBack = j["fell_back_jobs"] as? Int ?? 0
         #expect(fellBack >= 1 && local >= 4, "local_jobs \(local), fell_back_jobs \(fellBack)")
@@ -187,11 +195,7 @@ struct DistccBuildTests {
             [Clients.jobgov, "--summary-json", s.path + "/one.json", "make", "-j16"], tag: "one-at-a-time", in: s,
             helpers: helpers, kills: kills)
         #expect(midBuild == [true, true], "the build ended before the helpers were killed: \(midBuild)")
-        #expect(r.status == 0, "\(r.jobgovLines.joined(separator: "\n"))\n\(r.stderr.suffix(2000))")
-        #expect(oomKills == 0)
-        #expect(r.stderr.contains("running locally instead"), "nothing fell back: \(r.stderr.suffix(2000))")
-        let j = try summary(s, "one.json")
-        #expect(j["oom_kills"] as? Int == 0)
+        let j = try expectFellBackAndFinished(r, oomKills: oomKills, summary: "one.json", in: s)
         let remote = j["remote_jobs"] as? Int ?? 0
         let fellBack = j["fell_back_jobs"] as? Int ?? 0
         #expect(remote >= 5 && fellBack >= 1, "remote_jobs \(remote), fell_back_jobs \(fellBack)")
