@@ -49,6 +49,7 @@ let package = Package(
             dependencies: [
                 "JobgovCore", "GovernorRuntime", "Jobserver", "LinuxSystem", "BPFProbes",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "SystemPackage", package: "swift-system"),
             ],
             plugins: ["ShellWrapperPlugin"]
         ),
@@ -81,7 +82,7 @@ let package = Package(
         .testTarget(
             name: "LinuxSystemTests", dependencies: ["LinuxSystem", "JobgovCore"], resources: [.copy("Fixtures")]),
         // Root tests of the BPF programs on the running kernel, in cgroups they create and remove.
-        .testTarget(name: "BPFProbesTests", dependencies: ["BPFProbes", "LinuxSystem"]),
+        .testTarget(name: "BPFProbesTests", dependencies: ["BPFProbes", "JobgovCore", "LinuxSystem"]),
         // Drive the built `jobgov` binary with real make 4.3, make 4.4.1, ninja 1.13 and cargo.
         .testTarget(name: "IntegrationTests", dependencies: ["jobgov", "LinuxSystem"], exclude: ["Fixtures"]),
     ]

@@ -60,28 +60,21 @@ struct {
     __type(value, __u64);
 } jg_reclaim SEC(".maps");
 
-/* tgid → time stopped, for processes the gate or the brake stopped and user space has not resumed. */
+/* tgid → when and in which job, for processes the exec gate stopped and user space has not let go. */
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 4096);
     __type(key, __u32);
-    __type(value, __u64);
+    __type(value, struct jg_gated);
 } jg_gated SEC(".maps");
 
+/* Jobs the exec gate admitted (the tgid of the job's root), until their root ends: their programs pass. */
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 4096);
     __type(key, __u32);
-    __type(value, __u64);
-} jg_braked SEC(".maps");
-
-/* pids and tgids the brake never stops (the oldest job's processes). */
-struct {
-    __uint(type, BPF_MAP_TYPE_HASH);
-    __uint(max_entries, 1024);
-    __type(key, __u32);
     __type(value, __u8);
-} jg_protected SEC(".maps");
+} jg_admitted SEC(".maps");
 
 struct {
     __uint(type, BPF_MAP_TYPE_ARRAY);
@@ -284,7 +277,7 @@ static __always_inline struct jg_event *reserve(__u32 kind, __u64 size)
 
 /* Waking the reader for every record costs it a context switch per process of the build (measured: most of the
  * exec workload's overhead). So routine records wait for the reader's own tick, and only the ones that need action
- * now (gate, brake, OOM) or a filling buffer wake it. */
+ * now (gate, OOM) or a filling buffer wake it. */
 static __always_inline void submit(struct jg_event *e, bool urgent)
 {
     __u64 flags = BPF_RB_NO_WAKEUP;
@@ -316,7 +309,7 @@ static __always_inline void emit_short(__u32 kind, __u32 pid, __u32 aux, __u64 v
     e->aux = aux;
     e->value = value;
     copy_comm(e, current);
-    submit(e, kind == JG_EV_GATE || kind == JG_EV_BRAKE || kind == JG_EV_OOM);
+    submit(e, kind == JG_EV_GATE || kind == JG_EV_OOM);
 }
 
 static __always_inline struct jg_proc *proc_entry(__u32 tgid)
@@ -474,6 +467,56 @@ int BPF_PROG(jg_rss, struct mm_struct *mm, int member)
     return 0;
 }
 
+/* ---- the exec gate ----
+ * Admission for build tools that take no jobserver tokens (xargs -P, parallel, a script forking workers with &).
+ * A job is a process the build tool started, the tool being jobgov's child: the job table's rule. The first program
+ * a job executes runs only if the kernel may admit one more job; otherwise the process stops itself before its first
+ * instruction and waits in jg_gated until user space lets it go. Later programs of an admitted job (a compiler
+ * driver's cc1plus, a shell's commands) pass at once, or the job would stall halfway. */
+
+/* How far up from a process its job's root is looked for; deeper processes pass. */
+#define JG_GATE_DEPTH 16
+
+/* The job of `task` (a BTF pointer): the tgid of its ancestor the build tool started, or its own when the tool
+ * started it; 0 for the tool itself and for processes not below it (an orphan that jobgov, a subreaper, adopted). */
+static __always_inline __u32 gate_job(struct task_struct *task, struct jg_config *c)
+{
+    struct task_struct *t = task;
+    __u32 below = 0;
+#pragma unroll
+    for (int i = 0; i < JG_GATE_DEPTH; i++) {
+        struct task_struct *parent = t->real_parent;
+        if (!parent)
+            return 0;
+        if ((__u32)parent->tgid == c->gate_supervisor)
+            return !c->gate_tool || (__u32)t->tgid == c->gate_tool ? below : 0;
+        below = t->tgid;
+        t = parent;
+    }
+    return 0;
+}
+
+/* Admits `job` if the credit user space left allows one more and no process waits for its turn (those go first,
+ * in the order they came, and only user space can let them go). */
+static __always_inline bool gate_admit(struct jg_config *c, __u32 job)
+{
+    __u64 held = counter_value(JG_CNT_GATE_STOPS) - counter_value(JG_CNT_GATE_GONE) - c->gate_resumed;
+    if ((__s64)held > 0)
+        return false;
+    __u32 index = JG_CNT_GATE_ADMITS;
+    __u64 *admits = bpf_map_lookup_elem(&jg_counters, &index);
+    if (!admits)
+        return false;
+    __s64 before = (__s64)__sync_fetch_and_add(admits, 1);
+    if (before - (__s64)counter_value(JG_CNT_GATE_ENDS) >= c->gate_credit) {
+        __sync_fetch_and_add(admits, (__u64)-1);
+        return false;
+    }
+    __u8 one = 1;
+    bpf_map_update_elem(&jg_admitted, &job, &one, BPF_ANY);
+    return true;
+}
+
 /* ---- process lifecycle ---- */
 
 SEC("tp_btf/sched_process_fork")
@@ -498,11 +541,12 @@ int BPF_PROG(jg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
     learn_level(task);
     struct jg_config *c = config();
     __u32 tgid = task->tgid;
-    bool gate = c && c->gate_closed;
+    __u32 job = c && c->gate_on ? gate_job(task, c) : 0;
+    bool gate = job && !bpf_map_lookup_elem(&jg_admitted, &job) && !gate_admit(c, job);
     if (gate) {
         /* Stop before the new program runs a single instruction: the signal is taken on the way to user space. */
-        __u64 now = bpf_ktime_get_ns();
-        bpf_map_update_elem(&jg_gated, &tgid, &now, BPF_ANY);
+        struct jg_gated held = {.since = bpf_ktime_get_ns(), .job = job};
+        bpf_map_update_elem(&jg_gated, &tgid, &held, BPF_ANY);
         bpf_send_signal(SIGSTOP);
         count(JG_CNT_GATE_STOPS, 1);
     }
@@ -536,7 +580,7 @@ int BPF_PROG(jg_exec, struct task_struct *task, pid_t old_pid, struct linux_binp
         submit(e, false);
     }
     if (gate)
-        emit_short(JG_EV_GATE, tgid, 0, 0, task);
+        emit_short(JG_EV_GATE, tgid, job, 0, task);
     return 0;
 }
 
@@ -568,38 +612,39 @@ int BPF_PROG(jg_exit, struct task_struct *task)
             p->rss_peak = peak;
         p->exited = 1;
     }
-    emit_short(JG_EV_EXIT, tgid, (__u32)task->exit_code, peak, task);
-    /* Only when the gate or the brake ever stopped anything can the process be in their maps. */
-    if (counter_value(JG_CNT_GATE_STOPS))
-        bpf_map_delete_elem(&jg_gated, &tgid);
-    if (counter_value(JG_CNT_BRAKE_STOPS))
-        bpf_map_delete_elem(&jg_braked, &tgid);
+    /* Only when the gate ever admitted or stopped anything can the process be in its maps. An admitted job's
+     * end frees its place; while processes wait for one, user space is woken at once to let the oldest go. */
+    bool urgent = false;
+    __u64 stops = counter_value(JG_CNT_GATE_STOPS);
+    if (stops || counter_value(JG_CNT_GATE_ADMITS)) {
+        if (bpf_map_delete_elem(&jg_gated, &tgid) == 0)
+            count(JG_CNT_GATE_GONE, 1);
+        if (bpf_map_delete_elem(&jg_admitted, &tgid) == 0) {
+            count(JG_CNT_GATE_ENDS, 1);
+            struct jg_config *c = config();
+            urgent = c && (__s64)(stops - counter_value(JG_CNT_GATE_GONE) - c->gate_resumed) > 0;
+        }
+    }
+    struct jg_event *e = reserve(JG_EV_EXIT, JG_EVENT_SHORT);
+    if (e) {
+        e->pid = tgid;
+        e->aux = (__u32)task->exit_code;
+        e->value = peak;
+        copy_comm(e, task);
+        submit(e, urgent);
+    }
     return 0;
 }
 
-/* ---- reclaim stalls and the brake ---- */
+/* ---- reclaim stalls ---- */
 
 static __always_inline int reclaim_begin(__u32 kind)
 {
     if (!current_in_build())
         return 0;
-    __u64 id = bpf_get_current_pid_tgid();
-    __u32 tid = (__u32)id, tgid = id >> 32;
+    __u32 tid = (__u32)bpf_get_current_pid_tgid();
     __u64 start = (bpf_ktime_get_ns() & ~1ULL) | kind;
     bpf_map_update_elem(&jg_reclaim, &tid, &start, BPF_ANY);
-
-    struct jg_config *c = config();
-    if (!c || !c->brake_armed)
-        return 0;
-    if (bpf_map_lookup_elem(&jg_protected, &tgid) || bpf_map_lookup_elem(&jg_protected, &tid))
-        return 0;
-    if (bpf_map_lookup_elem(&jg_braked, &tgid))
-        return 0; /* already stopping */
-    __u64 now = bpf_ktime_get_ns();
-    bpf_map_update_elem(&jg_braked, &tgid, &now, BPF_ANY);
-    bpf_send_signal(SIGSTOP);
-    count(JG_CNT_BRAKE_STOPS, 1);
-    emit_short(JG_EV_BRAKE, tgid, kind, 0, NULL);
     return 0;
 }
 

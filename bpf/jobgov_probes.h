@@ -16,7 +16,7 @@ enum jg_limits {
     /* log2 histogram slots: slot i counts values in [2^i, 2^(i+1)) of the histogram's unit; slot 0 also holds 0. */
     JG_HIST_SLOTS = 32,
     JG_RINGBUF_BYTES = 1 << 20,
-    /* Routine records wake the reader only once this much waits (gate, brake and OOM records always do). */
+    /* Routine records wake the reader only once this much waits (gate and OOM records always do). */
     JG_RINGBUF_WAKE_BYTES = 1 << 17,
     JG_MAX_PROCS = 16384,
 };
@@ -28,8 +28,7 @@ enum jg_event_kind {
     JG_EV_EXIT = 3,     /* pid, aux = exit_code (wait status: code << 8 | signal), value = peak RSS bytes */
     JG_EV_OOM = 4,      /* pid = victim, comm, value = victim's cgroup v2 id (0 if unknown), aux = 1 if in build */
     JG_EV_STALL = 5,    /* pid, aux = enum jg_stall_kind, value = nanoseconds */
-    JG_EV_GATE = 6,     /* pid stopped by the exec gate, comm */
-    JG_EV_BRAKE = 7,    /* pid stopped by the brake, comm, aux = enum jg_stall_kind that triggered it */
+    JG_EV_GATE = 6,     /* pid stopped by the exec gate, comm, aux = its job (the pid of the job's root) */
     NR_JG_EV
 };
 
@@ -49,8 +48,10 @@ enum jg_counter {
     JG_CNT_DROPPED = 0,  /* ring buffer full: records lost */
     JG_CNT_STALL_DIRECT_NS = 1,
     JG_CNT_STALL_MEMCG_NS = 2,
-    JG_CNT_GATE_STOPS = 3,
-    JG_CNT_BRAKE_STOPS = 4,
+    JG_CNT_GATE_STOPS = 3,  /* processes the exec gate stopped */
+    JG_CNT_GATE_GONE = 4,   /* of those, ended before user space let them go */
+    JG_CNT_GATE_ADMITS = 5, /* jobs the kernel admitted by itself */
+    JG_CNT_GATE_ENDS = 6,   /* admitted jobs that ended, whoever admitted them */
     NR_JG_CNT
 };
 
@@ -79,9 +80,20 @@ struct jg_load_settings {
 
 /* The single entry of map jg_config: switches user space turns while the programs run. Swift writes it whole. */
 struct jg_config {
-    __u32 gate_closed;     /* 1: a process that execs in the build stops itself (SIGSTOP) */
-    __u32 brake_armed;     /* 1: a build task that enters reclaim stops itself, unless protected */
     __u64 min_stall_ns;    /* reclaim stalls shorter than this are only summed, not reported one by one */
+    __u32 gate_on;         /* 1: the exec gate admits the build tool's new jobs (see jg_exec) */
+    __u32 gate_supervisor; /* jobgov's tgid: its child in the build is the build tool, whose children are jobs */
+    __u32 gate_tool;       /* the build tool's tgid (0 until known: then whichever child of jobgov's) */
+    __u32 reserved;
+    __s64 gate_credit;     /* the kernel admits a job while JG_CNT_GATE_ADMITS - JG_CNT_GATE_ENDS stays below this */
+    __u64 gate_resumed;    /* processes the gate stopped that user space let go (the rest are still held) */
+};
+
+/* Value of map jg_gated (key: the tgid of a process the exec gate stopped). */
+struct jg_gated {
+    __u64 since;           /* when it stopped (bpf_ktime_get_ns) */
+    __u32 job;             /* its job: the tgid of the build tool's child it descends from (or is) */
+    __u32 reserved;
 };
 
 /* Per process (tgid) in map jg_procs: memory and reclaim stall. Bytes and nanoseconds. */

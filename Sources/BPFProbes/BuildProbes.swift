@@ -22,7 +22,7 @@ public struct ProcessRecord: Sendable, Equatable {
 /// could not be loaded or attached is listed in `unavailable`, one line each; the rest works regardless.
 public final class BuildProbes {
     /// The epoll descriptor of the ring buffer (owned by it), nil without BPF. It becomes readable at once for
-    /// `.gateStopped`, `.brakeStopped` and `.oomVictim`, and when 128 KB of records wait; routine records (fork,
+    /// `.gateStopped` and `.oomVictim`, an admitted job's end while the gate holds processes, and when 128 KB of records wait; routine records (fork,
     /// exec, exit, stall) do not wake it one by one (that cost a context switch per process), so also call `drain`
     /// on every tick.
     public private(set) var pollDescriptor: FileDescriptor?
@@ -43,7 +43,7 @@ public final class BuildProbes {
     /// The build's cgroup directory, open while its descriptor sits in map jg_cgroup.
     private var cgroupDirectory: FileDescriptor?
     private var objectBytes: UnsafeMutableRawBufferPointer?
-    /// The switches of map jg_config (gate, brake, minimum stall), written whole whenever one changes.
+    /// The switches of map jg_config (the gate, the minimum stall), written whole whenever one changes.
     var config = jg_config()
     /// What the programs know from load on (`jg_load` in their read-only data).
     private var loadSettings = jg_load_settings()
@@ -62,10 +62,7 @@ public final class BuildProbes {
 
     /// Whether an observer or actuator works.
     public func isAvailable(_ observer: ProbeObserver) -> Bool {
-        switch observer {
-        case .brake: observer.programs.contains(where: attached.contains)
-        default: observer.programs.allSatisfy(attached.contains)
-        }
+        observer.programs.allSatisfy(attached.contains)
     }
 
     /// Loads and attaches every program for the cgroup v2 directory `cgroupV2Path` (descendants included), e.g.
@@ -314,23 +311,19 @@ public final class BuildProbes {
     /// Records lost because the ring buffer was full.
     public var droppedEvents: UInt64 { counter(UInt32(JG_CNT_DROPPED.rawValue)) }
 
-    private func counter(_ index: UInt32) -> UInt64 {
+    func counter(_ index: UInt32) -> UInt64 {
         maps.counters?.lookup(index) ?? 0
     }
 
     // MARK: closing
 
-    /// Detaches every program and frees every map. Processes the gate or the brake stopped are resumed first:
+    /// Detaches every program and frees every map. Processes the gate stopped are resumed first:
     /// after this nothing would. Idempotent; deinit calls it.
     public func close() {
         if closed { return }
         closed = true
         if object != nil {
-            config.gate_closed = 0
-            config.brake_armed = 0
-            writeConfig()
-            admitAll()
-            resumeAllBraked()
+            stopGate()
         }
         for link in links { bpf_link__destroy(link) }
         links.removeAll()

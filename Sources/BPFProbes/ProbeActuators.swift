@@ -1,68 +1,83 @@
 import CJobgovBPF
+import JobgovCore
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// The in-kernel actuators: switches in map jg_config, and the pids they stopped in maps jg_gated and jg_braked.
+/// The in-kernel actuator, the exec gate: switches in map jg_config, the pids it stopped in map jg_gated, the jobs it
+/// admitted in map jg_admitted.
 extension BuildProbes {
     // MARK: the exec gate
 
-    /// Closed: a process that executes a program inside the build stops itself (SIGSTOP) before its first
-    /// instruction, and is reported as `.gateStopped`.
-    public func closeGate() { config.gate_closed = 1; writeConfig() }
+    /// Turns the gate on for the build tool that `supervisor` (jobgov: the tool's parent) starts. A job is a
+    /// process the tool started; its first program runs only while the kernel's credit (`allowJobs`) allows one
+    /// more job and no process is held, else it stops before its first instruction, is reported as
+    /// `.gateStopped` and waits for `admit`. Later programs of an admitted job pass. Until `setGateTool` names the
+    /// tool, any child of `supervisor` in the build is taken for it.
+    public func startGate(supervisor: Int32, target: Int) {
+        config.gate_supervisor = UInt32(bitPattern: supervisor)
+        config.gate_tool = 0
+        config.gate_on = 1
+        allowJobs(target: target)
+    }
 
-    /// Opened: new programs run. Processes already stopped stay stopped until admitted.
-    public func openGate() { config.gate_closed = 0; writeConfig() }
-
-    public var isGateClosed: Bool { config.gate_closed != 0 }
-
-    /// Processes the gate stopped that were not admitted yet.
-    public var gatedPIDs: [Int32] { (maps.gated?.keys() ?? []).map { Int32(bitPattern: $0) } }
-
-    /// Lets one stopped process go on (SIGCONT). False if the gate did not stop it (or it ended).
-    @discardableResult
-    public func admit(pid: Int32) -> Bool { resume(pid, in: maps.gated) }
-
-    /// Lets every process the gate stopped go on; returns their pids.
-    @discardableResult
-    public func admitAll() -> [Int32] { gatedPIDs.filter { admit(pid: $0) } }
-
-    // MARK: the brake
-
-    /// Armed: a build task that enters reclaim (direct, or at a cgroup limit) stops itself at once (SIGSTOP), unless
-    /// its pid or tgid is in `pids`; reported as `.brakeStopped`.
-    public func armBrake(protecting pids: [Int32]) {
-        setProtected(pids)
-        config.brake_armed = 1
+    /// The build tool's pid, once started: processes jobgov adopts later (orphans) are not taken for tools.
+    public func setGateTool(_ pid: Int32) {
+        config.gate_tool = UInt32(bitPattern: pid)
         writeConfig()
     }
 
-    /// Replaces the protected set (e.g. when the oldest job changes) without arming or disarming.
-    public func setProtected(_ pids: [Int32]) {
-        guard let protected = maps.protected else { return }
-        let wanted = Set(pids.map { UInt32(bitPattern: $0) })
-        for key in protected.keys() where !wanted.contains(key) { protected.delete(key) }
-        for pid in wanted { protected.update(pid, 1) }
+    /// Off: every program runs, and processes held go on.
+    public func stopGate() {
+        config.gate_on = 0
+        writeConfig()
+        admit(gatedProcesses)
     }
 
-    /// Disarmed: nothing new is stopped. Processes already stopped stay stopped until resumed.
-    public func disarmBrake() { config.brake_armed = 0; writeConfig() }
+    public var isGateOn: Bool { config.gate_on != 0 }
 
-    public var isBrakeArmed: Bool { config.brake_armed != 0 }
+    /// Processes the gate holds: pid, job, when stopped.
+    public var gatedProcesses: [GateAdmission.Held] {
+        guard let gated = maps.gated else { return [] }
+        return gated.keys().compactMap { key in
+            gated.lookup(key).map { GateAdmission.Held(pid: Int32(bitPattern: key), job: Int32(bitPattern: $0.job),
+                                                       since: $0.since) }
+        }
+    }
 
-    /// Processes the brake stopped that were not resumed yet.
-    public var brakedPIDs: [Int32] { (maps.braked?.keys() ?? []).map { Int32(bitPattern: $0) } }
+    /// Jobs admitted whose root still runs.
+    public var admittedJobs: Int { maps.admitted?.keys().count ?? 0 }
 
+    /// Lets held processes go on (SIGCONT); their jobs are admitted, so their later programs pass. Returns the pids
+    /// resumed (not those that ended meanwhile).
     @discardableResult
-    public func resumeBraked(pid: Int32) -> Bool { resume(pid, in: maps.braked) }
+    public func admit(_ held: [GateAdmission.Held]) -> [Int32] {
+        guard let gated = maps.gated, !held.isEmpty else { return [] }
+        var resumed: [Int32] = []
+        for h in held {
+            maps.admitted?.update(UInt32(bitPattern: h.job), 1)
+            // Only a pid still in the map: BPF removes it when the process ends, so a reused pid is never signalled.
+            if gated.delete(UInt32(bitPattern: h.pid)) { resumed.append(h.pid) }
+        }
+        // Counted before they go on: the kernel admits nothing by itself while processes are held.
+        config.gate_resumed += UInt64(resumed.count)
+        writeConfig()
+        return resumed.filter { kill($0, SIGCONT) == 0 }
+    }
 
-    @discardableResult
-    public func resumeAllBraked() -> [Int32] { brakedPIDs.filter { resumeBraked(pid: $0) } }
+    /// Sets the kernel's credit so that it admits new jobs by itself while fewer than `target` jobs run (and none
+    /// is held). Reads its counters in the order `GateAdmission.kernelCredit` needs.
+    public func allowJobs(target: Int) {
+        let admits = counter(UInt32(JG_CNT_GATE_ADMITS.rawValue))
+        let running = admittedJobs
+        let ends = counter(UInt32(JG_CNT_GATE_ENDS.rawValue))
+        config.gate_credit = GateAdmission.kernelCredit(target: target, admittedJobs: running, admits: admits, ends: ends)
+        writeConfig()
+    }
 
-    private func resume(_ pid: Int32, in map: OpenMap<UInt32, UInt64>?) -> Bool {
-        // Only a pid still in the map: BPF removes it when the process ends, so a reused pid is never signalled.
-        guard map?.delete(UInt32(bitPattern: pid)) == true else { return false }
-        return kill(pid, SIGCONT) == 0
+    /// Processes the gate stopped in all, and jobs the kernel admitted by itself (for the summary and tests).
+    public var gateCounts: (stopped: UInt64, admittedInKernel: UInt64) {
+        (counter(UInt32(JG_CNT_GATE_STOPS.rawValue)), counter(UInt32(JG_CNT_GATE_ADMITS.rawValue)))
     }
 
     func writeConfig() {

@@ -27,7 +27,6 @@ public enum ProbeObserver: String, Sendable, CaseIterable {
     case blockIO = "block I/O latency"
     case runQueue = "run-queue latency"
     case execGate = "exec gate"
-    case brake = "brake"
 
     /// The BPF programs (function names in bpf/jobgov.bpf.c) each one needs.
     var programs: [String] {
@@ -40,8 +39,7 @@ public enum ProbeObserver: String, Sendable, CaseIterable {
         case .oom: ["jg_oom"]
         case .blockIO: ["jg_rq_issue", "jg_rq_done"]
         case .runQueue: ["jg_wakeup", "jg_wakeup_new", "jg_switch"]
-        case .execGate: ["jg_exec"]
-        case .brake: ["jg_dreclaim_beg", "jg_mreclaim_beg"]
+        case .execGate: ["jg_exec", "jg_exit"]
         }
     }
 

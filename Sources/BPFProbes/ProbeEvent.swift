@@ -23,10 +23,9 @@ public enum ProbeEvent: Sendable, Equatable {
     case oomVictim(pid: Int32, command: String, cgroupID: UInt64, inBuild: Bool)
     /// A build process spent `nanoseconds` in one reclaim pass (passes shorter than `minimumStall` are only summed).
     case stall(pid: Int32, nanoseconds: UInt64, kind: StallKind)
-    /// The exec gate stopped `pid` (SIGSTOP) as it executed `command`; it waits for `admit`.
-    case gateStopped(pid: Int32, command: String)
-    /// The brake stopped `pid` (SIGSTOP) as it entered reclaim; it waits for `resumeBraked`.
-    case brakeStopped(pid: Int32, command: String, kind: StallKind)
+    /// The exec gate stopped `pid` (SIGSTOP) as it executed `command`; it belongs to the job whose root is `job`
+    /// and waits for `admit`.
+    case gateStopped(pid: Int32, command: String, job: Int32)
 
     /// Decodes a ring buffer record; nil for a record of an unknown kind (or an exit whose status is not an end,
     /// which the kernel never sends).
@@ -56,9 +55,7 @@ public enum ProbeEvent: Sendable, Equatable {
         case Int(JG_EV_STALL.rawValue):
             self = .stall(pid: pid, nanoseconds: e.value, kind: StallKind(e.aux))
         case Int(JG_EV_GATE.rawValue):
-            self = .gateStopped(pid: pid, command: comm)
-        case Int(JG_EV_BRAKE.rawValue):
-            self = .brakeStopped(pid: pid, command: comm, kind: StallKind(e.aux))
+            self = .gateStopped(pid: pid, command: comm, job: Int32(bitPattern: e.aux))
         default:
             return nil
         }

@@ -22,7 +22,12 @@ public enum ProbeLayout {
                 ("build_cgroup_id", \.build_cgroup_id), ("build_level", \.build_level), ("page_shift", \.page_shift),
             ])),
             ("jg_config", MemoryLayout<jg_config>.size, offsets(jg_config.self, [
-                ("gate_closed", \.gate_closed), ("brake_armed", \.brake_armed), ("min_stall_ns", \.min_stall_ns),
+                ("min_stall_ns", \.min_stall_ns), ("gate_on", \.gate_on), ("gate_supervisor", \.gate_supervisor),
+                ("gate_tool", \.gate_tool), ("reserved", \.reserved), ("gate_credit", \.gate_credit),
+                ("gate_resumed", \.gate_resumed),
+            ])),
+            ("jg_gated", MemoryLayout<jg_gated>.size, offsets(jg_gated.self, [
+                ("since", \.since), ("job", \.job), ("reserved", \.reserved),
             ])),
             ("jg_proc", MemoryLayout<jg_proc>.size, offsets(jg_proc.self, [
                 ("rss_file", \.rss_file), ("rss_anon", \.rss_anon), ("rss_shmem", \.rss_shmem),

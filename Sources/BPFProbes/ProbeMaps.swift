@@ -17,12 +17,10 @@ enum ProbeMaps {
     /// A cgroup array: the value written is a descriptor of the build's cgroup directory.
     static let cgroup = ProbeMap<UInt32, UInt32>(name: "jg_cgroup")
     static let procs = ProbeMap<UInt32, jg_proc>(name: "jg_procs")
-    /// Processes the exec gate stopped (pid → when).
-    static let gated = ProbeMap<UInt32, UInt64>(name: "jg_gated")
-    /// Processes the brake stopped (pid → when).
-    static let braked = ProbeMap<UInt32, UInt64>(name: "jg_braked")
-    /// pids and tgids the brake leaves alone (the value is unused).
-    static let protected = ProbeMap<UInt32, UInt8>(name: "jg_protected")
+    /// Processes the exec gate stopped (pid → when, which job).
+    static let gated = ProbeMap<UInt32, jg_gated>(name: "jg_gated")
+    /// Jobs the exec gate admitted (their root's pid; the value is unused).
+    static let admitted = ProbeMap<UInt32, UInt8>(name: "jg_admitted")
     /// `enum jg_histogram` × `JG_HIST_SLOTS` counts.
     static let histograms = ProbeMap<UInt32, UInt64>(name: "jg_hist")
     /// Indexed by `enum jg_counter`.
@@ -31,7 +29,7 @@ enum ProbeMaps {
     /// Name, key size and value size of each, for the layout check.
     static var all: [(name: String, keySize: Int, valueSize: Int)] {
         func row<K, V>(_ m: ProbeMap<K, V>) -> (String, Int, Int) { (m.name, m.keySize, m.valueSize) }
-        return [row(config), row(cgroup), row(procs), row(gated), row(braked), row(protected), row(histograms),
+        return [row(config), row(cgroup), row(procs), row(gated), row(admitted), row(histograms),
                 row(counters)]
     }
 }
@@ -86,9 +84,8 @@ struct LoadedMaps {
     var config: OpenMap<UInt32, jg_config>?
     var cgroup: OpenMap<UInt32, UInt32>?
     var procs: OpenMap<UInt32, jg_proc>?
-    var gated: OpenMap<UInt32, UInt64>?
-    var braked: OpenMap<UInt32, UInt64>?
-    var protected: OpenMap<UInt32, UInt8>?
+    var gated: OpenMap<UInt32, jg_gated>?
+    var admitted: OpenMap<UInt32, UInt8>?
     var histograms: OpenMap<UInt32, UInt64>?
     var counters: OpenMap<UInt32, UInt64>?
 
@@ -99,8 +96,7 @@ struct LoadedMaps {
         cgroup = OpenMap(ProbeMaps.cgroup, in: object)
         procs = OpenMap(ProbeMaps.procs, in: object)
         gated = OpenMap(ProbeMaps.gated, in: object)
-        braked = OpenMap(ProbeMaps.braked, in: object)
-        protected = OpenMap(ProbeMaps.protected, in: object)
+        admitted = OpenMap(ProbeMaps.admitted, in: object)
         histograms = OpenMap(ProbeMaps.histograms, in: object)
         counters = OpenMap(ProbeMaps.counters, in: object)
     }

@@ -136,7 +136,7 @@ public struct Scenario: Sendable, CustomStringConvertible {
         var t = 0.0
         let dt = 0.1
         while done.contains(false) && t < 1e5 {
-            var held = progress.keys.reduce(0.0) { $0 + jobs[$1].peakBytes }
+            var held = progress.keys.sorted().reduce(0.0) { $0 + jobs[$1].peakBytes }
             for i in order where !started[i] && progress.count < maxJobs && jobs[i].inputs.allSatisfy({ done[$0] }) {
                 guard held + jobs[i].peakBytes <= limit || progress.isEmpty else { continue }
                 started[i] = true
@@ -153,10 +153,10 @@ public struct Scenario: Sendable, CustomStringConvertible {
     /// build does; a job that reaches its length leaves `progress` and is marked in `done`. Returns each job's
     /// progress after the step (at most its length).
     func step(_ progress: inout [Int: Double], done: inout [Bool], lengths: [Double], dt: Double) -> [(Int, Double)] {
-        let demand = progress.keys.reduce(0.0) { $0 + jobs[$1].cpuShare }
+        let demand = progress.keys.sorted().reduce(0.0) { $0 + jobs[$1].cpuShare }
         let contention = max(1, demand / Double(cpus))
         var stepped: [(Int, Double)] = []
-        for (i, p) in progress {
+        for (i, p) in progress.sorted(by: { $0.key < $1.key }) {
             let job = jobs[i]
             let next = min(lengths[i], p + dt / ((1 - job.cpuShare) + job.cpuShare * contention))
             stepped.append((i, next))

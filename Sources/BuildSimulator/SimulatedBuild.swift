@@ -116,6 +116,9 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
     public private(set) var now = 0.0
     private var state: [State]
     private var runs: [Int32: Run] = [:]
+    /// The runs by pid: every sum and every choice over them goes in this order, so that a seed replays the same
+    /// build in another process (a dictionary's order, and so a sum of doubles over it, changes from one to the next).
+    private var orderedRuns: [Run] { runs.values.sorted { $0.pid < $1.pid } }
     private var startOrder: [Int] = []
     private var nextPID: Int32 = 100
     private var pendingEvents: [BuildEvent] = []
@@ -189,7 +192,7 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
                 target = loop.tick(now: now)
             }
             answerReruns()
-            let live = runs.values.filter { !$0.killed }
+            let live = orderedRuns.filter { !$0.killed }
             allFrozen = !live.isEmpty && live.allSatisfy(\.frozen) ? allFrozen + 1 : 0
             mostAllFrozen = max(mostAllFrozen, allFrozen)
             startJobs(target: target)
@@ -232,7 +235,7 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
 
     /// jobgov-shell asks every 0.2 s after its recipe was killed.
     private func answerReruns() {
-        for run in runs.values where run.killed {
+        for run in orderedRuns where run.killed {
             guard let since = run.askingSince, now - since >= 0.2 - 1e-9 else { continue }
             run.askingSince = now
             let reply = loop.rerunVerdict(shellPID: run.pid, status: .signaled(9), now: now)
@@ -248,14 +251,14 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
 
     /// Each running job's memory and state, for a log line.
     public var memoryLine: String {
-        runs.values.sorted { $0.pid < $1.pid }.map { r in
+        orderedRuns.map { r in
             let flag = r.killed ? "k" : r.frozen ? (r.swapped > 0 ? "p" : "f") : r.blocked ? "b" : ""
             return "\(r.pid):\(Int(r.bytes / 1_048_576))/\(Int(jobs[r.index].peakBytes / 1_048_576))\(flag)"
         }.joined(separator: " ") + " = \(Int(used / 1_048_576))"
     }
 
     /// What the cgroup's limit counts, and what jobgov reads as the build's memory (its compressed device too).
-    private var used: Double { Self.baseBytes + runs.values.reduce(0) { $0 + $1.bytes } }
+    private var used: Double { Self.baseBytes + orderedRuns.reduce(0) { $0 + $1.bytes } }
     private var usedWithDevice: Double { used + compressedBytes }
 
     /// The page-out queue moves memory from the head job to swap for `dt`.
@@ -284,11 +287,11 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
         var progressed = false
         let paging = !pageOutQueue.isEmpty
         pageOut(for: dt)
-        let active = runs.values.filter { !$0.frozen && !$0.killed && !$0.blocked }
+        let active = orderedRuns.filter { !$0.frozen && !$0.killed && !$0.blocked }
         let demand = active.reduce(0.0) { $0 + jobs[$1.index].cpuShare } + (paging ? Self.pageOutCPU : 0)
         let contention = max(1, demand / Double(cpus))
         // Oldest first: a job that cannot grow waits at the limit (the OOM killer held off).
-        for run in runs.values.sorted(by: { $0.pid < $1.pid }) where !run.frozen && !run.killed {
+        for run in orderedRuns where !run.frozen && !run.killed {
             let job = jobs[run.index]
             let length = job.seconds * run.stretch
             let rate = 1 / ((1 - job.cpuShare) + job.cpuShare * contention)
@@ -326,7 +329,7 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
 
     /// The kernel's OOM killer: the largest process goes.
     private func oomKill() {
-        guard let victim = runs.values.filter({ !$0.killed }).max(by: { $0.bytes < $1.bytes }) else { return }
+        guard let victim = orderedRuns.filter({ !$0.killed }).max(by: { $0.bytes < $1.bytes }) else { return }
         kills += 1
         oomKillerEnabled = false
         pendingEvents.append(.oomVictim(pid: victim.pid + Self.childOffset, command: jobs[victim.index].command))
@@ -351,13 +354,13 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
         r.memoryUsageBytes = UInt64(used)
         r.memoryLimitBytes = UInt64(hardLimit)
         r.oomKills = UInt64(kills)
-        r.underOOM = runs.values.contains { $0.blocked && !$0.frozen }
+        r.underOOM = orderedRuns.contains { $0.blocked && !$0.frozen }
         r.systemAvailableBytes = 16 << 30
         r.systemTotalBytes = 24 << 30
-        let active = runs.values.filter { !$0.frozen && !$0.killed }
+        let active = orderedRuns.filter { !$0.frozen && !$0.killed }
         r.cpuBusy = min(1, active.reduce(0.0) { $0 + jobs[$1.index].cpuShare } / Double(cpus))
         var processes = [ProcessObservation(pid: clientPID, parent: 1, name: tool.rawValue)]
-        for run in runs.values {
+        for run in orderedRuns {
             let root = tool == .make ? "jobgov-shell" : "sh"
             processes.append(ProcessObservation(pid: run.pid, parent: clientPID, name: root, startTicks: UInt64(run.pid),
                                                 rssBytes: 1 << 20, arguments: ["sh", "-c", jobs[run.index].command]))
@@ -406,7 +409,7 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
     public func jobEnded(_ id: JobID) {}
 
     public func setBuildFrozen(_ frozen: Bool) -> Result<String, ActuatorProblem> {
-        for run in runs.values { run.frozen = frozen }
+        for run in orderedRuns { run.frozen = frozen }
         return .success("")
     }
 
@@ -440,7 +443,7 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
     }
 
     public func finish() {
-        for run in runs.values { run.frozen = false }
+        for run in orderedRuns { run.frozen = false }
     }
 }
 

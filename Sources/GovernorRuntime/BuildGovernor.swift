@@ -117,7 +117,7 @@ public final class BuildGovernor {
         let now = Set(table.jobs.keys)
         let gone = knownIDs.subtracting(now)
         knownIDs = now
-        return Array(gone)
+        return gone.sorted { $0.pid < $1.pid }
     }
 
     private func governorInput(reading: BuildReading, now t: Double) -> GovernorInput {

@@ -5,6 +5,7 @@ import GovernorRuntime
 import JobgovCore
 import Jobserver
 import LinuxSystem
+import SystemPackage
 
 /// Runs one build as its jobserver: owns the token pool and the control socket, starts the build, forwards
 /// signals, re-creates tokens lost with dead clients, and cleans everything up however the build ends.
@@ -49,6 +50,8 @@ final class BuildSupervisor {
         var swap = true
         /// Raise the CPU's performance (cpufreq) while the build is CPU-bound.
         var boost = true
+        /// Hold the jobs of a tool that takes no jobserver tokens at their start (the eBPF exec gate).
+        var gate = true
     }
 
     enum CgroupChoice: Equatable {
@@ -92,9 +95,9 @@ final class BuildSupervisor {
     var governing: BuildGovernor?
     var kernel: KernelBuild?
     var historyPath: String?
-    var traceFD: Int32 = -1
+    var traceFile: FileDescriptor?
     /// `--trace-events`: opened at the start (so that a path that cannot be written fails at once), written at the end.
-    var traceEventsFD: Int32 = -1
+    var traceEventsFile: FileDescriptor?
     /// The zram device made for the build's frozen jobs, and the sysctl tuned while it exists.
     var compressedSwap: CompressedSwap?
     var swappiness: SwappinessTuning?
@@ -102,6 +105,12 @@ final class BuildSupervisor {
     /// The CPU boost while the build is CPU-bound, and what the start line says of it.
     var boost: BuildBoost?
     var boostNote = ""
+
+    /// A file created or emptied for writing (mode 0644), nil when it cannot be.
+    static func createForWriting(_ path: String) -> FileDescriptor? {
+        try? FileDescriptor.open(path, .writeOnly, options: [.create, .truncate, .closeOnExec],
+                                 permissions: [.ownerReadWrite, .groupRead, .otherRead])
+    }
 
     /// This executable, for starting the watchdog.
     static func ownExecutable() -> String {
@@ -148,7 +157,9 @@ final class BuildSupervisor {
         // The timeline is written however run() ends: normally below, with the build's exit status; here if it throws.
         defer { writeTraceEvents(exit: nil) }
 
+        let gate = startGate()
         let child = try startBuild(directory: directory, pool: pool, control: control, auth: auth)
+        kernel?.gateToolStarted(child)
         // The signal channel goes (and with it the blocked signals' mask) before the clean-up above, as it did when
         // it was a local of this function.
         defer { signals = nil }
@@ -160,6 +171,7 @@ final class BuildSupervisor {
             note(privilegeTier(cgroup: cgroup, governed: governing != nil))
             if !swapNote.isEmpty { note(swapNote) }
             if !boostNote.isEmpty { note(boostNote) }
+            if let gate { note(gate) }
         }
 
         let exit = try runLoop(child: child, pool: pool, control: control, auth: auth)
@@ -232,12 +244,14 @@ final class BuildSupervisor {
         guard let choices = options.governor, let budget else { return }
         // The files first: a path that cannot be written stops jobgov before a swap device is made for nothing.
         if let path = choices.traceFile {
-            traceFD = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            if traceFD < 0 { throw SystemError("cannot write the trace file \(path)") }
+            guard let fd = Self.createForWriting(path) else { throw SystemError("cannot write the trace file \(path)") }
+            traceFile = fd
         }
         if let path = choices.traceEventsFile {
-            traceEventsFD = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            if traceEventsFD < 0 { throw SystemError("cannot write the trace-events file \(path)") }
+            guard let fd = Self.createForWriting(path) else {
+                throw SystemError("cannot write the trace-events file \(path)")
+            }
+            traceEventsFile = fd
         }
         var settings = GovernorSettings(maxJobs: options.plan.ceiling, budget: budget.bytes, cpus: onlineCPUs())
         settings.memoryThreshold = choices.memoryThreshold.share
@@ -265,11 +279,10 @@ final class BuildSupervisor {
         let kernel = KernelBuild(cgroup: cgroup, cpus: onlineCPUs(), swap: compressedSwap) { if !quiet { note($0) } }
         let governor = BuildGovernor(options: .init(settings: settings, history: history), sensor: kernel,
                                     actuator: kernel) { if !quiet { note($0) } }
-        if traceFD >= 0 {
-            let fd = traceFD
-            governor.trace = { writeAll(fd, $0) }
+        if let fd = traceFile {
+            governor.trace = { writeAll(fd.rawValue, $0) }
         }
-        if traceEventsFD >= 0 {
+        if traceEventsFile != nil {
             governor.timeline = BuildTimeline(
                 title: "jobgov -j\(options.plan.ceiling) " + options.plan.argv.joined(separator: " "), pid: getpid())
         }

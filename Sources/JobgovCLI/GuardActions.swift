@@ -92,7 +92,7 @@ final class GuardReclaimProbes {
         do {
             let probes = try BuildProbes.open(
                 cgroupV2Path: joinPath(mount, within ?? "/"),
-                leaveOut: [.memory, .oom, .blockIO, .runQueue, .execGate, .brake])
+                leaveOut: [.memory, .oom, .blockIO, .runQueue, .execGate])
             guard probes.isAvailable(.reclaim) else {
                 let reason = probes.unavailable.first { $0.observer == ProbeObserver.reclaim.rawValue }?.reason ?? "unknown"
                 say("no eBPF reclaim observer (\(reason)); using cgroup PSI")

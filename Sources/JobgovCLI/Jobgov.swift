@@ -14,7 +14,7 @@ public struct Jobgov: ParsableCommand {
         jobgov [-j <N>] [--memory-budget <size>] [--cpu-max <cpus>] [--cgroup <path> | --no-cgroup]
                  [--fixed-jobs] [--memory-threshold <%>] [--freeze-threshold <%>] [--cpu-threshold <%>]
                  [--io-latency <ms>] [--trace <file>] [--trace-events <file>] [--summary-json <file>] [--no-history]
-                 [--no-rerun] [--no-swap] [--no-boost] [--config <file>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
+                 [--no-rerun] [--no-swap] [--no-boost] [--no-gate] [--config <file>] [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
           jobgov ctl jobs <N> | status [--json] | freeze | thaw | kill   [--pid <pid>]
           jobgov monitor [--cgroup <path> | --pid <pid>] [--interval <s>] [--count <n>] [--json]
           jobgov fan --fan <hwmon fan> --sensor <hwmon sensor> [--curve <points>] [--max-temp <°C>] [--interval <s>]
@@ -145,6 +145,9 @@ struct Run: ParsableCommand {
 
     @Flag(help: ArgumentHelp(RunSettings.noBoost.help))
     var noBoost = false
+
+    @Flag(help: ArgumentHelp(RunSettings.noGate.help))
+    var noGate = false
 
     @Option(help: ArgumentHelp("""
         Read defaults from this file instead of $XDG_CONFIG_HOME/jobgov/config (~/.config/jobgov/config): \
@@ -309,6 +312,7 @@ struct Run: ParsableCommand {
         c.rerun = try !switched(noRerun, RunSettings.noRerun)
         c.swap = try !switched(noSwap, RunSettings.noSwap)
         c.boost = try !switched(noBoost, RunSettings.noBoost)
+        c.gate = try !switched(noGate, RunSettings.noGate)
         return c
     }
 

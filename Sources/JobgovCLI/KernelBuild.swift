@@ -29,8 +29,11 @@ final class KernelBuild: BuildSensing, BuildActuating {
     private var lastRates: (cpuBusy: Double?, ioLatency: Double?) = (nil, nil)
     static let shortestRateInterval = 0.05
     private var leaves: [JobID: JobCgroup] = [:]
-    /// The eBPF observers, once attached (a second into the build: loading them takes about 0.1 s).
+    /// The eBPF observers, once attached (a second into the build: loading them takes about 0.1 s; before the
+    /// build starts where the exec gate is wanted).
     private(set) var probes: BuildProbes?
+    /// Events drained between two ticks (when the ring buffer woke the loop), for the next tick.
+    private var pendingEvents: [ProbeEvent] = []
     private var probesAttempted = false
     /// Page-outs run one after another, off the supervisor's loop.
     private let pageOutQueue = DispatchQueue(label: "jobgov.page-out")
@@ -76,6 +79,10 @@ final class KernelBuild: BuildSensing, BuildActuating {
         let t1 = monotonicSeconds()
         var r = BuildReading()
         r.processes = tree.observe(below: getpid())
+        // A process the exec gate holds has not started its job yet (as a job waiting for a token has not).
+        if let probes, probes.isGateOn, case let held = Set(probes.gatedProcesses.map(\.pid)), !held.isEmpty {
+            r.processes.removeAll { held.contains($0.pid) }
+        }
         // A paged-out process's memory in swap is still its job's (read for those processes only: one more file).
         if !pagedPIDs.isEmpty {
             let alive = Set(r.processes.map(\.pid))
@@ -119,11 +126,18 @@ final class KernelBuild: BuildSensing, BuildActuating {
         return r
     }
 
+    /// Takes the events waiting in the ring buffer now (its descriptor is readable), for the next `events()`.
+    func collectEvents() {
+        probes?.poll(milliseconds: 0) { pendingEvents.append($0) }
+    }
+
     func events() -> [BuildEvent] {
-        guard let probes else { return [] }
+        probes?.drain { pendingEvents.append($0) }
         var out: [BuildEvent] = []
         var ended: [Int32] = []
-        probes.drain { event in
+        let batch = pendingEvents
+        pendingEvents = []
+        for event in batch {
             switch event {
             case .fork(let parent, let child):
                 parents[child] = parent
@@ -152,15 +166,18 @@ final class KernelBuild: BuildSensing, BuildActuating {
 
     /// Loads the observers jobgov uses (process exits with their exact peaks, reclaim stalls, OOM victims) and
     /// says once which are on and which are off and why. The high-frequency ones (per-page RSS, the scheduler,
-    /// block I/O) are for `jobgov monitor`, not paid for during a build.
-    func attachProbes(unifiedDir: String) {
+    /// block I/O) are for `jobgov monitor`, not paid for during a build. With `gateTarget`, the exec gate too, on
+    /// from then on with that many jobs allowed (for a build tool that takes no jobserver tokens).
+    func attachProbes(unifiedDir: String, gateTarget: Int? = nil) {
         guard !probesAttempted else { return }
         probesAttempted = true
         do {
-            let p = try BuildProbes.open(cgroupV2Path: unifiedDir,
-                                         leaveOut: readsCPUSignals ? [.memory, .blockIO, .execGate, .brake]
-                                             : [.memory, .blockIO, .runQueue, .execGate, .brake])
+            var leaveOut: Set<ProbeObserver> = [.memory, .blockIO, .runQueue, .execGate]
+            if readsCPUSignals { leaveOut.remove(.runQueue) }
+            if gateTarget != nil { leaveOut.remove(.execGate) }
+            let p = try BuildProbes.open(cgroupV2Path: unifiedDir, leaveOut: leaveOut)
             let wanted: [ProbeObserver] = [.processes, .reclaim, .oom] + (readsCPUSignals ? [.runQueue] : [])
+                + (gateTarget != nil ? [.execGate] : [])
             let on = wanted.filter { p.isAvailable($0) }
             if on.isEmpty {
                 let why = p.unavailable.first?.reason ?? "not available"
@@ -169,6 +186,7 @@ final class KernelBuild: BuildSensing, BuildActuating {
                 return
             }
             probes = p
+            if let gateTarget, p.isAvailable(.execGate) { p.startGate(supervisor: getpid(), target: gateTarget) }
             var line = "eBPF observers on: " + on.map(\.rawValue).joined(separator: ", ")
             let off = p.unavailable.filter { u in wanted.contains { $0.rawValue == u.observer } }
             if !off.isEmpty { line += "; off: " + off.map { "\($0.observer) (\($0.reason))" }.joined(separator: ", ") }
@@ -177,6 +195,44 @@ final class KernelBuild: BuildSensing, BuildActuating {
             say("eBPF observers off (\(error)); running on PSI, cgroup counters and /proc")
         }
     }
+
+    /// The build tool started as `pid`: from now on only its children are jobs to the gate.
+    func gateToolStarted(_ pid: Int32) {
+        if gateIsOn { probes?.setGateTool(pid) }
+    }
+
+    /// Whether the exec gate holds the build tool's new jobs to the target.
+    var gateIsOn: Bool { probes?.isGateOn == true }
+
+    /// The exec gate's turn (each tick, and when a held process or an admitted job's end woke the loop): held
+    /// processes go on, oldest job first, while `target` leaves room; what room is left is the kernel's to give.
+    func admitHeld(target: Int) {
+        guard let probes, probes.isGateOn else { return }
+        let held = probes.gatedProcesses
+        parked.formIntersection(held.map(\.pid))
+        let release = GateAdmission.release(target: target, admittedJobs: probes.admittedJobs, held: held)
+        // Admitted first, moved out of the frozen leaf after: a parked process runs the moment it leaves, and the
+        // programs it starts must find its job admitted, or the gate would hold them as a job of their own.
+        probes.admit(release)
+        for h in release where parked.remove(h.pid) != nil { try? cgroup?.freezingBuildLeaf.adopt(h.pid) }
+        probes.allowJobs(target: target)
+        park(held.filter { h in !release.contains(h) && !parked.contains(h.pid) })
+    }
+
+    /// Held processes wait frozen in a leaf of their own (`job-gate`), no longer stopped: if jobgov died while
+    /// processes of the build were stopped, the kernel would hang the build up (SIGHUP to a process group that
+    /// lost its parent and has stopped members); frozen ones the watchdog thaws like any frozen job.
+    private func park(_ held: [GateAdmission.Held]) {
+        guard !held.isEmpty, let cgroup else { return }
+        if parking == nil, let leaf = try? cgroup.makeFreezeLeaf("gate"), (try? leaf.freeze()) != nil { parking = leaf }
+        guard let parking else { return }
+        for h in held where (try? parking.adopt(h.pid)) != nil {
+            parked.insert(h.pid)
+            kill(h.pid, SIGCONT) // it freezes before it runs an instruction: the leaf is frozen
+        }
+    }
+    private var parking: JobCgroup?
+    private var parked: Set<Int32> = []
 
     /// The 90th percentile of the build's run-queue waits since the last call, in seconds (nil without the observer).
     private func runQueueP90() -> Double? {
@@ -197,9 +253,14 @@ final class KernelBuild: BuildSensing, BuildActuating {
         }
     }
 
-    /// Time the build's tasks spent in reclaim, from the observers; closes them.
+    /// Time the build's tasks spent in reclaim, from the observers; closes them (processes the gate holds go on).
     func closeProbes() -> Double? {
         guard let probes else { return nil }
+        if probes.isGateOn {
+            let counts = probes.gateCounts
+            say("exec gate: \(counts.admittedInKernel) jobs started at once, \(counts.stopped) held at their start "
+                + "until the target allowed them")
+        }
         let stall = probes.totalStall
         probes.close()
         self.probes = nil
@@ -305,6 +366,12 @@ final class KernelBuild: BuildSensing, BuildActuating {
         pageOutStops.stop(Array(pagedPIDs))
         pageOutQueue.sync {}
         for (_, leaf) in leaves { try? leaf.thaw() }
+        if let parking {
+            // Held processes left at the end (jobgov stopping early) go on; the gate lets them go as it closes.
+            for pid in parked { try? cgroup?.freezingBuildLeaf.adopt(pid) }
+            try? parking.thaw()
+            parking.remove()
+        }
         if let cgroup, cgroup.isFrozen { try? cgroup.thaw() }
         tuning?.restore()
     }

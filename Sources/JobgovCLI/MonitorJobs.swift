@@ -28,7 +28,7 @@ final class MonitorJobs {
     /// nil, with the reason, when the observers cannot run here.
     static func open(v2Dir: String, otherDirs: [String], buildPID: Int32?) -> (MonitorJobs?, String?) {
         do {
-            let p = try BuildProbes.open(cgroupV2Path: v2Dir, leaveOut: [.execGate, .brake])
+            let p = try BuildProbes.open(cgroupV2Path: v2Dir, leaveOut: [.execGate])
             guard p.isAvailable(.memory) || p.isAvailable(.processes) else {
                 let why = p.unavailable.first?.reason ?? "not available"
                 p.close()

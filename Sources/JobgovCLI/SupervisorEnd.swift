@@ -26,24 +26,43 @@ extension BuildSupervisor {
                 rename(tmp, path)
             }
         }
-        if traceFD >= 0 { close(traceFD) }
-        traceFD = -1
+        try? traceFile?.close()
+        traceFile = nil
         tearDownSwap()
         boost?.finish()
     }
 
+    /// For a build tool that takes no jobserver tokens (`xargs -P`, a script forking workers), the exec gate holds
+    /// its new jobs to the governor's target; attached before the build starts, so that its first burst is held
+    /// too. Returns what the start line says of it (nil: not such a tool).
+    func startGate() -> String? {
+        guard let kernel, let governing, GateAdmission.wanted(argv: options.plan.argv) else { return nil }
+        let tool = options.plan.argv.first.map { $0.split(separator: "/").last.map(String.init) ?? $0 } ?? "the build"
+        if options.governor?.gate == false {
+            return "\(tool) takes no jobserver tokens; exec gate off (--no-gate): its jobs are held back only by freezing"
+        }
+        // Without a cgroup v2 directory there is neither gate nor freezing; the tier line says so.
+        guard let dir = cgroup?.directories.unified else { return nil }
+        kernel.attachProbes(unifiedDir: dir, gateTarget: governing.initialTarget)
+        guard kernel.gateIsOn else {
+            return "\(tool) takes no jobserver tokens and the exec gate is off (see the eBPF line): "
+                + "its jobs are held back only by freezing"
+        }
+        return "\(tool) takes no jobserver tokens: the exec gate starts its jobs as the governor's target allows"
+    }
+
     /// Writes the build's timeline once, at its end (`--trace-events`), and closes the file.
     func writeTraceEvents(exit: ExitStatus?) {
-        guard traceEventsFD >= 0, let timeline = governing?.timeline else { return }
+        guard let fd = traceEventsFile, let timeline = governing?.timeline else { return }
         var other = [("command", options.plan.argv.joined(separator: " "))]
         switch exit {
         case .exited(let code)?: other.append(("exit_status", "\(code)"))
         case .signaled(let sig)?: other.append(("exit_status", "\(128 + sig)"))
         case nil: other.append(("exit_status", "unknown: jobgov stopped before the build ended"))
         }
-        writeAll(traceEventsFD, timeline.traceEventsJSON(end: monotonicSeconds() - startTime, otherData: other))
-        close(traceEventsFD)
-        traceEventsFD = -1
+        writeAll(fd.rawValue, timeline.traceEventsJSON(end: monotonicSeconds() - startTime, otherData: other))
+        try? fd.close()
+        traceEventsFile = nil
     }
 
     /// Decides where frozen jobs' memory can go, and says so once: existing swap (or zswap) is used as it is; as root

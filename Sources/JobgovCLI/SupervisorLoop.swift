@@ -97,6 +97,14 @@ extension BuildSupervisor {
                     ledger.setJobs(target)
                     refill(pool)
                 }
+                kernel?.admitHeld(target: target)
+            }
+            // The exec gate: a held process, or the end of a job while processes are held, wakes the loop at once.
+            loop.watch("exec gate", events: Int16(POLLIN), descriptors: { [unowned self] in
+                kernel.flatMap { $0.gateIsOn ? $0.probes?.pollDescriptor.map { [$0.rawValue] } : nil } ?? []
+            }) { [unowned self] _, _ in
+                kernel?.collectEvents()
+                kernel?.admitHeld(target: governing.lastDecision?.targetJobs ?? governing.initialTarget)
             }
         }
         loop.every("lost-token check", interval: { [unowned self] in options.lostTokenCheckSeconds }) { [unowned self] _ in

@@ -249,8 +249,10 @@ public struct Governor: Sendable {
                     reasons.append(toFreeze.count == 1 ? "freeze newest" : "freeze \(toFreeze.count) newest")
                 }
             }
-        } else if !frozen.isEmpty, input.now - lastThaw >= s.thawIntervalSeconds,
+        } else if !frozen.isEmpty, !input.atHardLimit, input.now - lastThaw >= s.thawIntervalSeconds,
                   input.now - lastFreeze >= s.thawIntervalSeconds {
+            // Never at the hard limit: a job there waits for memory the plan did not see it needing (it cannot
+            // grow, so it does not look like growing), and a thaw would only add to the demand.
             // Thawed, oldest first, as many as the plan fits under the budget. A frozen job already at its peak
             // needs nothing more: thawing it lets it finish and free its memory, the only way memory comes back
             // without swap. Thawing one at a time serialised a whole phase of heavy jobs (measured). A paged-out
@@ -280,9 +282,16 @@ public struct Governor: Sendable {
             if !decision.thaw.isEmpty {
                 lastThaw = input.now
                 reasons.append(decision.thaw.count == 1 ? "thaw" : "thaw \(decision.thaw.count)")
+            } else if s.canPageOut {
+                decision.pageOut = Self.pageOutToThaw(frozen: frozen, plan: plan, ahead: nearFuture, budget: budget,
+                                                      now: input.now, horizon: thawHorizon, slack: slack,
+                                                      within: s.freezeHorizonSeconds)
+                if !decision.pageOut.isEmpty { reasons.append("page out \(decision.pageOut.count) to thaw oldest") }
             }
         }
         resolveHeldMemory(input, jobs: jobs, decision: &decision, reasons: &reasons)
+        var asked = Set<JobID>()
+        decision.pageOut = decision.pageOut.filter { asked.insert($0).inserted }
         if !frozen.isEmpty || !decision.freeze.isEmpty { decision.rung = .freezeJobs }
         else if decision.throttle { decision.rung = .throttle }
         decision.targetJobs = target
@@ -366,6 +375,33 @@ public struct Governor: Sendable {
             reasons.append("end \(decision.evict.count) newest to run again")
         }
         if !decision.pageOut.isEmpty { reasons.append("page out \(decision.pageOut.count)") }
+    }
+
+    /// With swap, frozen jobs that stay resident can leave one job running while the others wait for memory that
+    /// only the waiting jobs hold (a wave of jobs admitted on a history that was wrong, then frozen). When the oldest
+    /// frozen job cannot be thawed beside them, the newest frozen ones are paged out, newest first, until it could:
+    /// the build keeps its parallelism at the cost of a page-out (about 3 ms of CPU per MiB) instead of running
+    /// one job at a time. Jobs already paged out, or on their way, are left alone.
+    static func pageOutToThaw(frozen: [GovernorInput.RunningJob], plan: MemoryPlan, ahead: Double, budget: Double,
+                              now: Double, horizon: Double, slack: Double, within: Double) -> [JobID] {
+        guard let oldest = frozen.first, frozen.count >= 2 else { return [] }
+        let item = oldest.planItem(now: now, horizon: horizon, slack: slack)
+        var grows = oldest.growth(within: within, horizon: horizon)
+        grows = min(grows, max(0, Double(oldest.expectedPeak(horizon: horizon)) - Double(oldest.holdingBytes)))
+        grows += Double(oldest.holdingBytes - oldest.rssBytes)
+        var released = 0.0
+        var out: [JobID] = []
+        for job in frozen.dropFirst().reversed() {
+            if plan.adding(item, fromBase: Double(oldest.rssBytes) + released).peakBytes <= budget
+                && ahead - released + grows <= budget { return out }
+            guard job.pagedOutBytes == 0, !job.pageOutUnderWay, job.rssBytes > 1 << 20 else { continue }
+            out.append(job.id)
+            released += Double(job.rssBytes)
+        }
+        // Not enough even with all of them out: paging out would cost CPU and buy no thaw.
+        let fits = plan.adding(item, fromBase: Double(oldest.rssBytes) + released).peakBytes <= budget
+            && ahead - released + grows <= budget
+        return fits ? out : []
     }
 
     /// Memory in use once every running job reaches its predicted peak.

@@ -229,7 +229,11 @@ public struct JobTable: Sendable {
             }
         }
         var finished: [FinishedJob] = []
-        for (id, job) in jobs where !seen.contains(id) {
+        // In the order they started (pid for a tie), not the dictionary's, which changes from one process to the next.
+        let gone = jobs.filter { !seen.contains($0.key) }.sorted {
+            ($0.value.startedAt, $0.key.pid) < ($1.value.startedAt, $1.key.pid)
+        }
+        for (id, job) in gone {
             jobs[id] = nil
             let frozen = job.frozenTime(at: now)
             let ran = job.activeSeconds(at: now)
@@ -246,7 +250,7 @@ public struct JobTable: Sendable {
             let alive = Set(processes.map { JobID(pid: $0.pid, startTicks: $0.startTicks) })
             compilerCompiles = compilerCompiles.filter { alive.contains($0.key) }
         }
-        return finished.sorted { $0.startedAt < $1.startedAt }
+        return finished
     }
 
     /// A process's exact high-water mark at its exit (from BPF): raises the peak of the job it belonged to, even

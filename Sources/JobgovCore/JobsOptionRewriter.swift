@@ -30,7 +30,8 @@ public struct JobsOptionRewriter: Sendable {
         case .cmakeBuild:
             rest = try stripCMake(rest, jobs: &jobs)
         case .other:
-            break
+            // xargs takes no tokens: its -P is read as the ceiling and left for it (the exec gate holds its jobs).
+            if program.split(separator: "/").last == "xargs" { try readXargs(rest, jobs: &jobs) }
         }
         return Result(argv: [program] + rest, jobs: jobs)
     }
@@ -254,5 +255,53 @@ public struct JobsOptionRewriter: Sendable {
             }
         }
         return out
+    }
+
+    // MARK: xargs
+
+    /// Short options of GNU xargs that take a value, attached or as the next word; those whose value is optional
+    /// and only attached (`-e`, `-i`, `-l`); long options that take the next word when written without `=`.
+    private static let xargsShortWithValue: Set<Character> = ["a", "d", "E", "I", "L", "n", "P", "s"]
+    private static let xargsShortOptionalValue: Set<Character> = ["e", "i", "l"]
+    private static let xargsLongWithValue: Set<String> = [
+        "--arg-file", "--delimiter", "--max-args", "--max-chars", "--max-procs", "--process-slot-var",
+    ]
+
+    /// `-P N` / `--max-procs=N` among xargs's options (before its command); `-P 0` is "as many as possible".
+    private func readXargs(_ args: [String], jobs: inout JobsRequest) throws(CommandLineError) {
+        func procs(_ value: String, option: String) throws(CommandLineError) {
+            jobs = Int(value) == 0 ? .unlimited : .count(try JobsRequest.parseCount(value, option: option))
+        }
+        var i = 0
+        while i < args.count {
+            let arg = args[i]
+            i += 1
+            guard arg.hasPrefix("-"), arg != "-" else { return } // the command starts here
+            if arg == "--" { return }
+            if arg.hasPrefix("--") {
+                let parts = arg.split(separator: "=", maxSplits: 1).map(String.init)
+                var value = parts.count == 2 ? parts[1] : nil
+                if value == nil, Self.xargsLongWithValue.contains(parts[0]), i < args.count {
+                    value = args[i]
+                    i += 1
+                }
+                if parts[0] == "--max-procs", let value { try procs(value, option: "--max-procs") }
+                continue
+            }
+            let chars = Array(arg.dropFirst())
+            for (k, c) in chars.enumerated() {
+                if Self.xargsShortOptionalValue.contains(c) { break }
+                guard Self.xargsShortWithValue.contains(c) else { continue }
+                var value: String?
+                if k + 1 < chars.count {
+                    value = String(chars[(k + 1)...])
+                } else if i < args.count {
+                    value = args[i]
+                    i += 1
+                }
+                if c == "P", let value { try procs(value, option: "-P") }
+                break
+            }
+        }
     }
 }

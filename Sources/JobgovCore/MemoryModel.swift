@@ -32,7 +32,7 @@ public struct MemoryModel: Sendable {
     /// The order commands started in, in the earlier build and in this one: builds start their jobs in much the
     /// same order each time, so the history tells which jobs come next.
     public private(set) var historyOrder: [String]
-    private let historyIndex: [String: Int]
+    private var historyIndex: [String: Int]
     public private(set) var startOrder: [String] = []
     private var finishedPeaks: [UInt64] = []
     private var finishedSeconds: [Double] = []
@@ -69,8 +69,15 @@ public struct MemoryModel: Sendable {
         guard started.insert(command).inserted else { return }
         startOrder.append(command)
         if let i = historyIndex[command] { position = max(position, i) }
-        if history[command] != nil { refreshEstimates() }
+        let wasInStep = inStep
+        inStep = history.isEmpty || history[command] != nil
+        if history[command] != nil || wasInStep != inStep { refreshEstimates() }
     }
+
+    /// Whether the job started last was one the history knew. After one it did not know (a file added since, or a
+    /// history of another tree), the history's next jobs are not taken as the next ones: files added together
+    /// tend to build together, and the history's next jobs may be gone from this tree altogether.
+    public private(set) var inStep = true
 
     /// The peaks of the next jobs to start, in the order the earlier build started them: the history's jobs not
     /// started yet, from a little before the furthest point this build has reached (parallel jobs start in a
@@ -80,7 +87,7 @@ public struct MemoryModel: Sendable {
 
     /// The next jobs to start, as `upcomingPeaks` finds them, with how long each ran and how its memory grew.
     public func upcomingJobs(count: Int) -> [UpcomingJob] {
-        guard !historyOrder.isEmpty else { return [] }
+        guard !historyOrder.isEmpty, inStep else { return [] }
         var out: [UpcomingJob] = []
         // Every tick calls this: stop as soon as enough are found, not at the end of a long history.
         for command in historyOrder[max(0, position - Self.reorderWindow)...] {
@@ -103,7 +110,10 @@ public struct MemoryModel: Sendable {
         typicalRun = measuredTypicalRun()
         if let h = history[job.command], h > 0 {
             if !confirmedRunning.contains(job.command) { historyConfirmations += 1 }
-            historyRatios[job.command] = max(historyRatios[job.command] ?? 0, Double(job.peakBytes) / Double(h))
+            let ratio = Double(job.peakBytes) / Double(h)
+            historyRatios[job.command] = max(historyRatios[job.command] ?? 0, ratio)
+            finishedRatios.append(ratio)
+            if Self.unrelated(finishedRatios) { disownHistory() }
         }
         measured[job.command] = max(measured[job.command] ?? 0, job.peakBytes)
         let seconds = max(0, job.seconds - job.frozenSeconds)
@@ -158,7 +168,40 @@ public struct MemoryModel: Sendable {
         let largest = r.last ?? 1
         guard historyConfirmations >= Self.confirmationsNeeded else { return min(4, max(1, historyDoubt, largest)) }
         let q = r.count < 4 ? largest : r[(r.count * 3) / 4]
-        return min(4, max(1, q))
+        // Downwards only on the word of several finished jobs (a running one may not have peaked yet), and not
+        // while any job outgrew the history.
+        let floor = finishedRatios.count >= Self.ratiosToJudge && largest <= 1 ? 1.0 / 16 : 1
+        return min(4, max(floor, q))
+    }
+
+    /// Measured peak over the history's, for each finished job the history knew.
+    private var finishedRatios: [Double] = []
+    static let ratiosToJudge = 4
+
+    /// Whether the history's peaks are of another build altogether (another tree or configuration under the same
+    /// directory and command): among the finished jobs it knew, the third quartile of measured over recorded is
+    /// more than twice the first. A history that is off by one factor (a change that doubled every job) keeps its
+    /// order and shapes and is scaled; one that is off by unrelated factors predicts worse than no history.
+    static func unrelated(_ ratios: [Double]) -> Bool {
+        guard ratios.count >= ratiosToJudge else { return false }
+        let r = ratios.sorted()
+        return r[(r.count * 3) / 4] > 2 * r[r.count / 4]
+    }
+
+    /// True once the history was found to be of another build and dropped: the rest of the build runs as a first
+    /// build does, on what it measures itself.
+    public private(set) var historyDisowned = false
+
+    private mutating func disownHistory() {
+        historyDisowned = true
+        history = [:]
+        historySeconds = [:]
+        historyShapes = [:]
+        historyOrder = []
+        historyIndex = [:]
+        historyRatios = [:]
+        finishedRatios = []
+        position = -1
     }
 
     func corrected(_ bytes: UInt64) -> UInt64 { UInt64(Double(bytes) * historyCorrection) }
@@ -232,7 +275,8 @@ public struct MemoryModel: Sendable {
             }
         }
         let typical: UInt64
-        if !pending.isEmpty { typical = corrected(Self.mean(pending)) }
+        if !inStep && finishedPeaks.count >= 5 { typical = Self.mean(finishedPeaks) }
+        else if !pending.isEmpty { typical = corrected(Self.mean(pending)) }
         else if finishedPeaks.count >= 5 { typical = Self.mean(finishedPeaks) }
         else { typical = next }
         estimates = (next, typical)

@@ -135,6 +135,12 @@ public enum RunSettings {
         Never raise the CPU's performance. As root with cpufreq, jobgov otherwise sets the performance governor (or \
         energy preference) and turbo while the build is CPU-bound, and gives every value back after.
         """)
+    public static let noGate = RunSetting("no-gate", default: false, .switchedOn, help: """
+        Do not hold the jobs of a command that takes no jobserver tokens (xargs -P, parallel, a script that starts \
+        workers with &) at their start until the governor's target allows them (the eBPF exec gate, as root); they \
+        are then held back only by freezing. For a script whose background processes never end (a server beside \
+        the build), each of which would otherwise keep a job's place.
+        """)
     public static let traceEvents = RunSetting("trace-events", default: "", .file, help: """
         Write the build's timeline to this file when it ends, as Chrome trace-event JSON (open it in ui.perfetto.dev \
         or chrome://tracing): every job on a track per slot, its freezes, memory against the budget, the target.
@@ -143,7 +149,7 @@ public enum RunSettings {
     /// Every setting, in the order `--help` lists them.
     public static let all: [RunSettingEntry] = [
         memoryThreshold.entry, freezeThreshold.entry, cpuThreshold.entry, ioLatency.entry, fixedJobs.entry,
-        traceEvents.entry, noHistory.entry, noRerun.entry, noSwap.entry, noBoost.entry,
+        traceEvents.entry, noHistory.entry, noRerun.entry, noSwap.entry, noBoost.entry, noGate.entry,
     ]
 }
 

@@ -59,7 +59,6 @@ func run() -> Int32 {
         case .oomVictim: "oomVictim"
         case .stall: "stall"
         case .gateStopped: "gateStopped"
-        case .brakeStopped: "brakeStopped"
         }
         counts[kind, default: 0] += 1
         if printEvents { say("\(event)") }

@@ -14,6 +14,8 @@ var swap = false
 var only: UInt64?
 /// --log cold|warm|half|other: print that run's messages and per-tick trace.
 var logKind: String?
+/// --per-build: one line per build with each run's makespan against the clairvoyant schedule.
+var perBuild = false
 var positional: [String] = []
 var args = CommandLine.arguments.dropFirst()
 while let a = args.popFirst() {
@@ -21,6 +23,7 @@ while let a = args.popFirst() {
     case "--swap": swap = true
     case "--seed": only = args.popFirst().flatMap { UInt64($0) }
     case "--log": logKind = args.popFirst()
+    case "--per-build": perBuild = true
     case "--set":
         // --set NAME=VALUE: a governor setting for every run (memoryThreshold, freezeThreshold, raiseHold,
         // raiseMargin, endSlack, limit=hard|budget).
@@ -96,6 +99,14 @@ for seed in seeds {
     let other = Scenario.random(seed: seed, family: s.family, tool: s.tool, variant: 7)
     let otherTree = s.simulate(history: other.simulate(swap: swap).history, swap: swap, jitter: 0.5, runSeed: 4,
                                log: log("other"))
+    if perBuild {
+        // A first build with the other-tree run's job durations, to tell the history's effect from the durations'.
+        let coldAsOther = s.simulate(swap: swap, jitter: 0.5, runSeed: 4)
+        print("\(s): " + [("cold", cold), ("warm", warm), ("half", wrong), ("other", otherTree),
+                          ("cold-as-other", coldAsOther)].map {
+            "\($0.0) \($0.1.succeeded ? f2($0.1.makespan / c) : "failed")"
+        }.joined(separator: " "))
+    }
     for (kind, o) in [("cold", cold), ("warm", warm), ("half", wrong), ("other", otherTree)] {
         let best = kind == "cold" ? staticCold : kind == "warm" ? staticWarm : nil
         for group in [s.family.rawValue, "all"] {

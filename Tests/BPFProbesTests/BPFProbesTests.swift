@@ -1,4 +1,5 @@
 import BPFProbes
+import JobgovCore
 import Foundation
 import LinuxSystem
 import Testing
@@ -110,74 +111,55 @@ struct BPFProbesKernelTests {
         #expect(h.events.contains { if case .exit(hog, .signaled(SIGKILL), _) = $0 { return true } else { return false } })
     }
 
-    @Test("with the gate closed a new process in the cgroup stops, one outside runs; admitted, it finishes")
+    @Test("the exec gate holds the tool's job beyond the target at exec, lets an admitted job's programs pass, and admits in the kernel while there is room")
     func execGate() throws {
         let h = try ProbeHarness("gate")
         defer { h.dispose() }
-        h.probes.closeGate()
-        let inside = try h.spawnInside(["/bin/sh", "-c", "exit 3"])
+        let marks = "/tmp/jobgov-bpftest-\(getpid())-gate"
+        defer { for m in ["a", "b"] { unlink("\(marks).\(m)") } }
+        h.probes.startGate(supervisor: getpid(), target: 1)
+        // The tool (this test's child) starts two jobs; the first runs programs of its own (sleep, echo).
+        let tool = try h.spawnInside([python, "-S", "-c", """
+            import subprocess, time
+            a = subprocess.Popen(["/bin/sh", "-c", "/bin/sleep 1; /bin/echo a > \(marks).a"])
+            time.sleep(0.3)
+            b = subprocess.Popen(["/bin/sh", "-c", "/bin/echo b > \(marks).b"])
+            raise SystemExit(a.wait() + b.wait())
+            """])
+        h.probes.setGateTool(tool)
         let outside = try h.spawnOutside(["/bin/sh", "-c", "exit 4"])
         #expect(h.exitStatus(outside) == 4, "outside the cgroup nothing is stopped")
-        waitFor("the gated process to stop") { processState(inside) == "T" }
-        #expect(processState(inside) == "T")
-        h.collect { $0.contains(.gateStopped(pid: inside, command: "sh")) }
-        #expect(h.events.contains(.gateStopped(pid: inside, command: "sh")))
-        #expect(h.probes.gatedPIDs == [inside])
-        usleep(200_000)
-        #expect(processState(inside) == "T", "it stays stopped")
-        h.probes.openGate()
-        #expect(h.probes.admit(pid: inside))
-        #expect(h.exitStatus(inside) == 3, "admitted, it runs to its end")
-        #expect(h.probes.gatedPIDs.isEmpty)
-    }
+        h.collect { $0.contains { if case .gateStopped = $0 { return true } else { return false } } }
+        let held = h.probes.gatedProcesses
+        try #require(held.count == 1, "the second job is held: \(h.events)")
+        #expect(held[0].job == held[0].pid, "a job's first program is its root's")
+        #expect(h.events.contains(.gateStopped(pid: held[0].pid, command: "sh", job: held[0].pid)))
+        #expect(h.probes.admittedJobs == 1)
+        waitFor("the held job to stop") { processState(held[0].pid) == "T" }
+        waitFor("the first job to run its own programs to the end", timeout: 20) {
+            access("\(marks).a", F_OK) == 0 && h.probes.admittedJobs == 0
+        }
+        #expect(access("\(marks).b", F_OK) != 0, "the held job has not run")
+        #expect(processState(held[0].pid) == "T", "it stays stopped with its place taken")
+        let release = GateAdmission.release(target: 1, admittedJobs: h.probes.admittedJobs, held: h.probes.gatedProcesses)
+        #expect(h.probes.admit(release) == [held[0].pid])
+        #expect(h.exitStatus(tool) == 0, "admitted, the held job runs and the tool ends")
+        #expect(access("\(marks).b", F_OK) == 0)
+        #expect(h.probes.gatedProcesses.isEmpty)
+        #expect(h.probes.gateCounts.stopped == 1)
+        #expect(h.probes.gateCounts.admittedInKernel == 1)
 
-    @Test("with the brake armed a hog that enters reclaim stops, a protected one does not")
-    func brake() throws {
-        let h = try ProbeHarness("brake", limits: CgroupLimits(memoryMax: 256 << 20))
-        defer { h.dispose() }
-        guard h.cgroup.directories.memory != nil || h.cgroup.backend == .unified else {
-            Issue.record("no memory controller for the cgroup")
-            return
-        }
-        // Page cache charged to the cgroup fills it up to its limit, so a growing hog must reclaim.
-        let file = "/var/tmp/jobgov-bpftest-\(getpid())-cache"
-        defer { unlink(file) }
-        func fillCache() throws {
-            let cat = try h.spawnInside(["/bin/sh", "-c", "cat \(file) > /dev/null"])
-            #expect(h.exitStatus(cat, timeout: 60) == 0)
-        }
-        let writer = try h.spawnInside(["/bin/sh", "-c", "head -c 220M /dev/zero > \(file) && sync \(file)"])
-        #expect(h.exitStatus(writer, timeout: 60) == 0)
-        try fillCache()
-        // Each hog waits for its go file, then grows by 1 MiB steps to 100 MiB and exits.
-        func hog(_ name: String) throws -> pid_t {
-            try h.spawnInside([python, "-S", "-c", """
-                import os, time
-                while not os.path.exists("\(file).\(name)"): time.sleep(0.01)
-                chunks = [bytearray(1 << 20) for _ in range(100)]
-                """])
-        }
-        let protected = try hog("p")
-        let victim = try hog("v")
-        h.probes.armBrake(protecting: [protected])
-        defer { unlink(file + ".p"); unlink(file + ".v") }
-        _ = FileManager.default.createFile(atPath: file + ".p", contents: nil)
-        #expect(h.exitStatus(protected, timeout: 60) == 0, "the protected hog is never stopped")
-        let stalls = h.probes.record(of: protected)
-        print("protected hog's reclaim stall: \(stalls?.cgroupReclaimNanoseconds ?? 0) ns")
-        #expect((stalls?.cgroupReclaimNanoseconds ?? 0) + (stalls?.directReclaimNanoseconds ?? 0) > 0,
-                "the protected hog did enter reclaim")
-        try fillCache()
-        _ = FileManager.default.createFile(atPath: file + ".v", contents: nil)
-        waitFor("the unprotected hog to stop", timeout: 30) { processState(victim) == "T" }
-        #expect(processState(victim) == "T")
-        h.collect { $0.contains { if case .brakeStopped(victim, _, _) = $0 { return true } else { return false } } }
-        #expect(h.events.contains { if case .brakeStopped(victim, _, _) = $0 { return true } else { return false } })
-        #expect(!h.events.contains { if case .brakeStopped(protected, _, _) = $0 { return true } else { return false } })
-        #expect(h.probes.brakedPIDs == [victim])
-        h.probes.disarmBrake()
-        #expect(h.probes.resumeBraked(pid: victim))
-        #expect(h.exitStatus(victim, timeout: 60) == 0, "resumed with the brake off, it finishes")
+        // With room for three, three jobs started at once pass in the kernel, none stopped (the tool not named:
+        // any child of the supervisor's in the cgroup is taken for it).
+        h.probes.startGate(supervisor: getpid(), target: 3)
+        let burst = try h.spawnInside([python, "-S", "-c", """
+            import subprocess
+            jobs = [subprocess.Popen(["/bin/sleep", "0.2"]) for _ in range(3)]
+            raise SystemExit(sum(j.wait() for j in jobs))
+            """])
+        #expect(h.exitStatus(burst) == 0)
+        #expect(h.probes.gateCounts.stopped == 1, "nothing more held")
+        #expect(h.probes.gateCounts.admittedInKernel == 4)
     }
 
     @Test("run-queue latency of the build's tasks is measured")

@@ -606,7 +606,7 @@ struct ShapeAndRungTests {
         #expect(model.historyCorrection == 2)
         #expect(model.predictedPeak(of: "cc 9") == 200 * MiB)
         #expect(model.nextJobPeak == 200 * MiB)
-        // Jobs smaller than the history says never scale it down: a correction is for safety.
+        // One job smaller than the history says does not scale it down: that takes four finished jobs.
         var smaller = MemoryModel(prior: 64 * MiB, history: peaks)
         smaller.record(FinishedJob(command: "cc 1", startedAt: 0, endedAt: 1, peakBytes: 20 * MiB, frozenSeconds: 0))
         #expect(smaller.predictedPeak(of: "cc 9") == 100 * MiB)

@@ -268,6 +268,21 @@ struct OtherRewriteTests {
         #expect(try rewrite(["cmake", "-S", ".", "-B", "b", "-j4"], .other).argv == ["cmake", "-S", ".", "-B", "b", "-j4"])
     }
 
+    @Test func xargsMaxProcsIsTheCeilingAndStays() throws {
+        let argv = ["xargs", "-0", "-P", "12", "-n", "1", "-a", "list", "./job.sh", "-P", "3"]
+        #expect(try rewrite(argv, .other) == .init(argv: argv, jobs: .count(12)), "the command's own -P is its own")
+        #expect(try rewrite(["/usr/bin/xargs", "-rP8", "cmd"], .other).jobs == .count(8))
+        #expect(try rewrite(["xargs", "--max-procs=6", "cmd"], .other).jobs == .count(6))
+        #expect(try rewrite(["xargs", "--max-procs", "5", "cmd"], .other).jobs == .count(5))
+        #expect(try rewrite(["xargs", "-P", "0", "cmd"], .other).jobs == .unlimited)
+        #expect(try rewrite(["xargs", "-I", "-P4", "echo"], .other).jobs == .unspecified, "-P4 is -I's value")
+        #expect(try rewrite(["xargs", "-i-P4", "echo"], .other).jobs == .unspecified, "attached to -i")
+        #expect(try rewrite(["xargs", "-n", "2", "echo", "-P", "9"], .other).jobs == .unspecified)
+        #expect(throws: CommandLineError.invalidJobs(option: "-P", value: "x", reason: "not a number")) {
+            try rewrite(["xargs", "-P", "x", "cmd"], .other)
+        }
+    }
+
     @Test func cpusBelowOneAreClamped() {
         #expect(JobsOptionRewriter(cpus: 0).cpus == 1)
         #expect(JobsOptionRewriter(cpus: -5).cpus == 1)

@@ -273,6 +273,9 @@ public final class BuildCgroup {
         return JobCgroup(directories: directories.child(leafName))
     }
 
+    /// The `build` leaf in the freezing hierarchy, to move a process back beside the build's others.
+    public var freezingBuildLeaf: JobCgroup { JobCgroup(directories: directories.freezing.child(leafName)) }
+
     /// A leaf beside `build` in the freezing hierarchy only (v2, or the v1 freezer), for freezing one running job:
     /// its processes are moved there while their memory stays charged where it was.
     public func makeFreezeLeaf(_ name: String) throws(CgroupError) -> JobCgroup {

@@ -89,9 +89,14 @@ public enum WatchdogRunner {
             }
         }
         BuildCgroup.liftLimits(plan.cgroup)
-        // Processes stopped by jobgov (SIGSTOP, the exec gate) are resumed; SIGCONT is harmless to the others.
-        for dir in [plan.cgroup.unified, plan.cgroup.memory].compactMap({ $0 }) {
-            for pid in BuildCgroup.processes(in: dir) { kill(pid, SIGCONT) }
+        // Processes stopped by jobgov (the exec gate's SIGSTOP) are resumed; SIGCONT is harmless to the others. A
+        // second pass a moment later: the kernel detaches jobgov's BPF programs as it closes their descriptors,
+        // and one that ran just before could have stopped a process after the first pass.
+        for pass in 0..<2 {
+            if pass > 0 { usleep(200_000) }
+            for dir in [plan.cgroup.unified, plan.cgroup.memory].compactMap({ $0 }) {
+                for pid in BuildCgroup.processes(in: dir) { kill(pid, SIGCONT) }
+            }
         }
         if let runtime = plan.runtimeDirectory { removeDirectoryTree(runtime) }
         SystemTuning.restore(plan.sysctls)
