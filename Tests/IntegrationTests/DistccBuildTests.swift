@@ -20,76 +20,29 @@ struct DistccBuildTests {
     static let files = 12
     static let box: UInt64 = 640 << 20
 
-    /// A `distccd` on a loopback port in a cgroup of its own (1 GiB, one CPU), killed by pid and removed at the end.
+    /// A `distccd` on a loopback port in a cgroup of its own (1 GiB, one CPU).
     final class Helper {
-        let cgroup: BuildCgroup
+        let daemon: HelperDaemon
         let port: Int
-        let process: Running
 
         init(_ index: Int, in s: Scratch) throws {
-            cgroup = try BuildCgroup.create(layout: CgroupLayout.detect(), name: "jobgov-test-\(getpid())-distccd-\(index)")
-            try cgroup.apply(CgroupLimits(memoryMax: 1 << 30, cpuQuotaMicroseconds: 100_000))
-            port = try Self.freePort()
-            let joins = cgroup.leafProcsFiles.map { "echo $$ > \($0)" }.joined(separator: " && ")
-            process = try Running("/bin/sh", ["-c", "\(joins) && exec \"$@\"", "sh", distccd, "--no-detach", "--daemon",
-                                              "--listen", "127.0.0.1", "--port", "\(port)", "--allow", "127.0.0.1",
-                                              "--jobs", "4", "--log-stderr"],
-                                  in: s, env: ["TMPDIR": "/tmp"], tag: "distccd-\(index)")
+            port = try HelperDaemon.freePort()
             // distccd compiles as an unprivileged user, in TMPDIR: not the test's private scratch directory.
-            let process = process
-            let deadline = Date().addingTimeInterval(60)
-            while !Self.accepts(port: port) && process.process.isRunning && Date() < deadline { usleep(100_000) }
-            try #require(Self.accepts(port: port),
-                         "distccd does not listen on \(port): \(s.read("distccd-\(index).stderr").suffix(800))")
+            daemon = try HelperDaemon("distccd-\(index)",
+                                      [distccd, "--no-detach", "--daemon", "--listen", "127.0.0.1", "--port", "\(port)",
+                                       "--allow", "127.0.0.1", "--jobs", "4", "--log-stderr"],
+                                      env: ["TMPDIR": "/tmp"], in: s)
+            let port = port
+            try daemon.waitReady("listening on \(port)") { HelperDaemon.accepts(port: port) }
         }
 
         var hostSpec: String { "127.0.0.1:\(port)/4" }
 
-        /// Kills every process of the helper (by pid, from its cgroup), as when its machine goes away.
-        func kill() {
-            for _ in 0..<100 {
-                let pids = cgroup.processes()
-                if pids.isEmpty { break }
-                for pid in pids { Glibc.kill(pid, SIGKILL) }
-                usleep(20_000)
-            }
-            _ = process.finish(timeout: 10)
-        }
+        /// Compiles this helper finished (distccd logs one `COMPILE_OK` line for each).
+        var compiles: Int { daemon.log.components(separatedBy: "COMPILE_OK").count - 1 }
 
-        deinit {
-            kill()
-            for _ in 0..<100 where !cgroup.remove() { usleep(50_000) }
-        }
-
-        static func freePort() throws -> Int {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(fd) }
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-            let ok = withUnsafeMutablePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0
-                }
-            }
-            guard ok else { throw POSIXError(.EADDRINUSE) }
-            return Int(UInt16(bigEndian: addr.sin_port))
-        }
-
-        static func accepts(port: Int) -> Bool {
-            let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-            defer { close(fd) }
-            var addr = sockaddr_in()
-            addr.sin_family = sa_family_t(AF_INET)
-            addr.sin_port = in_port_t(UInt16(port).bigEndian)
-            addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-            return withUnsafePointer(to: &addr) {
-                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
-                }
-            }
-        }
+        /// Kills every process of the helper, as when its machine goes away.
+        func kill() { daemon.kill() }
     }
 
     /// The project: `t1.cpp` ... `tN.cpp` (template grids, RealCompilerRerunTests.templateGrid with a function of
@@ -122,27 +75,52 @@ struct DistccBuildTests {
          "PATH": "/usr/bin:/bin", "XDG_STATE_HOME": s.path + "/state"]
     }
 
-    /// Runs `command` in the box; with `killAfter`, kills the helpers once that many objects exist (the first
-    /// compiles are done, the others are in flight on the helpers).
+    /// A point of the build at which helpers are killed: once `when` holds (checked every 20 ms).
+    struct Kill {
+        var what: String
+        var helpers: [Helper]
+        var when: () -> Bool
+    }
+
+    /// Kills the helpers once `count` objects exist (the first compiles are done, the others are in flight).
+    private func afterObjects(_ count: Int, in s: Scratch, kill helpers: [Helper]) -> Kill {
+        Kill(what: "\(count) objects", helpers: helpers) {
+            ((try? FileManager.default.contentsOfDirectory(atPath: s.path)) ?? []).filter { $0.hasSuffix(".o") }
+                .count >= count
+        }
+    }
+
+    /// Runs `command` in the box, killing helpers at each of `kills` in turn; says for each whether the build was
+    /// still running when its helpers were killed.
     private func build(_ command: [String], tag: String, in s: Scratch, helpers: [Helper],
-                       killAfter: Int? = nil) throws -> (RunResult, UInt64) {
+                       kills: [Kill] = []) throws -> (RunResult, UInt64, midBuild: [Bool]) {
         let box = try GovernorBuildTests.LimitedCgroup("distcc-\(tag)", limit: Self.box)
         let run = try Running("/bin/sh", box.wrap(command), in: s, env: env(s, helpers), tag: tag)
-        if let killAfter {
-            waitUntil("\(killAfter) objects", timeout: 180) {
-                let objects = ((try? FileManager.default.contentsOfDirectory(atPath: s.path)) ?? [])
-                    .filter { $0.hasSuffix(".o") }
-                return objects.count >= killAfter || !run.process.isRunning
-            }
-            for h in helpers { h.kill() }
+        var midBuild: [Bool] = []
+        for k in kills {
+            waitUntil(k.what, timeout: 180) { k.when() || !run.process.isRunning }
+            midBuild.append(run.process.isRunning)
+            for h in k.helpers { h.kill() }
         }
         let r = run.finish(timeout: 300)
-        return (r, box.oomKills)
+        return (r, box.oomKills, midBuild)
     }
 
     private func summary(_ s: Scratch, _ name: String) throws -> [String: Any] {
         let data = try #require(FileManager.default.contents(atPath: s.path + "/" + name))
         return try #require(try JSONSerialization.jsonObject(with: data) as? [String: Any])
+    }
+
+    /// A jobgov build whose helpers were killed: distcc fell back, the build succeeded, nothing was OOM-killed (by
+    /// the box's count and jobgov's). Returns jobgov's summary.
+    private func expectFellBackAndFinished(_ r: RunResult, oomKills: UInt64, summary name: String,
+                                           in s: Scratch) throws -> [String: Any] {
+        #expect(r.status == 0, "\(r.jobgovLines.joined(separator: "\n"))\n\(r.stderr.suffix(2000))")
+        #expect(oomKills == 0)
+        #expect(r.stderr.contains("running locally instead"), "nothing fell back: \(r.stderr.suffix(2000))")
+        let j = try summary(s, name)
+        #expect(j["oom_kills"] as? Int == 0)
+        return j
     }
 
     @Test("jobgov make -j16 with distcc helpers up: the compiles run remotely, counted so, local memory within budget")
@@ -151,8 +129,8 @@ struct DistccBuildTests {
         try Clients.require(distcc)
         let s = try project()
         let helpers = try (1...2).map { try Helper($0, in: s) }
-        let (r, kills) = try build([Clients.jobgov, "--summary-json", s.path + "/up.json", "make", "-j16"],
-                                   tag: "up", in: s, helpers: helpers)
+        let (r, kills, _) = try build([Clients.jobgov, "--summary-json", s.path + "/up.json", "make", "-j16"],
+                                      tag: "up", in: s, helpers: helpers)
         #expect(r.status == 0, "\(r.jobgovLines.joined(separator: "\n"))\n\(r.stderr.suffix(2000))")
         #expect(kills == 0)
         #expect(!r.stderr.contains("failed to distribute"), "\(r.stderr.suffix(2000))")
@@ -174,24 +152,54 @@ struct DistccBuildTests {
         try Clients.require(distcc)
         let s = try project()
         let plainHelpers = try (1...2).map { try Helper($0, in: s) }
-        let (plain, plainKills) = try build(["make", "-j16"], tag: "plain", in: s, helpers: plainHelpers,
-                                            killAfter: 1)
+        let (plain, plainKills, _) = try build(["make", "-j16"], tag: "plain", in: s, helpers: plainHelpers,
+                                               kills: [afterObjects(1, in: s, kill: plainHelpers)])
         #expect(plain.stderr.contains("running locally instead"), "the helpers were not killed mid-build")
         #expect(plain.status != 0 && plainKills > 0,
-                "plain make must be OOM-killed here (status \(plain.status), \(plainKills) kills), else this proves nothing")
+                "plain make must be OOM-killed here (status \(plain.status), \(plainKills) kills), else this proves nothing: \(plain.stderr.suffix(1500))")
         _ = try? FileManager.default.contentsOfDirectory(atPath: s.path).filter { $0.hasSuffix(".o") || $0 == "prog" }
             .forEach { try FileManager.default.removeItem(atPath: s.path + "/" + $0) }
 
         let helpers = try (3...4).map { try Helper($0, in: s) }
-        let (r, kills) = try build([Clients.jobgov, "--summary-json", s.path + "/killed.json", "make", "-j16"],
-                                   tag: "jobgov", in: s, helpers: helpers, killAfter: 1)
-        #expect(r.status == 0, "\(r.jobgovLines.joined(separator: "\n"))\n\(r.stderr.suffix(2000))")
-        #expect(kills == 0)
-        #expect(r.stderr.contains("running locally instead"), "the helpers were not killed mid-build")
-        let j = try summary(s, "killed.json")
-        #expect(j["oom_kills"] as? Int == 0)
+        let (r, kills, _) = try build([Clients.jobgov, "--summary-json", s.path + "/killed.json", "make", "-j16"],
+                                      tag: "jobgov", in: s, helpers: helpers,
+                                      kills: [afterObjects(1, in: s, kill: helpers)])
+        let j = try expectFellBackAndFinished(r, oomKills: kills, summary: "killed.json", in: s)
         let local = j["local_jobs"] as? Int ?? 0
         let fellBack = j["fell_back_jobs"] as? Int ?? 0
         #expect(fellBack >= 1 && local >= 4, "local_jobs \(local), fell_back_jobs \(fellBack)")
+    }
+
+    @Test("helpers killed one at a time: distcc sends work to the helper still up, then falls back; jobgov make -j16 finishes, 0 OOM kills, within budget")
+    func helpersKilledOneAtATime() throws {
+        try Clients.require(distccd)
+        try Clients.require(distcc)
+        let s = try project()
+        let helpers = try (5...6).map { try Helper($0, in: s) }
+        let (first, second) = (helpers[0], helpers[1])
+        // The second helper goes once it has finished a compile sent to it after the first went: it had at most its
+        // 4 slots' compiles in flight when the first was killed, so a fifth one done after that was sent later.
+        var secondHadDone = 0
+        let firstKill = afterObjects(1, in: s, kill: [first])
+        let kills = [
+            Kill(what: firstKill.what, helpers: [first]) {
+                guard firstKill.when() else { return false }
+                secondHadDone = second.compiles
+                return true
+            },
+            Kill(what: "a compile sent to the helper still up", helpers: [second]) {
+                second.compiles > secondHadDone + 4
+            },
+        ]
+        let (r, oomKills, midBuild) = try build(
+            [Clients.jobgov, "--summary-json", s.path + "/one.json", "make", "-j16"], tag: "one-at-a-time", in: s,
+            helpers: helpers, kills: kills)
+        #expect(midBuild == [true, true], "the build ended before the helpers were killed: \(midBuild)")
+        let j = try expectFellBackAndFinished(r, oomKills: oomKills, summary: "one.json", in: s)
+        let remote = j["remote_jobs"] as? Int ?? 0
+        let fellBack = j["fell_back_jobs"] as? Int ?? 0
+        #expect(remote >= 5 && fellBack >= 1, "remote_jobs \(remote), fell_back_jobs \(fellBack)")
+        let peak = j["peak_memory_bytes"] as? Int ?? .max
+        #expect(peak < Int(Self.box), "peak \(peak) of the \(Self.box)-byte box")
     }
 }

@@ -156,6 +156,24 @@ class LimitedCgroup:
         self.oom_seen = {}
         return self
 
+    def limit_cpu(self, cpus):
+        """After create(): at most `cpus` CPUs for the command (v2 cpu.max; v1 a cpu-controller cgroup beside the
+        memory one, joined with it)."""
+        quota = str(int(cpus * 100000))
+        if self.layout == "v2":
+            parent = os.path.dirname(self.memdir)
+            if "cpu" not in (_read(os.path.join(parent, "cgroup.subtree_control"), "") or "").split():
+                _write(os.path.join(parent, "cgroup.subtree_control"), "+cpu")
+            _write(os.path.join(self.memdir, "cpu.max"), f"{quota} 100000")
+            return self
+        cpudir = os.path.join(CGROOT, "cpu", own_cgroups().get("cpu", "/").lstrip("/"), os.path.basename(self.memdir))
+        os.mkdir(cpudir)
+        self.dirs.append(cpudir)
+        _write(os.path.join(cpudir, "cpu.cfs_period_us"), "100000")
+        _write(os.path.join(cpudir, "cpu.cfs_quota_us"), quota)
+        self.procs_files.append(os.path.join(cpudir, "cgroup.procs"))
+        return self
+
     def join_self(self):
         """Called in the child (preexec_fn): move this process into our cgroups."""
         pid = str(os.getpid())
