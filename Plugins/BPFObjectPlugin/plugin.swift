@@ -9,7 +9,8 @@ struct BPFObjectPlugin: BuildToolPlugin {
     func createBuildCommands(context: PluginContext, target: Target) throws -> [Command] {
         let bpf = context.package.directoryURL.appending(path: "bpf")
         let source = bpf.appending(path: "jobgov.bpf.c")
-        let headers = ["jobgov_probes.h", "kernel_types.h"].map { bpf.appending(path: $0) }
+        let headers = ["jobgov_probes.h", "kernel_types.h", "jobgov_memory.bpf.inc", "jobgov_processes.bpf.inc",
+                       "jobgov_stalls.bpf.inc"].map { bpf.appending(path: $0) }
         let work = context.pluginWorkDirectoryURL
         let object = work.appending(path: "jobgov.bpf.o")
         let output = work.appending(path: "BPFObject.swift")
