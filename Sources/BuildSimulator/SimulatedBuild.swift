@@ -58,7 +58,8 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
     private var runs: [Int32: Run] = [:]
     /// The runs by pid: every sum and every choice over them goes in this order, so that a seed replays the same
     /// build in another process (a dictionary's order, and so a sum of doubles over it, changes from one to the next).
-    private var orderedRuns: [Run] { runs.values.sorted { $0.pid < $1.pid } }
+    /// Pids only grow, so appending keeps it in order.
+    private var orderedRuns: [Run] = []
     private var startOrder: [Int] = []
     private var nextPID: Int32 = 100
     private var pendingEvents: [BuildEvent] = []
@@ -166,7 +167,9 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
         for i in order where active < target && ready(i) {
             let pid = nextPID
             nextPID += 1
-            runs[pid] = Run(index: i, pid: pid, stretch: stretches[i])
+            let run = Run(index: i, pid: pid, stretch: stretches[i])
+            runs[pid] = run
+            orderedRuns.append(run)
             state[i] = .running
             startOrder.append(i)
             active += 1
@@ -258,6 +261,7 @@ public final class SimulatedBuild: BuildSensing, BuildActuating {
             if progress >= length - 1e-9 {
                 pendingEvents.append(.exited(pid: run.pid + Self.childOffset, peakBytes: UInt64(job.peakBytes)))
                 runs[run.pid] = nil
+                orderedRuns.removeAll { $0 === run }
                 state[run.index] = .done
             }
         }

@@ -89,12 +89,8 @@ struct DaemonCommand: ParsableCommand {
             } ?? onlineCPUs()
             return try DaemonServer(path: path, group: gid, groupName: group ?? (gid == nil ? nil : "jobgov"),
                                     budget: budget, poolTokens: tokens).run()
-        } catch let error as CommandLineError {
-            fail(error.description)
-            return 2
         } catch {
-            fail(String(describing: error))
-            return 1
+            return failureStatus(error)
         }
     }
 

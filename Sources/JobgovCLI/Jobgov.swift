@@ -243,12 +243,8 @@ struct Run: ParsableCommand {
                 }
             }
             return outcome.exit.shellStatus
-        } catch let error as CommandLineError {
-            fail(error.description)
-            return 2
         } catch {
-            fail(String(describing: error))
-            return 1
+            return failureStatus(error)
         }
     }
 
@@ -412,4 +408,14 @@ func currentEnvironment() -> [String: String] {
 /// One line on stderr for a mistake or failure.
 func fail(_ message: String) {
     writeStandardError("jobgov: error: \(message)\n")
+}
+
+/// Says what went wrong and gives the exit status: 2 for a command line to fix, 1 for anything else.
+func failureStatus(_ error: any Error) -> Int32 {
+    if let error = error as? CommandLineError {
+        fail(error.description)
+        return 2
+    }
+    fail(String(describing: error))
+    return 1
 }
