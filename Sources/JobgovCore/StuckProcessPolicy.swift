@@ -120,7 +120,8 @@ public struct StuckProcessPolicy: Sendable {
     private var previous: GuardObservation?
     /// Task id → (when first seen asleep in D, its switch count then).
     private var blockedSince: [Int32: (since: Double, switches: UInt64)] = [:]
-    private var streaks: [StuckProcessFinding.Cause: (pid: Int32, windows: Int)] = [:]
+    /// Per cause, the processes in the running for it and how many looks in a row each has been.
+    private var streaks: [StuckProcessFinding.Cause: [Int32: Int]] = [:]
 
     public init(settings: Settings = Settings()) { self.settings = settings }
 
@@ -143,21 +144,26 @@ public struct StuckProcessPolicy: Sendable {
         }
         let memoryShare = share(now.memoryStallMicroseconds, before.memoryStallMicroseconds, window)
         let cpuShare = share(now.cpuStallMicroseconds, before.cpuStallMicroseconds, window)
-        var found: [StuckProcessFinding.Cause: StuckProcessFinding] = [:]
-        if memoryShare >= settings.memoryPressure {
-            found[.memory] = memoryCulprit(now, before, window: window, pressure: memoryShare, prior: prior)
+        var found: [StuckProcessFinding.Cause: (finding: StuckProcessFinding, contenders: Set<Int32>)] = [:]
+        if memoryShare >= settings.memoryPressure,
+           let culprit = memoryCulprit(now, before, window: window, pressure: memoryShare, prior: prior) {
+            found[.memory] = (culprit, [culprit.pid])
         }
         if cpuShare >= settings.cpuPressure {
             found[.cpu] = cpuCulprit(now, window: window, pressure: cpuShare, prior: prior)
         }
         for cause in [StuckProcessFinding.Cause.memory, .cpu] {
-            guard var finding = found[cause] else {
+            guard let entry = found[cause] else {
                 streaks[cause] = nil
                 continue
             }
-            let streak = streaks[cause].map { $0.pid == finding.pid ? $0.windows + 1 : 1 } ?? 1
-            streaks[cause] = (finding.pid, streak)
-            finding.windows = streak
+            // A process keeps its streak while it stays in the running, even when another tops one look: equal
+            // hogs take turns at the top, and confirming only an unbroken top would never confirm any of them.
+            let earlierStreaks = streaks[cause] ?? [:]
+            let streak = Dictionary(uniqueKeysWithValues: entry.contenders.map { ($0, (earlierStreaks[$0] ?? 0) + 1) })
+            streaks[cause] = streak
+            var finding = entry.finding
+            finding.windows = streak[finding.pid] ?? 1
             findings.append(finding)
         }
         return findings
@@ -208,9 +214,11 @@ public struct StuckProcessPolicy: Sendable {
                                    evidence: evidence, isProtected: isProtected(p), windows: 1)
     }
 
-    /// The process using the most CPU while runnable tasks wait for one.
+    /// The process using the most CPU while runnable tasks wait for one, and the processes within a fifth of it
+    /// (the ones in the running: the top among equal hogs changes from look to look).
     private func cpuCulprit(_ now: GuardObservation, window: Double, pressure: Double,
-                            prior: (ProcessSnapshot) -> ProcessSnapshot?) -> StuckProcessFinding? {
+                            prior: (ProcessSnapshot) -> ProcessSnapshot?)
+        -> (finding: StuckProcessFinding, contenders: Set<Int32>)? {
         var used: [(p: ProcessSnapshot, cpus: Double, waited: Double)] = []
         var totalWait = 0.0
         for p in now.processes {
@@ -226,8 +234,10 @@ public struct StuckProcessPolicy: Sendable {
             "it used \(format(top.cpus)) of \(now.cpus) CPUs",
             "other tasks waited \(format(othersWaited)) s per second in the run queue",
         ]
-        return StuckProcessFinding(cause: .cpu, pid: top.p.pid, startTicks: top.p.startTicks, command: top.p.command,
-                                   evidence: evidence, isProtected: isProtected(top.p), windows: 1)
+        let contenders = used.filter { $0.cpus >= max(settings.minimumCPUs, top.cpus * 0.8) }.map(\.p.pid)
+        return (StuckProcessFinding(cause: .cpu, pid: top.p.pid, startTicks: top.p.startTicks, command: top.p.command,
+                                    evidence: evidence, isProtected: isProtected(top.p), windows: 1),
+                Set(contenders))
     }
 
     /// The task asleep in state D longest without being woken (its switch count unchanged), past the limit.

@@ -59,6 +59,31 @@ struct StuckProcessPolicyTests {
         #expect(again.first?.windows == 1)
     }
 
+    /// Three equal spinners on two CPUs take turns at the top; each stays in the running, so the top one of the
+    /// third look is confirmed even though it was not the top of the two before. A process that falls well behind
+    /// loses its streak.
+    @Test func equalHogsTakingTurnsAtTheTopAreConfirmed() {
+        var policy = StuckProcessPolicy()  // three looks in a row
+        func spinners(_ t: Double, _ a: Double, _ b: Double, _ c: Double) -> GuardObservation {
+            look(t, memory: 0, cpu: UInt64(t * 700_000), [process(10, "a", rss: 1, cpu: a), process(11, "b", rss: 1, cpu: b),
+                                                         process(12, "c", rss: 1, cpu: c)])
+        }
+        _ = policy.observe(spinners(0, 0, 0, 0))
+        let first = policy.observe(spinners(1, 0.70, 0.65, 0.65))   // a on top
+        let second = policy.observe(spinners(2, 1.35, 1.35, 1.30))  // b on top (a tie goes to the later one)
+        let third = policy.observe(spinners(3, 2.00, 2.00, 2.00 + 0.02))  // c on top
+        #expect(first.first?.windows == 1)
+        #expect(second.first?.windows == 2)
+        #expect(third.first?.pid == 12)
+        #expect(third.first?.windows == 3)
+        #expect(third.first.map(policy.shouldAct) == true)
+        // c falls to a fifth of the top: out of the running, so its streak starts again when it comes back.
+        _ = policy.observe(spinners(4, 2.9, 2.9, 2.2))
+        let back = policy.observe(spinners(5, 3.5, 3.5, 3.0))
+        #expect(back.first?.pid == 12)
+        #expect(back.first?.windows == 1)
+    }
+
     @Test func aReusedPIDIsANewProcess() {
         var policy = StuckProcessPolicy()
         _ = policy.observe(look(0, memory: 0, [process(10, "old", rss: 10, start: 100)]))
