@@ -95,7 +95,9 @@ struct BPFProbesKernelTests {
 
     @Test("an OOM kill in a small memory-limited cgroup names the victim")
     func oomVictim() throws {
-        let h = try ProbeHarness("oom", limits: CgroupLimits(memoryMax: 50 << 20))
+        // No swapping in its cgroup (v1 memory.swappiness 0): with any swap on the machine (another program's zram)
+        // the hog would otherwise page out and finish instead of meeting the OOM killer.
+        let h = try ProbeHarness("oom", limits: CgroupLimits(memoryMax: 50 << 20, swappiness: 0))
         defer { h.dispose() }
         let hog = try h.spawnInside([python, "-S", "-c", "b = bytearray(100 << 20)"])
         #expect(h.exitStatus(hog, timeout: 30) == 128 + SIGKILL)
