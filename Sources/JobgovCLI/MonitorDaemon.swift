@@ -27,7 +27,7 @@ final class MonitorDaemon {
             if reply.isEmpty {
                 // Closed without a reply: the daemon does not serve this user. Said once per daemon.
                 if refused.insert(path).inserted {
-                    fail("jobgov daemon at \(path) serves root and the members of its group only; its builds are not "
+                    note("jobgov daemon at \(path) serves root and the members of its group only; its builds are not "
                          + "shown (ask its administrator to add you to that group)")
                 }
                 continue
