@@ -22,7 +22,8 @@ struct DaemonCommand: ParsableCommand {
         $XDG_RUNTIME_DIR/jobgov/daemon.sock for a user. Every governed `jobgov` build started while it listens \
         joins it (its start line says so), reports its demand four times a second and plans against the share it \
         gets back. The oldest job of every build always has room; when memory runs short the newest build gives \
-        first. If the daemon dies, each build keeps its last share, goes on, and rejoins a restarted daemon.
+        first. If the daemon dies, each build keeps its last share, goes on, and rejoins a restarted daemon. \
+        Started by systemd for jobgov.socket (socket activation), it serves the socket systemd hands over.
 
         Root and the members of the group (--group; by default `jobgov` when that group exists) may connect; each \
         sees and changes only their own builds, root all of them.
@@ -183,7 +184,8 @@ final class DaemonServer {
         let signals = try SignalChannel(signals: [SIGINT, SIGTERM, SIGHUP])
         let loop = EventLoop(clock: monotonicSeconds)
         let who = group == nil ? "root" : "root and group \(groupName ?? String(group!))"
-        note("daemon listening at \(path)\(handed == nil ? "" : " (a socket from systemd)") for \(who); budget \(MemorySize.format(registry.budget)) (\(registry.budgetSource))")
+        note("daemon listening at \(path)\(handed == nil ? "" : " (a socket from systemd)") for \(who); "
+             + "budget \(MemorySize.format(registry.budget)) (\(registry.budgetSource))")
         if poolTokens > 0 {
             pool = try DaemonPool(path: directory + "/jobserver", size: poolTokens, group: group)
             note("pool for plain clients: MAKEFLAGS=--jobserver-auth=fifo:\(directory)/jobserver (\(poolTokens) tokens)")

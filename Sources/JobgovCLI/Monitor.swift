@@ -16,9 +16,9 @@ struct Monitor: ParsableCommand {
         average request latency; and for a cgroup its memory use against its limit, its own pressure and its OOM \
         kills. With root and a cgroup v2 directory for the build, eBPF observers add a per-job view: the jobs by \
         memory with their peaks and time stalled in reclaim, and the interval's block I/O p99 and run-queue p90 \
-        latency. When a `jobgov daemon` answers (where builds look for one, or at --daemon-socket), the builds it serves \
-        are shown too: each one's pid, uid, share, and what it holds, needs and wants. On a terminal the view is redrawn in place; otherwise one line per interval; --json prints one \
-        JSON object per line.
+        latency. When a `jobgov daemon` answers (where builds look for one, or at --daemon-socket), the builds it \
+        serves are shown too: each one's pid, uid, share, and what it holds, needs and wants. On a terminal the \
+        view is redrawn in place; otherwise one line per interval; --json prints one JSON object per line.
         """
     )
 
