@@ -22,7 +22,8 @@ struct DaemonCommand: ParsableCommand {
         $XDG_RUNTIME_DIR/jobgov/daemon.sock for a user. Every governed `jobgov` build started while it listens \
         joins it (its start line says so), reports its demand four times a second and plans against the share it \
         gets back. The oldest job of every build always has room; when memory runs short the newest build gives \
-        first. If the daemon dies, each build keeps its last share, goes on, and rejoins a restarted daemon.
+        first. If the daemon dies, each build keeps its last share, goes on, and rejoins a restarted daemon. \
+        Started by systemd for jobgov.socket (socket activation), it serves the socket systemd hands over.
 
         Root and the members of the group (--group; by default `jobgov` when that group exists) may connect; each \
         sees and changes only their own builds, root all of them.
@@ -170,18 +171,21 @@ final class DaemonServer {
     }
 
     func run() throws -> Int32 {
-        let directory = try prepareDirectory()
-        let server = try ControlServer(path: path, mode: group == nil ? 0o600 : 0o660, group: group,
-                                       limits: .init(maximumConnections: 128, maximumRequestBytes: DaemonRequest.maximumBytes,
-                                                     idleSeconds: 2)) { [group] peer in
-            Self.admits(peer, group: group)
-        }
+        // Started by systemd for jobgov.socket: the socket is systemd's, already listening.
+        let handed = DaemonSocketPath.activated(environment: currentEnvironment())
+        let directory = try prepareDirectory(activated: handed != nil)
+        let limits = ControlServer.Limits(maximumConnections: 128, maximumRequestBytes: DaemonRequest.maximumBytes,
+                                          idleSeconds: 2)
+        let admit: (PeerCredentials) -> Bool = { [group] peer in Self.admits(peer, group: group) }
+        let server = try handed.map { try ControlServer(listening: $0, path: path, limits: limits, admits: admit) }
+            ?? ControlServer(path: path, mode: group == nil ? 0o600 : 0o660, group: group, limits: limits, admits: admit)
         defer { server.close() }
         signal(SIGPIPE, SIG_IGN)
         let signals = try SignalChannel(signals: [SIGINT, SIGTERM, SIGHUP])
         let loop = EventLoop(clock: monotonicSeconds)
         let who = group == nil ? "root" : "root and group \(groupName ?? String(group!))"
-        note("daemon listening at \(path) for \(who); budget \(MemorySize.format(registry.budget)) (\(registry.budgetSource))")
+        note("daemon listening at \(path)\(handed == nil ? "" : " (a socket from systemd)") for \(who); "
+             + "budget \(MemorySize.format(registry.budget)) (\(registry.budgetSource))")
         if poolTokens > 0 {
             pool = try DaemonPool(path: directory + "/jobserver", size: poolTokens, group: group)
             note("pool for plain clients: MAKEFLAGS=--jobserver-auth=fifo:\(directory)/jobserver (\(poolTokens) tokens)")
@@ -241,10 +245,12 @@ final class DaemonServer {
     }
 
     /// The socket's directory, made if missing (searchable by all: the socket's own mode decides who connects);
-    /// a socket left by a daemon that died is removed, one that answers is another daemon's.
-    private func prepareDirectory() throws -> String {
+    /// a socket left by a daemon that died is removed, one that answers is another daemon's. A socket systemd
+    /// handed over is left as it is.
+    private func prepareDirectory(activated: Bool) throws -> String {
         let slash = path.lastIndex(of: "/")
         let directory = slash.map { $0 == path.startIndex ? "/" : String(path[..<$0]) } ?? "."
+        if activated { return directory }
         if access(directory, F_OK) != 0 {
             guard mkdir(directory, group == nil && geteuid() != 0 ? 0o700 : 0o755) == 0 || errno == EEXIST else {
                 throw SystemError("cannot make the socket's directory", path: directory,

@@ -18,7 +18,7 @@ public struct Jobgov: ParsableCommand {
                  [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
           jobgov ctl jobs <N> | status [--json] | freeze | thaw | kill   [--pid <pid>]
           jobgov daemon [--socket <path>] [--group <name>] [--memory-budget <size>] [--pool <n>] | --status [--json] | --priority <pid> <w>
-          jobgov monitor [--cgroup <path> | --pid <pid>] [--interval <s>] [--count <n>] [--json]
+          jobgov monitor [--cgroup <path> | --pid <pid>] [--interval <s>] [--count <n>] [--json] [--daemon-socket <path>]
           jobgov fan --fan <hwmon fan> --sensor <hwmon sensor> [--curve <points>] [--max-temp <°C>] [--interval <s>]
           jobgov changes [-o <file>] [--deleted <file>] [-0] [--for <s>] <directory> ...
           jobgov guard [--action report|freeze|kill] [--interval <s>] [--protect <name>] [--cgroup <path>] [--for <s>]

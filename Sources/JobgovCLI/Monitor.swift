@@ -3,6 +3,7 @@ import Glibc
 #endif
 import ArgumentParser
 import JobgovCore
+import Jobserver
 import LinuxSystem
 
 struct Monitor: ParsableCommand {
@@ -15,8 +16,9 @@ struct Monitor: ParsableCommand {
         average request latency; and for a cgroup its memory use against its limit, its own pressure and its OOM \
         kills. With root and a cgroup v2 directory for the build, eBPF observers add a per-job view: the jobs by \
         memory with their peaks and time stalled in reclaim, and the interval's block I/O p99 and run-queue p90 \
-        latency. On a terminal the view is redrawn in place; otherwise one line per interval; --json prints one \
-        JSON object per line.
+        latency. When a `jobgov daemon` answers (where builds look for one, or at --daemon-socket), the builds it \
+        serves are shown too: each one's pid, uid, share, and what it holds, needs and wants. On a terminal the \
+        view is redrawn in place; otherwise one line per interval; --json prints one JSON object per line.
         """
     )
 
@@ -41,6 +43,11 @@ struct Monitor: ParsableCommand {
 
     @Flag(help: "Print one JSON object per update.")
     var json = false
+
+    @Option(help: ArgumentHelp("""
+        The jobgov daemon whose builds to show (default: where builds look for one; none: show none).
+        """, valueName: "path"))
+    var daemonSocket: String?
 
     func validate() throws {
         _ = try seconds
@@ -100,6 +107,8 @@ struct Monitor: ParsableCommand {
             jobs = opened
             if let why { fail("no per-job view (eBPF observers off: \(why))") }
         }
+        let daemon = MonitorDaemon(paths: DaemonSocketPath.candidates(explicit: daemonSocket,
+                                                                       environment: currentEnvironment()))
         let started = monotonicSeconds()
         let terminal = isatty(1) == 1 && !json
         var previous = reader.sample()
@@ -110,22 +119,27 @@ struct Monitor: ParsableCommand {
             let frame = MonitorFrame(previous: previous, current: current)
             previous = current
             let perJob = jobs?.read(now: monotonicSeconds() - started)
+            let served = daemon.read()
             shown += 1
             let text: String
             if json {
                 var line = frame.jsonLine
                 if let perJob, line.hasSuffix("}") { line = String(line.dropLast()) + "," + MonitorJobs.json(perJob) + "}" }
+                // The daemon's own answer, as `jobgov daemon --status --json` prints it.
+                if let served, line.hasSuffix("}") { line = String(line.dropLast()) + ",\"daemon\":" + served.json + "}" }
                 text = line + "\n"
             } else if terminal {
                 let title = "jobgov monitor: " + (cgroup ?? pid.map { "build of jobgov \($0)" } ?? "system")
                     + ", every \(interval) s (Ctrl-C to stop)"
                 text = "\u{1B}[H\u{1B}[J" + title + "\n\n" + frame.screen + "\n"
                     + (perJob.map { "\n" + MonitorJobs.screen($0) } ?? "")
+                    + (served.map { "\njobgov daemon at \($0.path): " + $0.status.lines.joined(separator: "\n") + "\n" } ?? "")
             } else {
                 var line = frame.plainLine
                 if let top = perJob?.jobs.first {
                     line += " | jobs \(perJob!.jobs.count), largest \(MemorySize.format(top.rss)) (pid \(top.pid))"
                 }
+                if let served { line += " | " + served.status.summary }
                 text = line + "\n"
             }
             writeAll(1, text)

@@ -73,6 +73,8 @@ public struct BuildDemand: Sendable, Equatable, Codable {
 ///    than it wants (water-filling).
 /// 4. What is left over is shared in proportion to weight, so that a build can admit its next job without asking,
 ///    none past what a build could use alone (`cap`).
+/// Steps 3 and 4 skip the builds that must wait (`waiting`): those newer than a build whose oldest job has yet to
+/// grow into more memory than is free. They keep what covers their running jobs and start nothing new.
 /// The shares never add up to more than the budget.
 ///
 /// Pacing: a share never falls faster than `shrinkBytesPerSecond` (a quarter of the budget per second by default).
@@ -143,11 +145,30 @@ public struct BudgetSharing: Sendable {
                 open = open.filter { share[$0.id, default: 0] < limit($0) }
             }
         }
-        waterFill { min($0.demand.wantBytes, $0.cap) }
+        let waits = waiting(budget: budget, claims: claims)
+        waterFill { waits.contains($0.id) ? share[$0.id, default: 0] : min($0.demand.wantBytes, $0.cap) }
         // What nobody wants is handed out too, so that a build can admit its next job without asking first; never
         // past what a build could use (its budget alone).
-        waterFill { $0.cap }
+        waterFill { waits.contains($0.id) ? share[$0.id, default: 0] : $0.cap }
         return share
+    }
+
+    /// The builds that may start no new job now: every build newer than one whose oldest job still has to grow
+    /// into more memory than is free (its floor above what it holds, counted oldest build first). Each build's
+    /// oldest job always runs, so once two builds' oldest jobs are large at the same moment no share keeps them
+    /// apart, and without swap freezing returns nothing: the room the older one will need is kept by admission,
+    /// before it is needed. The growth is counted from the build's whole holding (an underestimate when it runs
+    /// other jobs besides its oldest), and only where its oldest job's peak is predicted (a command it has seen).
+    public static func waiting(budget: UInt64, claims: [Claim]) -> Set<String> {
+        let held = claims.reduce(UInt64(0)) { $0 + $1.demand.heldBytes }
+        var free = budget > held ? budget - held : 0
+        let byAge = claims.sorted { ($0.startedAt, $0.id) < ($1.startedAt, $1.id) }
+        for (i, c) in byAge.enumerated() {
+            let growth = c.demand.floorBytes > c.demand.heldBytes ? c.demand.floorBytes - c.demand.heldBytes : 0
+            if growth > free { return Set(byAge[(i + 1)...].map(\.id)) }
+            free -= growth
+        }
+        return []
     }
 
     /// The shares at time `now` (seconds): the targets, with falls paced and rises given only from what is free,

@@ -229,6 +229,19 @@ public struct DaemonStatus: Codable, Equatable, Sendable {
         }
         return out
     }
+
+    /// One line for `jobgov monitor` in a pipe: the budget, then each build's pid, uid, share, what it holds, needs
+    /// and wants, and its jobs running (and frozen).
+    public var summary: String {
+        var text = "daemon \(MemorySize.format(budgetBytes)), \(builds.count) build\(builds.count == 1 ? "" : "s")"
+        for b in builds {
+            let d = b.demand
+            text += "; \(b.pid) uid \(b.uid) share \(MemorySize.format(b.shareBytes)) held \(MemorySize.format(d.heldBytes))"
+                + " need \(MemorySize.format(d.needBytes)) want \(MemorySize.format(d.wantBytes)) jobs \(d.runningJobs)"
+                + (d.frozenJobs > 0 ? "+\(d.frozenJobs) frozen" : "")
+        }
+        return text
+    }
 }
 
 /// Encoding for the daemon's replies: one line, sorted keys.

@@ -66,6 +66,8 @@ public final class ControlServer {
     private var waiting: Set<Int32> = []
     /// Connections turned away (over the limit or not admitted), for tests and the daemon's log.
     public private(set) var refused = 0
+    /// Whether `close` removes the socket file: not a socket systemd made, which outlives this process.
+    private let ownsPath: Bool
 
     /// A build's control socket: mode 0600, its owner (or root) only.
     public convenience init(path: String) throws(SystemError) {
@@ -82,6 +84,7 @@ public final class ControlServer {
         self.path = path
         self.limits = limits
         self.admits = admits
+        ownsPath = true
         var address = try makeUnixAddress(path)
         let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
         guard fd >= 0 else { throw SystemError("cannot create the socket", path: path) }
@@ -96,6 +99,27 @@ public final class ControlServer {
             Glibc.close(fd)
             throw e
         }
+        listener = FileDescriptor(rawValue: fd)
+    }
+
+    /// A socket systemd already bound and listens on (socket activation): its file, mode and group are the socket
+    /// unit's, and it stays when the server closes.
+    public init(listening fd: Int32, path: String, limits: Limits,
+                admits: @escaping (PeerCredentials) -> Bool) throws(SystemError) {
+        var accepting: Int32 = 0
+        var size = socklen_t(MemoryLayout<Int32>.size)
+        let rc = getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &size)
+        guard rc == 0, accepting == 1 else {
+            throw SystemError("systemd handed over descriptor \(fd), which is not a listening socket, for", path: path,
+                              errno: rc == 0 ? EINVAL : errno,
+                              hint: "the socket unit needs ListenStream=\(path) (examples/systemd/jobgov.socket)")
+        }
+        _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK)
+        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
+        self.path = path
+        self.limits = limits
+        self.admits = admits
+        ownsPath = false
         listener = FileDescriptor(rawValue: fd)
     }
 
@@ -211,7 +235,7 @@ public final class ControlServer {
         for fd in waiting { Glibc.close(fd) }
         waiting.removeAll()
         try? listener.close()
-        unlink(path)
+        if ownsPath { unlink(path) }
     }
 }
 

@@ -43,8 +43,9 @@ struct DaemonBuildTests {
         return (make, ninja)
     }
 
-    private func startDaemon(_ box: GovernorBuildTests.LimitedCgroup, socket: String, in s: Scratch, tag: String) throws -> Running {
-        let daemon = try Running("/bin/sh", box.wrap([Clients.jobgov, "daemon", "--socket", socket]), in: s, tag: tag)
+    private func startDaemon(_ box: GovernorBuildTests.LimitedCgroup, socket: String, in s: Scratch, tag: String,
+                             _ extra: [String] = []) throws -> Running {
+        let daemon = try Running("/bin/sh", box.wrap([Clients.jobgov, "daemon", "--socket", socket] + extra), in: s, tag: tag)
         waitUntil("the daemon's socket", timeout: 10) { access(socket, F_OK) == 0 }
         return daemon
     }
@@ -120,6 +121,98 @@ struct DaemonBuildTests {
         #expect(daemonEnd.status == 0, "\(daemonEnd.stderr)")
         #expect(daemonEnd.stderr.contains("joined"), "the new daemon saw the builds come back: \(daemonEnd.stderr)")
         #expect(access(socket, F_OK) != 0, "the daemon removes its socket when it stops")
+    }
+
+    /// The plain client's build: `count` jobs of 16 MiB (memjob, 1.5 s each) that record their start and end in
+    /// `log`, for make without `-j`.
+    private func plainBuild(into s: Scratch, count: Int, log: String) throws {
+        try FileManager.default.createDirectory(atPath: s.path + "/p/memjob", withIntermediateDirectories: true)
+        try FileManager.default.copyItem(atPath: Self.memjob, toPath: s.path + "/p/memjob/memjob.c")
+        let names = (1...count).map { "p\($0)" }
+        try s.write("p/Makefile", """
+            all: \(names.joined(separator: " "))
+            memjob/memjob: memjob/memjob.c
+            \tcc -O2 -o $@ $<
+            \(names.joined(separator: " ")): memjob/memjob
+            \t@echo "S $$(date +%s%N) $@" >> \(log)
+            \t@memjob/memjob --name $@ --peak 16 --ramp 1 --hold 0.5 --out $@
+            \t@echo "E $$(date +%s%N) $@" >> \(log)
+
+            """)
+    }
+
+    /// Three builds started together in one 1 GiB box: `jobgov make -j12`, `jobgov ninja -j12` (the whole example
+    /// each, with page-out as in the test above) and a plain `make` (4.4.1, no `-j`) that joined the daemon's pool
+    /// with `MAKEFLAGS=--jobserver-auth=fifo:PATH`; the daemon is SIGKILLed mid-build and started again.
+    ///
+    /// The daemon cannot see the plain client's memory: it has no governor and no cgroup of jobgov's, so no share
+    /// counts it and nothing shrinks when it grows. What keeps the box safe from it is its size, which the test
+    /// holds to and checks: a pool of 2 tokens plus make's own implicit slot is at most 3 jobs of 16 MiB at once
+    /// (the job log says how many ran at once), and the daemon is given that much less than the 889 MiB it would
+    /// derive from the box (1 GiB less 32 MiB and a reserve of a tenth), as an administrator who runs plain
+    /// builds beside governed ones would. A plain client with large jobs could still meet the OOM killer here.
+    @Test("make, ninja and a plain make on the daemon's pool together in one box: 0 OOM kills; the daemon SIGKILLed mid-build")
+    func threeBuildsWithAPlainClient() throws {
+        let s = try Scratch()
+        let box = try GovernorBuildTests.LimitedCgroup("three", limit: Self.box)
+        let watch = OOMKillWatch(box)
+        let socket = s.path + "/daemon.sock"
+        let daemonFlags = ["--pool", "2", "--memory-budget", "825M"]
+        var daemon = try startDaemon(box, socket: socket, in: s, tag: "daemon1", daemonFlags)
+        let plainLog = s.path + "/plain.log"
+        try plainBuild(into: s, count: 36, log: plainLog)
+        let (make, ninja) = try startBuilds(in: box, s, socket: socket, swap: true)
+        let plain = try Running("/bin/sh", box.wrap([Clients.make44]), in: s, cwd: s.path + "/p",
+                                env: ["MAKEFLAGS": "--jobserver-auth=fifo:\(s.path)/jobserver"], tag: "plain")
+        waitUntil("both governed builds joined", timeout: 20) {
+            (try? daemonStatus(socket, in: s)["builds"] as? [Any])??.count == 2
+        }
+        let status = try daemonStatus(socket, in: s)
+        let shares = (status["builds"] as? [[String: Any]] ?? []).compactMap { $0["share_bytes"] as? UInt64 }
+        #expect(status["budget_bytes"] as? UInt64 == 825 << 20 && shares.count == 2 && shares.reduce(0, +) <= 825 << 20,
+                "\(status)")
+
+        sleep(6)
+        kill(daemon.pid, SIGKILL)
+        _ = daemon.finish(timeout: 10)
+        // Without the daemon, all three go on: the governed builds on their last shares, the plain one on the pool's
+        // FIFO, which it holds open.
+        let endedBefore = JobLog(s.read("plain.log")).count
+        sleep(3)
+        #expect(JobLog(s.read("plain.log")).count > endedBefore || !plain.process.isRunning,
+                "the plain build stopped while the daemon was gone")
+        #expect(make.process.isRunning && ninja.process.isRunning, "the governed builds run on without the daemon")
+        daemon = try startDaemon(box, socket: socket, in: s, tag: "daemon2", daemonFlags)
+        waitUntil("the governed builds rejoined", timeout: 20) {
+            (try? daemonStatus(socket, in: s)["builds"] as? [Any])??.count == 2
+                || !make.process.isRunning || !ninja.process.isRunning
+        }
+
+        let results = [("make", make.finish(timeout: 180)), ("ninja", ninja.finish(timeout: 180))]
+        let plainResult = plain.finish(timeout: 180)
+        kill(daemon.pid, SIGTERM)
+        let daemonEnd = daemon.finish(timeout: 10)
+        let kills = watch.stop()
+        for (name, r) in results {
+            #expect(r.status == 0, "\(name): \(r.jobgovLines.joined(separator: "\n"))\n\(r.stderr.suffix(1500))")
+            #expect(r.jobgovLines.first?.contains("joined jobgov daemon at \(socket)") == true, "\(name)")
+            #expect(r.jobgovLines.contains { $0.contains("rejoined jobgov daemon") }, "\(name): \(r.jobgovLines)")
+            #expect(r.jobgovLines.contains { $0.contains(" 0 OOM kills") }, "\(name)")
+        }
+        #expect(plainResult.status == 0, "plain make: \(plainResult.stderr.suffix(1500))")
+        let jobs = JobLog(s.read("plain.log"))
+        #expect(jobs.count == 36, "the plain build's jobs that ran: \(jobs.count)")
+        // It used the pool (more than its implicit slot) and no more than the pool allows: the bound on its memory.
+        #expect((2...3).contains(jobs.peak()), "the plain build ran \(jobs.peak()) jobs at once")
+        #expect(kills == 0, "OOM kills in the box: \(kills)")
+        #expect(FileManager.default.fileExists(atPath: s.path + "/a/mh/out/bin/app"))
+        #expect(FileManager.default.fileExists(atPath: s.path + "/b/mh/out/bin/app"))
+        #expect(daemonEnd.status == 0, "\(daemonEnd.stderr)")
+        // Nothing frozen is left, and no cgroup: every build's cgroup below the box's leaf is gone.
+        #expect(!box.cgroup.isFrozen)
+        for dir in box.cgroup.topDirectories {
+            #expect(BuildCgroup.subdirectories(dir + "/" + box.cgroup.leafName).isEmpty, "left below \(dir)")
+        }
     }
 }
 

@@ -165,6 +165,34 @@ struct DaemonSocketTests {
         #expect(end.status == 0, "\(end.stderr)")
     }
 
+    @Test("started for jobgov.socket (systemd's socket activation): it serves the socket handed over and leaves it")
+    func socketActivation() throws {
+        let activate = "/usr/bin/systemd-socket-activate"
+        try #require(FileManager.default.isExecutableFile(atPath: activate), "\(activate) is missing (Debian's systemd)")
+        let s = try Scratch()
+        let socket = s.path + "/daemon.sock"
+        // What systemd does for jobgov.socket: listen, start the daemon at the first connection, hand the socket over.
+        let daemon = try Running(activate, ["-l", socket, Clients.jobgov, "daemon", "--socket", socket,
+                                            "--memory-budget", "1G"], in: s, tag: "daemon")
+        waitUntil("the socket", timeout: 10) { access(socket, F_OK) == 0 }
+        let status = ask(socket, "builds") ?? "no reply"
+        #expect(status.contains("\"budget_bytes\":1073741824"), "\(status)")
+        #expect(ask(socket, report(pid: getpid()))?.hasPrefix("share ") == true)
+        #expect(ask(socket, "builds")?.contains("\"pid\":\(getpid())") == true)
+        var fifo = stat()
+        #expect(stat(s.path + "/jobserver", &fifo) == 0 && (fifo.st_mode & S_IFMT) == S_IFIFO, "the pool, next to the socket")
+        let end = stop(daemon)
+        #expect(end.status == 0, "\(end.stderr)")
+        #expect(end.stderr.contains("daemon listening at \(socket) (a socket from systemd)"), "\(end.stderr)")
+        #expect(access(socket, F_OK) == 0, "systemd's socket outlives the daemon")
+
+        // A descriptor that is not a listening socket gets one line that says what the unit needs.
+        let wrong = try Running("/bin/sh", ["-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" daemon --socket \"$1\" 3</dev/null",
+                                            Clients.jobgov, s.path + "/other.sock"], in: s, tag: "wrong").finish(timeout: 20)
+        #expect(wrong.status == 1)
+        #expect(wrong.stderr.contains("not a listening socket") && wrong.stderr.contains("ListenStream="), "\(wrong.stderr)")
+    }
+
     @Test("plain clients share the daemon's pool through MAKEFLAGS=--jobserver-auth=fifo:PATH; tokens lost with a SIGKILLed make come back")
     func plainClientsShareThePool() throws {
         try Clients.require(Clients.make44)

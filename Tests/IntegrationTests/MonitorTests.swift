@@ -57,6 +57,47 @@ struct MonitorTests {
         #expect(run.finish().status == 0)
     }
 
+    @Test("the builds a jobgov daemon serves: each one's pid, uid, share, held, need, want and jobs")
+    func daemonBuilds() throws {
+        try Clients.require(Clients.make44)
+        let s = try Scratch()
+        let socket = s.path + "/daemon.sock"
+        let daemon = try Running(Clients.jobgov, ["daemon", "--socket", socket, "--memory-budget", "1G", "--pool", "0"],
+                                 in: s, tag: "daemon")
+        waitUntil("the daemon's socket") { access(socket, F_OK) == 0 }
+        try s.write("Makefile", flatMakefile(count: 4, seconds: 3))
+        let run = try Running(Clients.jobgov, [Clients.make44, "-j2"], in: s, env: ["JOBGOV_DAEMON_SOCKET": socket],
+                              tag: "build")
+        waitUntil("the build to start") { s.read("job.log").contains("S ") }
+
+        let m = try jobgov(["monitor", "--json", "--count", "2", "--interval", "0.3", "--daemon-socket", socket],
+                           in: s, timeout: 20)
+        #expect(m.status == 0, "\(m.stderr)")
+        for line in m.stdout.split(separator: "\n") {
+            let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+            let served = try #require(object["daemon"] as? [String: Any], "no daemon in \(line)")
+            #expect(served["budget_bytes"] as? Int == 1 << 30, "\(served)")
+            let builds = served["builds"] as? [[String: Any]] ?? []
+            let build = try #require(builds.first { $0["pid"] as? Int == Int(run.pid) }, "\(builds)")
+            #expect(build["uid"] as? Int == Int(geteuid()))
+            #expect((build["share_bytes"] as? Int ?? 0) > 0, "\(build)")
+            let demand = build["demand"] as? [String: Any] ?? [:]
+            for key in ["held_bytes", "need_bytes", "want_bytes", "running_jobs"] {
+                #expect(demand[key] is Int, "\(key) in \(demand)")
+            }
+        }
+        // In a pipe, through JOBGOV_DAEMON_SOCKET as builds find it; and none with --daemon-socket none.
+        let plain = try jobgov(["monitor", "--count", "1", "--interval", "0.2"], in: s,
+                               env: ["JOBGOV_DAEMON_SOCKET": socket], timeout: 20)
+        #expect(plain.stdout.contains(" | daemon 1 GiB, 1 build; \(run.pid) uid \(geteuid()) share "), "\(plain.stdout)")
+        let without = try jobgov(["monitor", "--json", "--count", "1", "--interval", "0.2", "--daemon-socket", "none"],
+                                 in: s, env: ["JOBGOV_DAEMON_SOCKET": socket], timeout: 20)
+        #expect(without.status == 0 && !without.stdout.contains("\"daemon\""), "\(without.stdout)")
+        #expect(run.finish().status == 0)
+        kill(daemon.pid, SIGTERM)
+        #expect(daemon.finish(timeout: 10).status == 0)
+    }
+
     @Test("an unknown cgroup or a bad interval gets one line")
     func mistakes() throws {
         let s = try Scratch()

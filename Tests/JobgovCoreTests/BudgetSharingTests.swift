@@ -41,6 +41,41 @@ struct BudgetSharingTests {
         #expect(shares.values.reduce(0, +) <= 1000 * MiB)
     }
 
+    @Test func aNewerBuildStartsNothingWhileAnOlderBuildsOldestJobStillNeedsRoom() {
+        // The older build's oldest job (a link predicted at 650 MiB) holds 300 so far; the newer build holds more than
+        // its running jobs were predicted to need. 300 MiB are free, the link needs 350 more: the newer build keeps
+        // room for its running jobs and starts none, where the rule alone would give it 200 MiB to start jobs in.
+        let growing = claim("old", at: 1, held: 300, floor: 650, need: 650, want: 650)
+        let newer = claim("new", at: 2, held: 400, floor: 50, need: 150, want: 600)
+        #expect(BudgetSharing.waiting(budget: 1000 * MiB, claims: [newer, growing]) == ["new"])
+        let shares = BudgetSharing.targets(budget: 1000 * MiB, claims: [newer, growing])
+        #expect(shares["new"] == 150 * MiB, "its need, nothing to start new jobs with")
+        #expect(shares["old"] == 850 * MiB, "the rest, for its oldest job to grow into")
+
+        // Once the room the link still needs is free (it grew to 600, the newer build froze down to 300), the newer
+        // build starts jobs again: the rule's share.
+        var grown = growing, shrunk = newer
+        grown.demand = BuildDemand(heldBytes: 600 * MiB, floorBytes: 650 * MiB, needBytes: 650 * MiB, wantBytes: 650 * MiB)
+        shrunk.demand = BuildDemand(heldBytes: 300 * MiB, floorBytes: 50 * MiB, needBytes: 150 * MiB, wantBytes: 600 * MiB)
+        #expect(BudgetSharing.waiting(budget: 1000 * MiB, claims: [shrunk, grown]).isEmpty)
+        #expect(BudgetSharing.targets(budget: 1000 * MiB, claims: [shrunk, grown])["new"] == 350 * MiB)
+    }
+
+    @Test func noBuildWaitsWhileWhatTheOlderOnesStillNeedIsFree() {
+        let older = claim("old", at: 1, held: 300, floor: 500, need: 500, want: 500)
+        let newer = claim("new", at: 2, held: 200, floor: 50, need: 150, want: 600)
+        // 500 MiB free, 200 still needed by the older build's oldest job.
+        #expect(BudgetSharing.waiting(budget: 1000 * MiB, claims: [older, newer]).isEmpty)
+        let shares = BudgetSharing.targets(budget: 1000 * MiB, claims: [older, newer])
+        #expect(shares["new"] == 500 * MiB, "floors, needs, then its want from what is left")
+        // A build alone never waits, however much its oldest job has still to grow.
+        #expect(BudgetSharing.waiting(budget: 100 * MiB, claims: [claim("a", at: 0, held: 10, floor: 900, need: 900,
+                                                                        want: 900)]).isEmpty)
+        // Three builds: the middle one's oldest job is short of room, so only the newest waits.
+        let middle = claim("mid", at: 1.5, held: 100, floor: 600, need: 600, want: 600)
+        #expect(BudgetSharing.waiting(budget: 1000 * MiB, claims: [older, middle, newer]) == ["new"])
+    }
+
     @Test func floorsComeFirstOldestBuildFirst() {
         let shares = BudgetSharing.targets(budget: 500 * MiB, claims: [
             claim("c", at: 3, floor: 300, need: 300, want: 300),

@@ -184,4 +184,19 @@ struct DaemonRegistryTests {
         #expect(lines[0] == "budget 1000 MiB (cgroup limit), 1 build")
         #expect(lines[2].contains("100") && lines[2].hasSuffix("make -j8"))
     }
+
+    @Test func theMonitorsLineNamesEachBuildsNumbers() throws {
+        var r = DaemonRegistry(budget: 1000 * MiB, budgetSource: "cgroup limit")
+        _ = send(&r, DaemonRequest.report(report(pid: 100, at: 1)).line, from: alice)
+        var b = report(pid: 200, at: 2, need: 400)
+        b.demand.runningJobs = 3
+        b.demand.frozenJobs = 1
+        _ = send(&r, DaemonRequest.report(b).line, from: PeerCredentials(pid: 200, uid: 0, gid: 0))
+        let status = try DaemonStatus.decode(json: send(&r, "builds", from: root))
+        let share = status.builds.map { MemorySize.format($0.shareBytes) }
+        #expect(status.summary == "daemon 1000 MiB, 2 builds; "
+                + "100 uid 1000 share \(share[0]) held 10 MiB need 300 MiB want 900 MiB jobs 0; "
+                + "200 uid 0 share \(share[1]) held 10 MiB need 400 MiB want 900 MiB jobs 3+1 frozen")
+        #expect(DaemonStatus(budgetBytes: 64 * MiB, budgetSource: "x", builds: []).summary == "daemon 64 MiB, 0 builds")
+    }
 }
