@@ -162,6 +162,7 @@ public final class BuildGovernor {
                 evictable: options.settings.canEvict && job.rootName == "jobgov-shell",
                 peakKnown: model.knowsPeak(of: job.command) && job.peakBytes <= predicted * 17 / 16)
             input.pageOutAskedSecondsAgo = job.pageOutAskedAt.map { t - $0 }
+            input.newKind = !input.peakKnown && model.isNewKind(job.command)
             running.append(input)
         }
         var input = GovernorInput(

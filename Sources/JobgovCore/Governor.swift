@@ -90,8 +90,9 @@ public struct Governor: Sendable {
             count += 1
         }
         var index = 0
-        // Slow start while nothing can take memory back: one job of unknown size at a time.
-        let probing = cautious && running.contains { !$0.peakKnown && $0.ranSeconds < youngSeconds }
+        // Slow start while nothing can take memory back: one job of unknown size at a time, and none beside a job of
+        // a new kind for as long as it runs (its size may show only at its end, as a link's does).
+        let probing = cautious && running.contains { (!$0.peakKnown && $0.ranSeconds < youngSeconds) || $0.newKind }
         var unknownAdmitted = 0
         while count < maxJobs {
             if cautious && index >= upcoming.count && (probing || unknownAdmitted >= 1) { break }

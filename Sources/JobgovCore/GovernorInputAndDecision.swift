@@ -24,6 +24,9 @@ public struct GovernorInput: Sendable, Equatable {
         public var evictable = false
         /// Its peak was measured before (else `predictedPeakBytes` is a guess).
         public var peakKnown = true
+        /// No job of its kind has finished, in this build or the history, while jobs of other kinds have: its memory
+        /// is not even guessed from others like it (`CommandKind`).
+        public var newKind = false
         /// It compiles on a helper (distcc, icecc, sccache): what it holds here is a client's and a preprocessor's,
         /// predicted as remote jobs' footprint; it is never frozen (that would stall a helper, and free little).
         public var remote = false

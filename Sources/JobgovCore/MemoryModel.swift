@@ -35,6 +35,10 @@ public struct MemoryModel: Sendable {
     private var historyIndex: [String: Int]
     public private(set) var startOrder: [String] = []
     private var finishedPeaks: [UInt64] = []
+    /// Peaks by kind of command (`CommandKind`): a command never seen is predicted from others of its kind.
+    private var historyKinds = KindPeaks()
+    private var measuredKinds = KindPeaks()
+    private var kinds: [String: String] = [:]
     private var finishedSeconds: [Double] = []
     private var finishedShapes: [MemoryShape] = []
     private var started: Set<String> = []
@@ -60,6 +64,7 @@ public struct MemoryModel: Sendable {
         var index: [String: Int] = [:]
         for (i, command) in historyOrder.enumerated() where index[command] == nil { index[command] = i }
         self.historyIndex = index
+        for (command, peak) in history { historyKinds.add(CommandKind.of(command), peak) }
         refreshEstimates()
     }
 
@@ -68,6 +73,7 @@ public struct MemoryModel: Sendable {
     public mutating func noteStarted(_ command: String) {
         guard started.insert(command).inserted else { return }
         startOrder.append(command)
+        kinds[command] = CommandKind.of(command)
         if let i = historyIndex[command] { position = max(position, i) }
         let wasInStep = inStep
         inStep = history.isEmpty || history[command] != nil
@@ -116,6 +122,7 @@ public struct MemoryModel: Sendable {
             if Self.unrelated(finishedRatios) { disownHistory() }
         }
         measured[job.command] = max(measured[job.command] ?? 0, job.peakBytes)
+        measuredKinds.add(kind(of: job.command), job.peakBytes)
         let seconds = max(0, job.seconds - job.frozenSeconds)
         measuredSeconds[job.command] = max(measuredSeconds[job.command] ?? 0, seconds)
         if let shape = job.shape {
@@ -142,8 +149,21 @@ public struct MemoryModel: Sendable {
     public func predictedPeak(of command: String) -> UInt64 {
         if let m = measured[command] { return m }
         if let h = history[command] { return corrected(h) }
-        return typicalJobPeak
+        // A command never seen: the typical job, or its own kind's where that is higher (a link after compiles).
+        let kind = kind(of: command)
+        let ofKind = measuredKinds.mean(kind) ?? historyKinds.mean(kind).map(corrected)
+        return max(typicalJobPeak, ofKind ?? 0)
     }
+
+    /// A command of a kind no job of this build or the history has shown, while other kinds are known: a new
+    /// phase of the build (the first link after the compiles) whose memory nothing here predicts.
+    public func isNewKind(_ command: String) -> Bool {
+        guard !measuredKinds.isEmpty || !historyKinds.isEmpty else { return false }
+        let kind = kind(of: command)
+        return measuredKinds.mean(kind) == nil && historyKinds.mean(kind) == nil
+    }
+
+    private func kind(of command: String) -> String { kinds[command] ?? CommandKind.of(command) }
 
     /// How much bigger than the history says this build's jobs turn out (a changed source, other flags, a history
     /// from another tree): measured peak over the history's, for every job of this build the history knew, running
@@ -199,6 +219,7 @@ public struct MemoryModel: Sendable {
         historyShapes = [:]
         historyOrder = []
         historyIndex = [:]
+        historyKinds = KindPeaks()
         historyRatios = [:]
         finishedRatios = []
         position = -1

@@ -90,12 +90,14 @@ struct GovernorSimulationTests {
         let share = { (kind: String) in Double(failed[kind] ?? 0) / Double(max(1, count)) }
         print("ninja without swap, \(count) trees: builds with an OOM kill: cold \(Self.pct(share("cold"))), warm \(Self.pct(share("warm"))), "
               + "half-size history \(Self.pct(share("half"))), another tree's history \(Self.pct(share("other")))")
-        #expect(share("cold") <= 0.05)
-        #expect(share("warm") <= 0.05)
+        // A job of a new kind (the first link after the compiles) runs with no job of unknown size beside it:
+        // without that, cold 2.9% and warm 0.6% of these builds failed, mostly at links that peak late.
+        #expect(share("cold") <= 0.015)
+        #expect(share("warm") <= 0.015)
         // Until a job confirms the history, its peaks count double here: a history wrong by half, or from another
         // tree, costs a slower start instead of a failed build (without that: 24% and 13% of these builds failed).
-        #expect(share("half") <= 0.05)
-        #expect(share("other") <= 0.08)
+        #expect(share("half") <= 0.015)
+        #expect(share("other") <= 0.05)
     }
 
     /// On builds that the history describes (warm), the makespan against a clairvoyant scheduler that knows every

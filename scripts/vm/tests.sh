@@ -20,6 +20,7 @@ no_jobgov_cgroups() { ! ls -d /sys/fs/cgroup/jobgov-* >/dev/null 2>&1; }
 export TMPDIR=/tmp
 
 # 1. Placement before exec, limits, removal at exit.
+echo "vm: part 1: Placement before exec, limits, removal at exit"
 cat > place.mk <<'MK'
 all:
 	@cat /proc/self/cgroup > cg
@@ -35,6 +36,7 @@ check "the build's cgroup has PSI" grep -q '^some avg10=' psi
 check "cgroups removed at exit" no_jobgov_cgroups
 
 # 2. Freeze stops progress, thaw resumes it; ctl status says frozen.
+echo "vm: part 2: Freeze stops progress, thaw resumes it; ctl status says frozen"
 # The job counts until told to stop (a file), so slow emulation cannot make it end before the checks.
 cat > count.mk <<'MK'
 all:
@@ -57,6 +59,7 @@ check "frozen-and-thawed build exits 0" [ $? -eq 0 ]
 check "cgroups removed after the freeze test" no_jobgov_cgroups
 
 # 3. The watchdog: jobgov killed with SIGKILL while the build is frozen.
+echo "vm: part 3: The watchdog: jobgov killed with SIGKILL while the build is frozen"
 rm -f counter stop
 jobgov -q --memory-budget 64M make -f count.mk &
 P=$!
@@ -72,6 +75,7 @@ check "the build runs to the end" wait_for 30 sh -c "! ls -d /sys/fs/cgroup/jobg
 check "watchdog removes the cgroups" wait_for 10 no_jobgov_cgroups
 
 # 4. ctl kill ends the build through cgroup.kill.
+echo "vm: part 4: ctl kill ends the build through cgroup"
 cat > sleep.mk <<'MK'
 all: a b
 a b:
@@ -88,6 +92,7 @@ check "killed build ends with a signal status ($status)" [ "$status" -gt 128 ]
 check "cgroups removed after kill" wait_for 10 no_jobgov_cgroups
 
 # 5. monitor reads a running build's v2 cgroup.
+echo "vm: part 5: monitor reads a running build's v2 cgroup"
 jobgov -q make -j2 -f sleep.mk &
 P=$!
 wait_for 30 test -d /sys/fs/cgroup/jobgov-$P/build
@@ -98,6 +103,7 @@ jobgov ctl kill --pid $P > /dev/null
 wait $P
 
 # 6. The governor on pure v2: eight 60 MiB jobs at -j8. Plainly, in a cgroup with memory.max 200M, the kernel's
+echo "vm: part 6: The governor on pure v2: eight 60 MiB jobs at -j8"
 # OOM killer ends some; under jobgov with a 128 MiB budget (memory.high 128M, memory.max 192M) none is killed.
 cat > mem.mk <<'MK'
 J := j1 j2 j3 j4 j5 j6 j7 j8
