@@ -270,26 +270,7 @@ struct Run: ParsableCommand {
 
     /// Flags over the config file over the defaults.
     func governorChoices(env: [String: String]) throws -> BuildSupervisor.GovernorChoices? {
-        var file: [String: String] = [:]
-        let path = config ?? (env["XDG_CONFIG_HOME"].map { $0 + "/jobgov/config" } ?? env["HOME"].map { $0 + "/.config/jobgov/config" })
-        if let path {
-            do {
-                file = try ConfigFile.parse(try readFile(path, limit: 1 << 20), path: path)
-            } catch let error as CommandLineError {
-                throw error
-            } catch FileReadFailure.open(let e) where config == nil && [ENOENT, ENOTDIR, EACCES].contains(e) {
-                // No config file of ours (or a HOME that belongs to someone else): the defaults.
-            } catch let failure as FileReadFailure {
-                let why = switch failure {
-                case .open(let e), .read(let e): String(cString: strerror(e))
-                case .tooLarge(let limit): "larger than \(limit / 1024) KiB"
-                }
-                let fix = config == nil ? "fix it or remove it" : "give an existing file to --config, or leave --config out"
-                throw CommandLineError.conflict("cannot read the config file \(path): \(why); \(fix)")
-            } catch {
-                throw CommandLineError.conflict("cannot read the config file \(path) (\(error))")
-            }
-        }
+        let (file, path) = try ConfigFileLoader.load(explicit: config, environment: env)
         let where_ = path ?? "the config file"
         /// The flag's value, else the config file's, typed by the table; nil when neither gives one.
         func value<V>(_ flag: String?, _ setting: RunSetting<V>) throws(CommandLineError) -> V? {
