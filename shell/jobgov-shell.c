@@ -7,7 +7,8 @@
 // parent then exits 1, "compilation terminated". jobgov, which saw the kill, answers "no ..." at once when nothing
 // in that recipe was an OOM victim, else "wait" until memory allows the job alone, then "go", and the line runs once
 // more. Otherwise (and when jobgov cannot be reached) it ends exactly as the shell did (same status, same signal),
-// so make reports as usual. A success asks nothing.
+// so make reports as usual. A success asks nothing. The kernel being short of memory for the question is not
+// jobgov being unreachable: see short_of_memory.
 //
 // It is started once per recipe line, so it must cost next to nothing (a build of 3000 `@true` recipes pays it
 // 3000 times). Hence:
@@ -38,8 +39,14 @@ static void end_by_signal(int sig);
 typedef unsigned long size_t;
 #define ENOENT 2
 #define EINTR 4
+#define EAGAIN 11
+#define ENOMEM 12
 #define EACCES 13
 #define ENOTDIR 20
+#define ENFILE 23
+#define EPIPE 32
+#define ENAMETOOLONG 36
+#define ENOBUFS 105
 #define SIGCHLD 17
 #define SIG_UNBLOCK 1
 #define AF_UNIX 1
@@ -285,11 +292,31 @@ static char **simple_command(const char *shell, char **argv) {
     return words;
 }
 
+// Whether a failed system call (its -errno) only says that the kernel is short of memory for now. jobgov ends a
+// job early, and its recipe asks to run again, when the build sits at its hard limit; on cgroup v1, where jobgov
+// holds the OOM killer off meanwhile, the kernel then refuses what it would charge to the build: socket() fails
+// with ENFILE (measured on Linux 6.18), other calls with ENOMEM, ENOBUFS or EAGAIN, until memory is freed. Taken
+// for "jobgov is gone", it would end the recipe with its own SIGKILL, which make reports as "Killed", and the build
+// would fail for want of an answer; so it is waited out, a pause at a time.
+static int short_of_memory(long err) {
+    return err == -ENFILE || err == -ENOMEM || err == -ENOBUFS || err == -EAGAIN;
+}
+// A shortage is waited out for at most SHORT_TRIES pauses of 200 ms in a row (5 minutes).
+#define SHORT_TRIES 1500
+static void pause_briefly(void) {
+    struct { long sec, nsec; } pause = {0, 200 * 1000 * 1000};
+    sys4(SYS_clock_nanosleep, 1, 0, &pause, 0);  // CLOCK_MONOTONIC
+}
+
 static char child_stack[16384] __attribute__((aligned(16)));
 
 // Runs the command to its end; its wait status.
 static int run_child(struct command *c) {
-    long pid = clone_run(CLONE_VM | CLONE_VFORK | SIGCHLD, child_stack + sizeof child_stack, child, c);
+    long pid;
+    for (int tries = 1; (pid = clone_run(CLONE_VM | CLONE_VFORK | SIGCHLD, child_stack + sizeof child_stack, child, c)) < 0
+                        && short_of_memory(pid) && tries < SHORT_TRIES; tries++) {
+        pause_briefly();
+    }
     if (pid < 0) {
         say("jobgov-shell: cannot start ", c->shell, "");
         return 127 << 8;
@@ -300,34 +327,48 @@ static int run_child(struct command *c) {
     return r < 0 ? 127 << 8 : status;
 }
 
-// One request, one reply line ("go", "wait", "no ..."); 0 when jobgov cannot be reached.
-static int ask(const char *socket_path, const char *request, char *reply, size_t size) {
+// The system call that failed in the last ask, for the message.
+static const char *failed_call = "";
+
+// One request, one reply line ("go", "wait", "no ..."): 1 with the reply, 0 when jobgov closed the connection
+// without one, -errno when a system call failed (failed_call names it).
+static long ask(const char *socket_path, const char *request, char *reply, size_t size) {
     struct { unsigned short family; char path[108]; } addr = {AF_UNIX, {0}};
     size_t n = length(socket_path);
-    if (n >= sizeof addr.path) return 0;
+    failed_call = "connect";
+    if (n >= sizeof addr.path) return -ENAMETOOLONG;
     for (size_t i = 0; i < n; i++) addr.path[i] = socket_path[i];
     long fd = sys3(SYS_socket, AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0) return 0;
-    size_t got = 0;
-    if (sys3(SYS_connect, fd, &addr, sizeof addr) == 0) {
-        size_t len = length(request), off = 0;
-        while (off < len) {
-            long w = sys3(SYS_write, fd, request + off, len - off);
-            if (w == -EINTR) continue;
-            if (w <= 0) break;
+    if (fd < 0) {
+        failed_call = "socket";
+        return fd;
+    }
+    long err = sys3(SYS_connect, fd, &addr, sizeof addr);
+    size_t got = 0, len = length(request), off = 0;
+    while (err == 0 && off < len) {
+        long w = sys3(SYS_write, fd, request + off, len - off);
+        if (w == -EINTR) continue;
+        if (w <= 0) {
+            failed_call = "write";
+            err = w < 0 ? w : -EPIPE;
+        } else {
             off += (size_t)w;
         }
-        while (off == len && got + 1 < size) {
-            long r = sys3(SYS_read, fd, reply + got, size - 1 - got);
-            if (r == -EINTR) continue;
-            if (r <= 0) break;
-            got += (size_t)r;
-            if (reply[got - 1] == '\n') break;
+    }
+    while (err == 0 && got + 1 < size) {
+        long r = sys3(SYS_read, fd, reply + got, size - 1 - got);
+        if (r == -EINTR) continue;
+        if (r < 0) {
+            failed_call = "read";
+            err = r;
         }
+        if (r <= 0) break;
+        got += (size_t)r;
+        if (reply[got - 1] == '\n') break;
     }
     sys1(SYS_close, fd);
     reply[got] = 0;
-    return got > 0;
+    return err < 0 ? err : got > 0;
 }
 
 // Writes n in decimal at p; the end of the digits.
@@ -351,11 +392,24 @@ static int maybe_rerun(const char *control, struct command *c, int status) {
         *p++ = '\n';
         *p = 0;
         int go = 0;
-        while (ask(control, request, reply, sizeof reply)) {
-            if (after(reply, "go")) { go = 1; break; }
-            if (!after(reply, "wait")) break;
-            struct { long sec, nsec; } pause = {0, 200 * 1000 * 1000};
-            sys4(SYS_clock_nanosleep, 1, 0, &pause, 0);  // CLOCK_MONOTONIC
+        for (int short_tries = 0;;) {
+            long asked = ask(control, request, reply, sizeof reply);
+            if (asked > 0) {
+                short_tries = 0;
+                if (after(reply, "go")) go = 1;
+                if (!after(reply, "wait")) break;
+            } else if (!short_of_memory(asked) || ++short_tries >= SHORT_TRIES) {
+                // jobgov is gone (or the shortage outlasted every try): the failure stands, and says why here, as
+                // make's report of it cannot.
+                char why[48], *end = why;
+                for (const char *s = failed_call; *s; s++) *end++ = *s;
+                for (const char *s = asked == 0 ? ": no reply" : ": errno "; *s; s++) *end++ = *s;
+                if (asked < 0) end = decimal(end, (unsigned long)-asked);
+                *end = 0;
+                say("jobgov-shell: cannot ask jobgov whether to run the failed line again (", why, ")");
+                break;
+            }
+            pause_briefly();
         }
         if (!go) return status;
         status = run_child(c);

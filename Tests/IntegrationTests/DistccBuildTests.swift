@@ -170,6 +170,26 @@ struct DistccBuildTests {
         #expect(fellBack >= 1 && local >= 4, "local_jobs \(local), fell_back_jobs \(fellBack)")
     }
 
+    /// Without swap, ending a fallback early is all that frees memory once freezing is not enough. An ended job's
+    /// recipe asks to run again while the build sits at its hard limit, where the kernel may refuse it a socket:
+    /// jobgov-shell waits that out (see JobgovShellTests) instead of failing the build with make's "Killed".
+    @Test("helpers killed, no swap: jobgov make -j16 ends fallbacks early and runs them again; all built, 0 OOM kills")
+    func helpersKilledJobsEndedEarly() throws {
+        try Clients.require(distccd)
+        try Clients.require(distcc)
+        let s = try project()
+        let helpers = try (7...8).map { try Helper($0, in: s) }
+        let (r, kills, _) = try build([Clients.jobgov, "--no-swap", "--summary-json", s.path + "/ended.json", "make", "-j16"],
+                                      tag: "ended", in: s, helpers: helpers, kills: [afterObjects(1, in: s, kill: helpers)])
+        let j = try expectFellBackAndFinished(r, oomKills: kills, summary: "ended.json", in: s)
+        let ended = j["jobs_ended_early"] as? Int ?? 0
+        let rerun = j["jobs_rerun"] as? Int ?? 0
+        #expect(ended >= 1 && rerun >= ended, "jobs_ended_early \(ended), jobs_rerun \(rerun): \(r.jobgovLines.joined(separator: "\n"))")
+        #expect(!r.stderr.contains("make: ***") && !r.stderr.contains("cannot ask jobgov"), "\(r.stderr.suffix(2000))")
+        let built = (1...Self.files).filter { FileManager.default.fileExists(atPath: s.path + "/t\($0).o") }.count
+        #expect(built == Self.files && FileManager.default.fileExists(atPath: s.path + "/prog"))
+    }
+
     @Test("helpers killed one at a time: distcc sends work to the helper still up, then falls back; jobgov make -j16 finishes, 0 OOM kills, within budget")
     func helpersKilledOneAtATime() throws {
         try Clients.require(distccd)

@@ -302,6 +302,43 @@ struct JobgovShellTests {
         #expect(odd.asked.count == 2)
     }
 
+    /// jobgov ends jobs early when the build is at its hard limit, and on cgroup v1, where jobgov holds the OOM
+    /// killer off meanwhile, the kernel then refuses what it would charge to the build: the ended recipe's socket()
+    /// fails with ENFILE (measured on Linux 6.18) until memory is freed. Here socket() is made to fail so
+    /// (Fixtures/failsockets.c, a seccomp user notification), five times, then works.
+    @Test("short of memory to ask (socket() fails with ENFILE): it asks again until it can; jobgov gone: the failure stands, and says why",
+          arguments: ["embedded", "libc"])
+    func waitsOutAShortage(_ build: String) throws {
+        let s = try Scratch()
+        let shell = build == "embedded" ? try Self.embeddedShell(into: s) : try Self.libcShell(into: s)
+        let failsockets = try Self.compileFixture("failsockets", into: s)
+        let control = try FakeControl(path: s.path + "/control", replies: ["go"])
+        let line = "if [ -e once ]; then echo again; exit 0; fi; touch once; exit 1"
+        let running = try Running(failsockets, ["5", shell, "-c", line], in: s, env: ["JOBGOV_CONTROL": control.path],
+                                  tag: "short")
+        let r = running.finish(timeout: 30)
+        #expect(r.status == 0 && r.stdout == "again\n", "\(r.stderr)")
+        #expect(control.asked == ["rerun \(running.pid) 256\n"], "\(control.asked)")
+        #expect(!r.stderr.contains("cannot ask jobgov"), "\(r.stderr)")
+
+        // Nobody listens: the status as it was, at once, and a line that says why (make's report cannot).
+        let gone = try Running(shell, ["-c", "exit 5"], in: s, env: ["JOBGOV_CONTROL": s.path + "/nonexistent"],
+                               tag: "gone").finish(timeout: 30)
+        #expect(gone.status == 5)
+        #expect(gone.stderr == "jobgov-shell: cannot ask jobgov whether to run the failed line again (connect: errno \(ENOENT))\n",
+                "\(gone.stderr)")
+    }
+
+    /// A C program of Fixtures/, compiled.
+    private static func compileFixture(_ name: String, into s: Scratch) throws -> String {
+        try Clients.require("/usr/bin/cc")
+        let source = Clients.repo.appendingPathComponent("Tests/IntegrationTests/Fixtures/\(name).c").path
+        let r = try Running("/usr/bin/cc", ["-O2", "-Wall", "-Werror", "-o", name, source], in: s, tag: "cc")
+            .finish(timeout: 60)
+        try #require(r.status == 0, "\(r.stderr)")
+        return s.path + "/" + name
+    }
+
     /// The real jobgov takes both forms of the request: `rerun PID STATUS` from this jobgov-shell and `rerun PID`
     /// from an older one; anything else is an error, not a verdict.
     @Test("jobgov's control socket accepts rerun PID and rerun PID STATUS")
