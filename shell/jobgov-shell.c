@@ -355,13 +355,11 @@ static long ask(const char *socket_path, const char *request, char *reply, size_
             off += (size_t)w;
         }
     }
+    if (err == 0) failed_call = "read";  // an end of file here is "read: no reply", not connect's
     while (err == 0 && got + 1 < size) {
         long r = sys3(SYS_read, fd, reply + got, size - 1 - got);
         if (r == -EINTR) continue;
-        if (r < 0) {
-            failed_call = "read";
-            err = r;
-        }
+        if (r < 0) err = r;
         if (r <= 0) break;
         got += (size_t)r;
         if (reply[got - 1] == '\n') break;
