@@ -223,6 +223,18 @@ struct JobLog {
         return last
     }
 
+    /// The last instant when concurrency came down from above `level` to `level` or fewer.
+    func lastTimeBackTo(_ level: Int) -> Int64? {
+        var running = 0
+        var last: Int64?
+        for (t, d) in events {
+            let before = running
+            running += d
+            if before > level && running <= level { last = t }
+        }
+        return last
+    }
+
     var count: Int { intervals.count }
 }
 
