@@ -100,6 +100,12 @@ public final class BuildGovernor {
         if lastInput == nil { decideBeforeStart() }
     }
 
+    /// The CPUs `jobgov daemon` gives this build (nil: all of them).
+    public func setCPUShare(_ cpus: Double?) {
+        governor.setCPUShare(cpus)
+        options.settings = governor.settings
+    }
+
     /// One tick at build time `t`: returns the number of jobs the pool should allow.
     public func tick(now t: Double) -> Int {
         let reading = sensor.read()
@@ -421,6 +427,7 @@ public final class BuildGovernor {
         w.add("psi_memory_some_avg10", reading.memoryPressure)
         w.add("psi_cpu_some_avg10", reading.cpuPressure)
         if let busy = reading.cpuBusy { w.add("cpu_busy", (busy * 1000).rounded() / 1000) }
+        if let share = options.settings.cpuShare { w.add("cpu_share", (share * 1000).rounded() / 1000) }
         w.add("rung", decision.rung.description)
         w.add("reason", decision.reason)
         trace(w.text + "\n")

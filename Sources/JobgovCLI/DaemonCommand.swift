@@ -167,7 +167,8 @@ final class DaemonServer {
         self.poolTokens = poolTokens
         self.group = group
         self.groupName = groupName
-        registry = DaemonRegistry(budget: budget.bytes, budgetSource: budget.source, startedAt: monotonicSeconds())
+        registry = DaemonRegistry(budget: budget.bytes, budgetSource: budget.source, cpus: Double(onlineCPUs()),
+                                  startedAt: monotonicSeconds())
     }
 
     func run() throws -> Int32 {
@@ -185,7 +186,7 @@ final class DaemonServer {
         let loop = EventLoop(clock: monotonicSeconds)
         let who = group == nil ? "root" : "root and group \(groupName ?? String(group!))"
         note("daemon listening at \(path)\(handed == nil ? "" : " (a socket from systemd)") for \(who); "
-             + "budget \(MemorySize.format(registry.budget)) (\(registry.budgetSource))")
+             + "budget \(MemorySize.format(registry.budget)) (\(registry.budgetSource)), \(onlineCPUs()) CPUs")
         if poolTokens > 0 {
             pool = try DaemonPool(path: directory + "/jobserver", size: poolTokens, group: group)
             note("pool for plain clients: MAKEFLAGS=--jobserver-auth=fifo:\(directory)/jobserver (\(poolTokens) tokens)")

@@ -24,6 +24,8 @@ final class DaemonLink {
     private let say: (String) -> Void
     /// The last share given, in bytes (nil: never joined).
     private(set) var share: UInt64?
+    /// The last share of the CPUs given (nil: none, from a daemon that does not share them).
+    private(set) var cpuShare: Double?
     private(set) var builds = 0
     private var exchange: LineExchange?
     private var sentAt = 0.0
@@ -55,23 +57,24 @@ final class DaemonLink {
         return (budget, max(budget, UInt64(Double(budget) * ratio)))
     }
 
-    private func reportLine(_ demand: BuildDemand) -> String {
+    private func reportLine(_ demand: BuildDemand, cpuUsed: Double?) -> String {
         DaemonRequest.report(BuildReport(pid: getpid(), startedAt: startedAt, command: command, cgroup: cgroup,
                                          weight: weight, aloneBudgetBytes: aloneBudget, demand: demand,
-                                         shareBytes: share)).line
+                                         shareBytes: share, cpuUsed: cpuUsed)).line
     }
 
     /// At the start: the first report, waited for (a second at most; no wait at all where nobody listens).
     /// Returns the start line's note, nil when no daemon answered.
     func join(demand: BuildDemand) -> String? {
         for candidate in paths {
-            guard let reply = try? ControlClient.sendLine(reportLine(demand), to: candidate,
+            guard let reply = try? ControlClient.sendLine(reportLine(demand, cpuUsed: nil), to: candidate,
                                                           timeoutMilliseconds: Int32(DaemonTiming.replySeconds * 1000),
                                                           unreachableHint: "") else { continue }
             do {
                 let given = try ShareReply.parse(reply)
                 path = candidate
                 share = given.shareBytes
+                cpuShare = given.cpus
                 builds = given.builds
                 return "joined jobgov daemon at \(candidate): share \(MemorySize.format(given.shareBytes)) of "
                     + "\(MemorySize.format(given.budgetBytes)) (\(given.builds) build\(given.builds == 1 ? "" : "s"))"
@@ -87,7 +90,7 @@ final class DaemonLink {
     var pollDescriptors: [Int32] { exchange.map { [$0.fd] } ?? [] }
 
     /// Called every report interval: starts the next report, or gives up on one unanswered for too long.
-    func report(now: Double, demand: () -> BuildDemand) {
+    func report(now: Double, demand: () -> BuildDemand, cpuUsed: () -> Double?) {
         if exchange != nil {
             guard now - sentAt > DaemonTiming.replySeconds else { return }
             exchange?.close()
@@ -96,7 +99,7 @@ final class DaemonLink {
             return
         }
         guard now >= nextReport, let path else { return }
-        guard let started = try? LineExchange(path: path, line: reportLine(demand())) else {
+        guard let started = try? LineExchange(path: path, line: reportLine(demand(), cpuUsed: cpuUsed())) else {
             loseDaemon(now: now, why: "not listening")
             return
         }
@@ -104,23 +107,23 @@ final class DaemonLink {
         sentAt = now
     }
 
-    /// The reply arrived (or the connection ended): returns the new share when it changed.
-    func readable(now: Double) -> UInt64? {
-        guard let current = exchange else { return nil }
+    /// The reply arrived (or the connection ended): returns whether the share (of memory or of the CPUs) changed.
+    func readable(now: Double) -> Bool {
+        guard let current = exchange else { return false }
         let progress = current.receive()
-        if progress == .waiting { return nil }
+        if progress == .waiting { return false }
         current.close()
         exchange = nil
         guard case .reply(let line) = progress else {
             loseDaemon(now: now, why: "connection ended")
-            return nil
+            return false
         }
         let given: ShareReply
         do {
             given = try ShareReply.parse(line)
         } catch {
             loseDaemon(now: now, why: "it refused the report: \(error.message)")
-            return nil
+            return false
         }
         nextReport = now + DaemonTiming.reportSeconds
         if lost {
@@ -128,9 +131,10 @@ final class DaemonLink {
             say("rejoined jobgov daemon at \(path ?? "?"): share \(MemorySize.format(given.shareBytes))")
         }
         builds = given.builds
-        guard given.shareBytes != share else { return nil }
+        guard given.shareBytes != share || given.cpus != cpuShare else { return false }
         share = given.shareBytes
-        return given.shareBytes
+        cpuShare = given.cpus
+        return true
     }
 
     private func loseDaemon(now: Double, why: String) {
@@ -166,25 +170,27 @@ extension BuildSupervisor {
         }
         guard let joined = link.join(demand: governing.demand) else { return nil }
         daemon = link
-        applyShare(link.share ?? budget.bytes)
+        applyShare()
         ledger.setJobs(governing.initialTarget)
         return joined
     }
 
-    func applyShare(_ share: UInt64) {
+    /// Plans with the daemon's last shares: of the memory budget, and of the CPUs for the CPU rule.
+    func applyShare() {
         guard let daemon, let governing else { return }
-        let limits = daemon.limits(forShare: share)
+        let limits = daemon.limits(forShare: daemon.share ?? daemon.aloneBudget)
         governing.setBudget(limits.budget, hardLimit: limits.hardLimit)
+        governing.setCPUShare(daemon.cpuShare)
     }
 
     /// The daemon's two sources in the build's loop: the report timer and the reply.
     func watchDaemon(_ loop: EventLoop) {
         guard let daemon, let governing else { return }
         loop.every("daemon report", interval: { DaemonTiming.reportSeconds / 2 }) { now in
-            daemon.report(now: now) { governing.demand }
+            daemon.report(now: now, demand: { governing.demand }, cpuUsed: { [unowned self] in kernel?.ownCPUsUsed })
         }
         loop.watch("daemon reply", events: Int16(POLLIN), descriptors: { daemon.pollDescriptors }) { [unowned self] _, _ in
-            if let share = daemon.readable(now: monotonicSeconds()) { applyShare(share) }
+            if daemon.readable(now: monotonicSeconds()) { applyShare() }
         }
     }
 }

@@ -52,6 +52,9 @@ final class KernelBuild: BuildSensing, BuildActuating {
     private let swap: CompressedSwap?
     /// The CPU signals of the last reading (for the CPU boost); `runningJobs` is the caller's to fill in.
     private(set) var cpuSignals = CPUSignals(cpusBusy: nil, runningJobs: 0)
+    /// The CPUs the build used over the last rate interval, from its own cgroup (nil without one: the machine's
+    /// use is no measure of the build's). Reported to `jobgov daemon`.
+    private(set) var ownCPUsUsed: Double?
     /// The build's own CPU pressure and run-queue latency (eBPF) are read only where a CPU boost can use them.
     var readsCPUSignals = false
     private var lastRunQueue = LatencyHistogram(buckets: [])
@@ -112,6 +115,7 @@ final class KernelBuild: BuildSensing, BuildActuating {
             r.ioLatencySeconds = lastRates.ioLatency
         } else {
             r.cpuBusy = previous.flatMap { buildCPUShare(from: $0, to: sample, cpus: cpus) }
+            ownCPUsUsed = previous?.cgroupCPU != nil && sample.cgroupCPU != nil ? r.cpuBusy.map { $0 * Double(cpus) } : nil
             r.ioLatencySeconds = previous.flatMap { DiskStat.slowest(previous: $0.disks, current: sample.disks) }
                 .map { $0.milliseconds / 1000 }
             lastRates = (r.cpuBusy, r.ioLatencySeconds)

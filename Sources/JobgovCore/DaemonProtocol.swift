@@ -90,10 +90,14 @@ public struct BuildReport: Codable, Equatable, Sendable {
     /// The share the build plans with now (nil: none yet). A restarted daemon starts from it, so that the builds
     /// coming back one by one do not find the first of them holding the whole budget.
     public var shareBytes: UInt64?
+    /// The CPUs the build used over its last interval, from its own cgroup (nil: it cannot tell apart from the
+    /// machine's use). The daemon shares the CPUs by it (`CPUSharing`).
+    public var cpuUsed: Double?
 
     public init(pid: Int32, startedAt: Double, command: String, cgroup: String, weight: Int,
-                aloneBudgetBytes: UInt64, demand: BuildDemand, shareBytes: UInt64? = nil) {
+                aloneBudgetBytes: UInt64, demand: BuildDemand, shareBytes: UInt64? = nil, cpuUsed: Double? = nil) {
         self.shareBytes = shareBytes
+        self.cpuUsed = cpuUsed
         self.pid = pid
         self.startedAt = startedAt
         self.command = command
@@ -106,6 +110,7 @@ public struct BuildReport: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case pid, command, cgroup, weight, demand
         case startedAt = "started_at", aloneBudgetBytes = "alone_budget_bytes", shareBytes = "share_bytes"
+        case cpuUsed = "cpu_used"
     }
 }
 
@@ -115,15 +120,18 @@ public struct ShareReply: Codable, Equatable, Sendable {
     public var budgetBytes: UInt64
     /// How many builds share the budget now.
     public var builds: Int
+    /// The build's share of the CPUs, for its CPU rule (nil from a daemon that does not share them).
+    public var cpus: Double?
 
-    public init(shareBytes: UInt64, budgetBytes: UInt64, builds: Int) {
+    public init(shareBytes: UInt64, budgetBytes: UInt64, builds: Int, cpus: Double? = nil) {
         self.shareBytes = shareBytes
         self.budgetBytes = budgetBytes
         self.builds = builds
+        self.cpus = cpus
     }
 
     enum CodingKeys: String, CodingKey {
-        case shareBytes = "share_bytes", budgetBytes = "budget_bytes", builds
+        case shareBytes = "share_bytes", budgetBytes = "budget_bytes", builds, cpus
     }
 
     /// Reads a reply line: `share {…}`, or `error MESSAGE`.
@@ -149,9 +157,15 @@ public struct DaemonBuild: Codable, Equatable, Sendable {
     /// Seconds since the build joined, and since its last report.
     public var joinedSecondsAgo: Double
     public var reportedSecondsAgo: Double
+    /// Its share of the CPUs and what it used of them (nil when it cannot tell).
+    public var cpuShare: Double?
+    public var cpuUsed: Double?
 
     public init(pid: Int32, uid: UInt32, command: String, cgroup: String, weight: Int, shareBytes: UInt64,
-                demand: BuildDemand, joinedSecondsAgo: Double, reportedSecondsAgo: Double) {
+                demand: BuildDemand, joinedSecondsAgo: Double, reportedSecondsAgo: Double,
+                cpuShare: Double? = nil, cpuUsed: Double? = nil) {
+        self.cpuShare = cpuShare
+        self.cpuUsed = cpuUsed
         self.pid = pid
         self.uid = uid
         self.command = command
@@ -166,7 +180,7 @@ public struct DaemonBuild: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case pid, uid, command, cgroup, weight, demand
         case shareBytes = "share_bytes", joinedSecondsAgo = "joined_seconds_ago"
-        case reportedSecondsAgo = "reported_seconds_ago"
+        case reportedSecondsAgo = "reported_seconds_ago", cpuShare = "cpu_share", cpuUsed = "cpu_used"
     }
 }
 
@@ -174,6 +188,8 @@ public struct DaemonBuild: Codable, Equatable, Sendable {
 public struct DaemonStatus: Codable, Equatable, Sendable {
     public var budgetBytes: UInt64
     public var budgetSource: String
+    /// The CPUs the daemon shares between the builds.
+    public var cpus: Double?
     public var builds: [DaemonBuild]
     /// The pool for plain clients (`jobgov daemon --pool`): its FIFO, its size, the tokens in it now, and how many
     /// were re-created after clients died holding them; nil without one.
@@ -192,7 +208,8 @@ public struct DaemonStatus: Codable, Equatable, Sendable {
         }
     }
 
-    public init(budgetBytes: UInt64, budgetSource: String, builds: [DaemonBuild], pool: Pool? = nil) {
+    public init(budgetBytes: UInt64, budgetSource: String, cpus: Double? = nil, builds: [DaemonBuild], pool: Pool? = nil) {
+        self.cpus = cpus
         self.budgetBytes = budgetBytes
         self.budgetSource = budgetSource
         self.builds = builds
@@ -200,7 +217,7 @@ public struct DaemonStatus: Codable, Equatable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case budgetBytes = "budget_bytes", budgetSource = "budget_source", builds, pool
+        case budgetBytes = "budget_bytes", budgetSource = "budget_source", cpus, builds, pool
     }
 
     public static func decode(json: String) throws(ControlProtocolError) -> DaemonStatus {
@@ -213,19 +230,22 @@ public struct DaemonStatus: Codable, Equatable, Sendable {
 
     /// A table for people: one build a line.
     public var lines: [String] {
-        var out = ["budget \(MemorySize.format(budgetBytes)) (\(budgetSource)), \(builds.count) build\(builds.count == 1 ? "" : "s")"]
+        var out = ["budget \(MemorySize.format(budgetBytes)) (\(budgetSource))" + (cpus.map { ", \(Self.cpuText($0)) CPUs" } ?? "")
+                   + ", \(builds.count) build\(builds.count == 1 ? "" : "s")"]
         if let pool {
             out.append("pool for plain clients: MAKEFLAGS=--jobserver-auth=fifo:\(pool.path), \(pool.free) of "
                        + "\(pool.tokens) tokens free, \(pool.recreated) re-created")
         }
         if builds.isEmpty { return out }
-        out.append("    PID   UID  WEIGHT     SHARE      HELD      NEED      WANT  JOBS  COMMAND")
+        out.append("    PID   UID  WEIGHT     SHARE      HELD      NEED      WANT  JOBS  CPU USED/SHARE  COMMAND")
         for b in builds {
             func col(_ s: String, _ w: Int) -> String { String(repeating: " ", count: max(0, w - s.count)) + s }
             let d = b.demand
             out.append(col("\(b.pid)", 7) + col("\(b.uid)", 6) + col("\(b.weight)", 8)
                        + [b.shareBytes, d.heldBytes, d.needBytes, d.wantBytes].map { col(MemorySize.format($0), 10) }.joined()
-                       + col("\(d.runningJobs)" + (d.frozenJobs > 0 ? "+\(d.frozenJobs)f" : ""), 6) + "  " + b.command)
+                       + col("\(d.runningJobs)" + (d.frozenJobs > 0 ? "+\(d.frozenJobs)f" : ""), 6)
+                       + col((b.cpuUsed.map(Self.cpuText) ?? "-") + "/" + (b.cpuShare.map(Self.cpuText) ?? "-"), 16)
+                       + "  " + b.command)
         }
         return out
     }
@@ -239,8 +259,15 @@ public struct DaemonStatus: Codable, Equatable, Sendable {
             text += "; \(b.pid) uid \(b.uid) share \(MemorySize.format(b.shareBytes)) held \(MemorySize.format(d.heldBytes))"
                 + " need \(MemorySize.format(d.needBytes)) want \(MemorySize.format(d.wantBytes)) jobs \(d.runningJobs)"
                 + (d.frozenJobs > 0 ? "+\(d.frozenJobs) frozen" : "")
+                + (b.cpuShare.map { " cpus \(b.cpuUsed.map(Self.cpuText) ?? "-")/\(Self.cpuText($0))" } ?? "")
         }
         return text
+    }
+
+    /// CPUs with one decimal: "1.5", "0.3".
+    static func cpuText(_ cpus: Double) -> String {
+        let tenths = Int((cpus * 10).rounded())
+        return "\(tenths / 10).\(tenths % 10)"
     }
 }
 

@@ -35,12 +35,17 @@ public struct DaemonRegistry: Sendable {
     public private(set) var sharing: BudgetSharing
     public let budgetSource: String
     public private(set) var builds: [Int32: Entry] = [:]
+    /// The CPUs shared between the builds (nil: none shared; each build's CPU rule counts all of them).
+    public let cpus: Double?
+    /// Each build's share of them, from the last division.
+    public private(set) var cpuShares: [String: Double] = [:]
     /// At most this many builds at once; further ones are refused (and run alone on their own budget).
     public var maximumBuilds = 256
 
     /// - Parameter startedAt: when the daemon started (the caller's clock): builds of a daemon before it may be on
     ///   their way back for `DaemonTiming.rejoinSeconds`.
-    public init(budget: UInt64, budgetSource: String, startedAt: Double = -.infinity) {
+    public init(budget: UInt64, budgetSource: String, cpus: Double? = nil, startedAt: Double = -.infinity) {
+        self.cpus = cpus.map { max(1, $0) }
         sharing = BudgetSharing(budget: budget)
         sharing.holdRises(until: startedAt + DaemonTiming.rejoinSeconds)
         self.budgetSource = budgetSource
@@ -77,7 +82,8 @@ public struct DaemonRegistry: Sendable {
             builds[peer.pid] = Entry(report: report, uid: peer.uid, joinedAt: builds[peer.pid]?.joinedAt ?? now,
                                      reportedAt: now)
             let shares = divide(now: now)
-            let reply = ShareReply(shareBytes: shares[String(peer.pid)] ?? 0, budgetBytes: budget, builds: builds.count)
+            let reply = ShareReply(shareBytes: shares[String(peer.pid)] ?? 0, budgetBytes: budget, builds: builds.count,
+                                   cpus: cpuShares[String(peer.pid)])
             return ("share " + DaemonJSON.encode(reply), joined, false)
         case .success(.leave):
             guard builds.removeValue(forKey: peer.pid) != nil else { return ("error not a build of this daemon", false, false) }
@@ -101,11 +107,12 @@ public struct DaemonRegistry: Sendable {
     public func status(for peer: PeerCredentials, now: Double) -> DaemonStatus {
         let visible = builds.values.filter { peer.isRoot || $0.uid == peer.uid }
             .sorted { ($0.report.startedAt, $0.report.pid) < ($1.report.startedAt, $1.report.pid) }
-        return DaemonStatus(budgetBytes: budget, budgetSource: budgetSource, builds: visible.map { e in
+        return DaemonStatus(budgetBytes: budget, budgetSource: budgetSource, cpus: cpus, builds: visible.map { e in
             DaemonBuild(pid: e.report.pid, uid: e.uid, command: e.report.command, cgroup: e.report.cgroup,
                         weight: e.report.weight, shareBytes: sharing.shares[String(e.report.pid)] ?? 0,
                         demand: e.report.demand, joinedSecondsAgo: now - e.joinedAt,
-                        reportedSecondsAgo: now - e.reportedAt)
+                        reportedSecondsAgo: now - e.reportedAt, cpuShare: cpuShares[String(e.report.pid)],
+                        cpuUsed: e.report.cpuUsed)
         })
     }
 
@@ -119,7 +126,12 @@ public struct DaemonRegistry: Sendable {
     }
 
     private mutating func divide(now: Double) -> [String: UInt64] {
-        sharing.divide(builds.values.map {
+        if let cpus {
+            cpuShares = CPUSharing.divide(cpus: cpus, claims: builds.values.map {
+                CPUSharing.Claim(id: String($0.report.pid), weight: $0.report.weight, used: $0.report.cpuUsed)
+            })
+        }
+        return sharing.divide(builds.values.map {
             BudgetSharing.Claim(id: String($0.report.pid), startedAt: $0.report.startedAt, weight: $0.report.weight,
                                 demand: $0.report.demand,
                                 cap: $0.report.aloneBudgetBytes > 0 ? $0.report.aloneBudgetBytes : .max)

@@ -175,13 +175,17 @@ public struct Governor: Sendable {
         // Remote jobs use the helpers' CPUs: the hold is on local jobs, and remote ones may still fill free slots.
         let remoteRunning = jobs.filter(\.remote).count
         let remoteFree = input.nextJobRemote ? max(0, remoteSlots - remoteRunning) : 0
-        let cpuHold = max(jobs.count - remoteRunning, s.cpus) + remoteRunning + remoteFree
-        if let busy = input.cpuBusy, busy > s.cpuThreshold, wanted > cpuHold {
+        // Under `jobgov daemon` the build's CPUs are its share: its use is measured against that, and the hold's
+        // floor is that many jobs.
+        let cpus = s.cpuShare.map { min(Double(s.cpus), max(0.05, $0)) } ?? Double(s.cpus)
+        let cpuFloor = max(1, Int(cpus.rounded()))
+        let cpuHold = max(jobs.count - remoteRunning, cpuFloor) + remoteRunning + remoteFree
+        if let busy = input.cpuBusy.map({ $0 * Double(s.cpus) / cpus }), busy > s.cpuThreshold, wanted > cpuHold {
             wanted = cpuHold
             reasons.append("cpu")
         }
-        if let latency = input.ioLatencySeconds, latency > s.ioLatencyThreshold, wanted > max(jobs.count, s.cpus) {
-            wanted = max(jobs.count, s.cpus)
+        if let latency = input.ioLatencySeconds, latency > s.ioLatencyThreshold, wanted > max(jobs.count, cpuFloor) {
+            wanted = max(jobs.count, cpuFloor)
             reasons.append("io")
         }
         // While a job is frozen no new job starts: its token stays out, and nothing is admitted past it.
@@ -434,5 +438,10 @@ public struct Governor: Sendable {
     public mutating func setBudget(_ budget: UInt64, hardLimit: UInt64) {
         settings.budget = budget
         settings.hardLimit = max(budget, hardLimit)
+    }
+
+    /// The CPUs `jobgov daemon` gives this build (nil: all of them; see `GovernorSettings.cpuShare`).
+    public mutating func setCPUShare(_ cpus: Double?) {
+        settings.cpuShare = cpus
     }
 }

@@ -19,6 +19,9 @@ public struct GovernorSettings: Sendable, Equatable {
     /// Thaw it when available memory is back above this share.
     public var systemThawThreshold: Double = 0.08
     public var cpus: Int
+    /// The CPUs this build may count on when `jobgov daemon` shares the machine between builds (see `CPUSharing`):
+    /// the CPU rule measures the build's use against this share, not all `cpus`. nil: all of them.
+    public var cpuShare: Double?
     /// Hysteresis: after lowering the target, wait this long before raising it again.
     public var raiseHoldSeconds: Double = 1.0
     /// Raising needs this much room beyond the job it would admit (a share of the budget), so that the target does not

@@ -79,4 +79,67 @@ struct CPURuleTests {
                      "this test needs a cgroup v2 tree")
         try check(["/usr/bin/env"], tier: ["(hybrid cgroups)", "(unified cgroups)"])
     }
+
+    /// Two CPU-bound builds side by side on this 2-CPU machine, each `make -j1` raised to 8 by `jobgov ctl` once its
+    /// first recipe runs. Alone, each build measures its CPU use against both CPUs, and the CPU rule's floor is one
+    /// job per CPU: each runs 2 at once, 4 recipes on 2 CPUs. Under one `jobgov daemon` each build's share is one
+    /// CPU: the rule measures against that and its floor is one job, so each runs 1 at once. (Threshold 5%, as
+    /// above: on a loaded machine a build gets less than its share.)
+    @Test("two builds under one jobgov daemon: each counts its share of the CPUs, not all of them")
+    func twoBuildsShareTheCPUs() throws {
+        try Clients.require(Clients.make43)
+        let s = try Scratch()
+        try s.write("Makefile", """
+            all: c1 c2 c3 c4
+            c%:
+            \t@echo "S $$(date +%s%N) $@" >> "$(JOBLOG)"; timeout 2 sh -c 'while :; do :; done' || :; echo "E $$(date +%s%N) $@" >> "$(JOBLOG)"
+
+            """)
+        let socket = s.path + "/daemon.sock"
+        func run(daemon: String) throws -> [(log: JobLog, trace: [[String: Any]], stderr: String)] {
+            let builds = try ["a", "b"].map { name in
+                try Running(Clients.jobgov, ["--daemon-socket", daemon, "--cpu-threshold", "5", "--no-history", "--no-swap",
+                                             "--trace", "\(s.path)/\(name)-\(daemon == "none" ? "alone" : "daemon").jsonl",
+                                             Clients.make43, "-j1"],
+                            in: s, env: ["JOBLOG": "\(s.path)/\(name).log"], tag: name)
+            }
+            for name in ["a", "b"] {
+                waitUntil("build \(name)'s first recipe") { s.read("\(name).log").contains("S ") }
+            }
+            // The rule reads the CPU use of the last interval, and a build learns a share at its next report.
+            usleep(800_000)
+            for (b, name) in zip(builds, ["a", "b"]) {
+                _ = try Running(Clients.jobgov, ["ctl", "jobs", "8", "--pid", String(b.pid)], in: s, tag: "ctl-\(name)").finish()
+            }
+            return zip(builds, ["a", "b"]).map { b, name in
+                let r = b.finish(timeout: 60)
+                #expect(r.status == 0, "\(r.stderr)")
+                let log = JobLog(s.read("\(name).log"))
+                try? FileManager.default.removeItem(atPath: "\(s.path)/\(name).log")
+                let trace = s.read("\(name)-\(daemon == "none" ? "alone" : "daemon").jsonl").split(separator: "\n").compactMap {
+                    try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any]
+                }
+                return (log, trace, r.stderr)
+            }
+        }
+        let alone = try run(daemon: "none")
+        for b in alone {
+            #expect(b.log.count == 4)
+            #expect(b.log.peak() == 2, "alone, the CPU rule's floor is one job per CPU (peak \(b.log.peak()))")
+            #expect(!b.trace.contains { $0["cpu_share"] != nil })
+        }
+        let daemon = try Running(Clients.jobgov, ["daemon", "--socket", socket, "--pool", "0"], in: s, tag: "daemon")
+        defer { kill(daemon.pid, SIGTERM); _ = daemon.finish(timeout: 10) }
+        waitUntil("the daemon's socket", timeout: 10) { access(socket, F_OK) == 0 }
+        let shared = try run(daemon: socket)
+        for b in shared {
+            #expect(b.stderr.contains("joined jobgov daemon at \(socket)"), "\(b.stderr)")
+            #expect(b.log.count == 4)
+            #expect(b.log.peak() == 1, "under the daemon each build's floor is its share, one CPU (peak \(b.log.peak()))")
+            let shares = b.trace.compactMap { $0["cpu_share"] as? Double }
+            #expect(shares.filter { abs($0 - 1) < 0.25 }.count > shares.count / 2,
+                    "most ticks plan with a share of about one CPU: \(Set(shares).sorted())")
+            #expect(b.trace.contains { ($0["reason"] as? String)?.split(separator: ",").contains("cpu") == true })
+        }
+    }
 }

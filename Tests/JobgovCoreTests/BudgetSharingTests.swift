@@ -226,3 +226,52 @@ struct SharedPoolTests {
         #expect(detector.observe(outstanding: 2, bound: 0) == 2, "re-created after three looks")
     }
 }
+
+@Suite("Sharing the CPUs between builds")
+struct CPUSharingTests {
+    private func share(_ cpus: Double, _ claims: [CPUSharing.Claim]) -> [String: Double] {
+        CPUSharing.divide(cpus: cpus, claims: claims)
+    }
+
+    @Test func aBuildAloneGetsEveryCPU() {
+        #expect(share(16, [.init(id: "a", used: 2)]) == ["a": 16])
+        #expect(share(16, [.init(id: "a", used: nil)]) == ["a": 16])
+        #expect(share(16, []).isEmpty)
+    }
+
+    @Test func busyBuildsShareByWeight() throws {
+        let even = share(2, [.init(id: "a", used: 1.9), .init(id: "b", used: 1.8)])
+        #expect(abs(even["a"]! - 1) < 1e-9 && abs(even["b"]! - 1) < 1e-9)
+        let weighted = share(16, [.init(id: "a", weight: 30, used: 15), .init(id: "b", weight: 10, used: 15)])
+        #expect(abs(weighted["a"]! - 12) < 1e-9 && abs(weighted["b"]! - 4) < 1e-9)
+        let three = share(2, (1...3).map { .init(id: "\($0)", used: 1) })
+        #expect(three.values.allSatisfy { abs($0 - 2.0 / 3) < 1e-9 })
+    }
+
+    /// A build in a serial phase keeps what it uses and one CPU more; the rest goes to the build that uses it.
+    @Test func aQuietBuildLeavesItsCPUsToTheBusyOne() {
+        let s = share(16, [.init(id: "linking", used: 1), .init(id: "compiling", used: 14)])
+        #expect(abs(s["linking"]! - 2) < 1e-9)
+        #expect(abs(s["compiling"]! - 14) < 1e-9)
+        #expect(abs(s.values.reduce(0, +) - 16) < 1e-9, "the shares add up to the CPUs")
+    }
+
+    @Test func theSharesNeverPassTheCPUs() {
+        var seed: UInt64 = 7
+        func next() -> Double {
+            seed = seed &* 6364136223846793005 &+ 1442695040888963407
+            return Double(seed >> 11) / Double(1 << 53)
+        }
+        for _ in 0..<500 {
+            let cpus = Double(1 + Int(next() * 64))
+            let claims = (0..<(1 + Int(next() * 6))).map {
+                CPUSharing.Claim(id: "\($0)", weight: 1 + Int(next() * 100), used: next() < 0.2 ? nil : next() * cpus)
+            }
+            let s = share(cpus, claims)
+            #expect(s.count == claims.count)
+            #expect(s.values.reduce(0, +) <= cpus + 1e-6)
+            #expect(s.values.allSatisfy { $0 >= 0 && $0 <= cpus + 1e-9 })
+        }
+    }
+}
+

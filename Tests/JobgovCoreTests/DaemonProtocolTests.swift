@@ -176,6 +176,29 @@ struct DaemonRegistryTests {
         #expect(r.sharing.shares.values.reduce(0, +) <= 889 * MiB)
     }
 
+    @Test func aDaemonWithCPUsSharesThemInItsReplies() throws {
+        var r = DaemonRegistry(budget: 1000 * MiB, budgetSource: "x", cpus: 2)
+        var a = report(pid: 100, at: 1)
+        a.cpuUsed = 1.9
+        let first = try ShareReply.parse(send(&r, DaemonRequest.report(a).line, from: alice))
+        #expect(first.cpus == 2, "alone: every CPU")
+        var b = report(pid: 200, at: 2)
+        b.cpuUsed = 0.9
+        let second = try ShareReply.parse(send(&r, DaemonRequest.report(b).line, from: bob))
+        #expect(second.cpus == 1)
+        let again = try ShareReply.parse(send(&r, DaemonRequest.report(a).line, from: alice))
+        #expect(again.cpus == 1)
+        let status = try DaemonStatus.decode(json: send(&r, "builds", from: root))
+        #expect(status.cpus == 2)
+        #expect(status.builds.map(\.cpuShare) == [1, 1])
+        #expect(status.builds.map(\.cpuUsed) == [1.9, 0.9])
+        #expect(status.lines[0] == "budget 1000 MiB (x), 2.0 CPUs, 2 builds")
+        #expect(status.lines[2].contains("1.9/1.0"))
+        // A daemon without CPUs to share (an older one) sends none: the build counts all of its own.
+        var old = DaemonRegistry(budget: 1000 * MiB, budgetSource: "x")
+        #expect(try ShareReply.parse(send(&old, DaemonRequest.report(a).line, from: alice)).cpus == nil)
+    }
+
     @Test func theStatusTableShowsEveryBuild() throws {
         var r = DaemonRegistry(budget: 1000 * MiB, budgetSource: "cgroup limit")
         _ = send(&r, DaemonRequest.report(report(pid: 100, at: 1)).line, from: alice)

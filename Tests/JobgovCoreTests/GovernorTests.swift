@@ -198,6 +198,32 @@ struct GovernorTests {
         #expect(g.decide(input).targetJobs == 2)
     }
 
+    /// Under `jobgov daemon` two builds each using half of the CPUs would each read 50% busy and start jobs up to
+    /// their ceiling on full CPUs; measured against its share of one CPU each is busy, and holds.
+    @Test func aCPUShareFromTheDaemonHoldsTheJobCountEarlier() {
+        let job = GovernorInput.RunningJob(id: JobID(pid: 1, startTicks: 0), startedAt: 0, rssBytes: 10 * MiB,
+                                           peakBytes: 10 * MiB, predictedPeakBytes: 10 * MiB)
+        let input = GovernorInput(now: 0, memoryUsedBytes: 10 * MiB, jobs: [job], nextJobPeakBytes: 10 * MiB,
+                                  cpuBusy: 0.5)
+        var alone = governor(jobs: 8)
+        #expect(alone.decide(input).targetJobs == 8, "half of two CPUs is not busy")
+        var shared = governor(jobs: 8)
+        shared.setCPUShare(1)
+        let d = shared.decide(input)
+        #expect(d.targetJobs == 1, "one CPU used of a share of one: held at the job running")
+        #expect(d.reason.contains("cpu"))
+        // A share of a third of the CPUs (three builds on two) still lets each build run one job.
+        var third = governor(jobs: 8)
+        third.setCPUShare(0.67)
+        #expect(third.decide(GovernorInput(now: 0, memoryUsedBytes: 0, jobs: [], nextJobPeakBytes: 10 * MiB,
+                                           cpuBusy: 0.4)).targetJobs == 1)
+        // The I/O hold's floor is the share too.
+        var io = governor(jobs: 8)
+        io.setCPUShare(1)
+        #expect(io.decide(GovernorInput(now: 0, memoryUsedBytes: 10 * MiB, jobs: [job], nextJobPeakBytes: 10 * MiB,
+                                        ioLatencySeconds: 0.250)).targetJobs == 1)
+    }
+
     @Test func slowIOHoldsTheJobCount() {
         var g = governor(jobs: 8)
         let job = GovernorInput.RunningJob(id: JobID(pid: 1, startTicks: 0), startedAt: 0, rssBytes: 10 * MiB,
