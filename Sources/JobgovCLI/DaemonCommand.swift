@@ -10,7 +10,7 @@ import LinuxSystem
 struct DaemonCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "daemon",
-        abstract: "Share one memory budget between every jobgov build on the machine.",
+        abstract: "Share one memory budget and the CPUs between every jobgov build on the machine.",
         usage: """
         jobgov daemon [--socket <path>] [--group <name>] [--memory-budget <size>] [--pool <n>]
           jobgov daemon --status [--json] [--socket <path>]
@@ -22,7 +22,9 @@ struct DaemonCommand: ParsableCommand {
         $XDG_RUNTIME_DIR/jobgov/daemon.sock for a user. Every governed `jobgov` build started while it listens \
         joins it (its start line says so), reports its demand four times a second and plans against the share it \
         gets back. The oldest job of every build always has room; when memory runs short the newest build gives \
-        first. If the daemon dies, each build keeps its last share, goes on, and rejoins a restarted daemon. \
+        first. The CPUs are shared too: each build's CPU rule measures its use against its share of them (by \
+        weight; a build that uses little leaves the rest to the others), so that builds side by side do not each \
+        start jobs as if the CPUs were theirs alone. If the daemon dies, each build keeps its last share, goes on, and rejoins a restarted daemon. \
         Started by systemd for jobgov.socket (socket activation), it serves the socket systemd hands over.
 
         Root and the members of the group (--group; by default `jobgov` when that group exists) may connect; each \
