@@ -159,7 +159,7 @@ final class BuildSupervisor {
             auth = "\(ends.read.rawValue),\(ends.write.rawValue)"
         }
         try setUpGovernor()
-        let daemonNote = setUpDaemon()
+        let daemonNote = setUpDaemon(controlPath: control.path)
         defer { daemon?.leave() }
         refill(pool)
         // The timeline is written however run() ends: normally below, with the build's exit status; here if it throws.

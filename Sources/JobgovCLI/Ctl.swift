@@ -135,14 +135,17 @@ func talk(_ request: ControlRequest, target: Ctl.Target) throws -> String {
         let found = RuntimeDirectory.primaryBase(environment: env)
             .map { RuntimeDirectory.instances(in: $0) }?
             .first { $0.pid == pid }
-        guard let found else {
+        if let found {
+            path = found.path + "/control"
+        } else if let served = daemonServedControl(pid: pid, environment: env) {
+            path = served
+        } else {
             let base = RuntimeDirectory.primaryBase(environment: env) ?? "/tmp"
-            fail("no jobgov with pid \(pid) is running (none has its directory in \(base)); `pgrep -a jobgov` lists "
-                 + "the running ones (a jobgov of another user, or started with another XDG_RUNTIME_DIR or TMPDIR, "
-                 + "is not found)")
+            fail("no jobgov with pid \(pid) is running (none has its directory in \(base), and no jobgov daemon "
+                 + "serves it); `pgrep -a jobgov` lists the running ones (a jobgov of another user, or started with "
+                 + "another XDG_RUNTIME_DIR or TMPDIR, is found only through a daemon both joined)")
             throw ExitCode(1)
         }
-        path = found.path + "/control"
     } else if let fromEnv = env["JOBGOV_CONTROL"], !fromEnv.isEmpty {
         path = fromEnv
     } else {
@@ -170,4 +173,20 @@ func talk(_ request: ControlRequest, target: Ctl.Target) throws -> String {
         throw ExitCode(2)
     }
     return reply
+}
+
+/// The control socket of build `pid` as a `jobgov daemon` it joined lists it (a user sees only their own builds
+/// there, root all): how `jobgov ctl --pid` reaches a build whose runtime directory is not the caller's, another
+/// user's for root. The path is the build's word, so it is used only if it is a socket owned by the build's user.
+func daemonServedControl(pid: Int32, environment env: [String: String]) -> String? {
+    for socket in DaemonSocketPath.candidates(explicit: nil, environment: env) {
+        guard let reply = try? ControlClient.sendLine(DaemonRequest.builds.line, to: socket, timeoutMilliseconds: 1000,
+                                                      unreachableHint: ""),
+              let status = try? DaemonStatus.decode(json: reply),
+              let build = status.builds.first(where: { $0.pid == pid }), let control = build.control else { continue }
+        var st = stat()
+        guard lstat(control, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK, st.st_uid == build.uid else { continue }
+        return control
+    }
+    return nil
 }

@@ -21,6 +21,7 @@ final class DaemonLink {
     private let startedAt: Double
     private let command: String
     private let cgroup: String
+    private let controlPath: String?
     private let say: (String) -> Void
     /// The last share given, in bytes (nil: never joined).
     private(set) var share: UInt64?
@@ -36,7 +37,8 @@ final class DaemonLink {
     static let smallestBudget: UInt64 = 64 << 20
 
     init(paths: [String], aloneBudget: UInt64, aloneHardLimit: UInt64, weight: Int, command: String, cgroup: String,
-         say: @escaping (String) -> Void) {
+         controlPath: String?, say: @escaping (String) -> Void) {
+        self.controlPath = controlPath
         self.paths = paths
         self.aloneBudget = aloneBudget
         self.aloneHardLimit = max(aloneBudget, aloneHardLimit)
@@ -60,7 +62,7 @@ final class DaemonLink {
     private func reportLine(_ demand: BuildDemand, cpuUsed: Double?) -> String {
         DaemonRequest.report(BuildReport(pid: getpid(), startedAt: startedAt, command: command, cgroup: cgroup,
                                          weight: weight, aloneBudgetBytes: aloneBudget, demand: demand,
-                                         shareBytes: share, cpuUsed: cpuUsed)).line
+                                         shareBytes: share, cpuUsed: cpuUsed, control: controlPath)).line
     }
 
     /// At the start: the first report, waited for (a second at most; no wait at all where nobody listens).
@@ -158,14 +160,14 @@ final class DaemonLink {
 extension BuildSupervisor {
     /// Joins a listening `jobgov daemon` (governed builds only: a fixed job count has no budget to share).
     /// Returns the start line's note, or nil when the build runs alone.
-    func setUpDaemon() -> String? {
+    func setUpDaemon(controlPath: String) -> String? {
         guard let governing, let budget, let choices = options.governor, choices.daemon else { return nil }
         let paths = DaemonSocketPath.candidates(explicit: choices.daemonSocket, environment: options.environment)
         guard !paths.isEmpty else { return nil }
         let settings = governing.governor.settings
         let link = DaemonLink(paths: paths, aloneBudget: budget.bytes, aloneHardLimit: settings.hardLimit,
                               weight: choices.priority, command: options.plan.argv.joined(separator: " "),
-                              cgroup: cgroup?.topDirectories.first ?? "") { [quiet = options.quiet] in
+                              cgroup: cgroup?.topDirectories.first ?? "", controlPath: controlPath) { [quiet = options.quiet] in
             if !quiet { note($0) }
         }
         guard let joined = link.join(demand: governing.demand) else { return nil }

@@ -93,11 +93,16 @@ public struct BuildReport: Codable, Equatable, Sendable {
     /// The CPUs the build used over its last interval, from its own cgroup (nil: it cannot tell apart from the
     /// machine's use). The daemon shares the CPUs by it (`CPUSharing`).
     public var cpuUsed: Double?
+    /// The build's control socket (`jobgov ctl`), so that `jobgov ctl --pid` finds a build the daemon serves
+    /// wherever its runtime directory is.
+    public var control: String?
 
     public init(pid: Int32, startedAt: Double, command: String, cgroup: String, weight: Int,
-                aloneBudgetBytes: UInt64, demand: BuildDemand, shareBytes: UInt64? = nil, cpuUsed: Double? = nil) {
+                aloneBudgetBytes: UInt64, demand: BuildDemand, shareBytes: UInt64? = nil, cpuUsed: Double? = nil,
+                control: String? = nil) {
         self.shareBytes = shareBytes
         self.cpuUsed = cpuUsed
+        self.control = control
         self.pid = pid
         self.startedAt = startedAt
         self.command = command
@@ -110,7 +115,7 @@ public struct BuildReport: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case pid, command, cgroup, weight, demand
         case startedAt = "started_at", aloneBudgetBytes = "alone_budget_bytes", shareBytes = "share_bytes"
-        case cpuUsed = "cpu_used"
+        case cpuUsed = "cpu_used", control
     }
 }
 
@@ -160,10 +165,13 @@ public struct DaemonBuild: Codable, Equatable, Sendable {
     /// Its share of the CPUs and what it used of them (nil when it cannot tell).
     public var cpuShare: Double?
     public var cpuUsed: Double?
+    /// Its control socket, as it reported it (checked by `jobgov ctl` before use: a socket owned by `uid`).
+    public var control: String?
 
     public init(pid: Int32, uid: UInt32, command: String, cgroup: String, weight: Int, shareBytes: UInt64,
                 demand: BuildDemand, joinedSecondsAgo: Double, reportedSecondsAgo: Double,
-                cpuShare: Double? = nil, cpuUsed: Double? = nil) {
+                cpuShare: Double? = nil, cpuUsed: Double? = nil, control: String? = nil) {
+        self.control = control
         self.cpuShare = cpuShare
         self.cpuUsed = cpuUsed
         self.pid = pid
@@ -180,7 +188,7 @@ public struct DaemonBuild: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case pid, uid, command, cgroup, weight, demand
         case shareBytes = "share_bytes", joinedSecondsAgo = "joined_seconds_ago"
-        case reportedSecondsAgo = "reported_seconds_ago", cpuShare = "cpu_share", cpuUsed = "cpu_used"
+        case reportedSecondsAgo = "reported_seconds_ago", cpuShare = "cpu_share", cpuUsed = "cpu_used", control
     }
 }
 

@@ -112,7 +112,7 @@ public struct DaemonRegistry: Sendable {
                         weight: e.report.weight, shareBytes: sharing.shares[String(e.report.pid)] ?? 0,
                         demand: e.report.demand, joinedSecondsAgo: now - e.joinedAt,
                         reportedSecondsAgo: now - e.reportedAt, cpuShare: cpuShares[String(e.report.pid)],
-                        cpuUsed: e.report.cpuUsed)
+                        cpuUsed: e.report.cpuUsed, control: e.report.control)
         })
     }
 

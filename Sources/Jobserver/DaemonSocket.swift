@@ -18,8 +18,6 @@ public enum DaemonSocketPath {
         return runtime + "/jobgov/daemon.sock"
     }
 
-    /// Where a build looks, in order: the socket `JOBGOV_DAEMON_SOCKET` (or `--daemon-socket`) names; else the
-    /// user's own daemon, then the machine's.
     /// The listening socket systemd hands over when it starts the daemon for `jobgov.socket` (socket activation):
     /// by its protocol, LISTEN_PID names this process and LISTEN_FDS counts the descriptors from 3. Nil otherwise.
     public static func activated(environment env: [String: String], pid: Int32 = getpid()) -> Int32? {
@@ -28,6 +26,8 @@ public enum DaemonSocketPath {
         return 3
     }
 
+    /// Where a build looks, in order: the socket `JOBGOV_DAEMON_SOCKET` (or `--daemon-socket`) names; else the
+    /// user's own daemon, then the machine's.
     public static func candidates(explicit: String?, environment env: [String: String],
                                   isRoot: Bool = geteuid() == 0) -> [String] {
         if let named = explicit ?? env[variable] {

@@ -118,6 +118,52 @@ struct DaemonSocketTests {
         #expect(end.status == 0, "\(end.stderr)")
     }
 
+    /// A build of another user, with its runtime directory where root's `jobgov ctl` does not look, is reached
+    /// through the daemon it joined; a control path a build reports is used only if it is that build's user's socket.
+    @Test("jobgov ctl --pid reaches another user's build through the daemon; a reported path that is not the build's is not used")
+    func ctlThroughTheDaemon() throws {
+        let s = try Scratch()
+        let (daemon, socket) = try startDaemon(s, ["--group", "nogroup"])
+        let home = s.path + "/nobody"
+        try FileManager.default.createDirectory(atPath: home + "/tmp", withIntermediateDirectories: true)
+        chmod(home, 0o777)
+        chmod(home + "/tmp", 0o777)
+        let makefile = "all: " + (1...8).map { "j\($0)" }.joined(separator: " ") + "\nj%:\n\t@sleep 1\n.PHONY: all\n"
+        try makefile.write(toFile: home + "/Makefile", atomically: true, encoding: .utf8)
+        chmod(home + "/Makefile", 0o644)
+        let build = try Running("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", Clients.jobgov,
+                                                     "--no-history", Clients.make44, "-j2"],
+                                in: s, cwd: home, env: ["TMPDIR": home + "/tmp", "JOBGOV_DAEMON_SOCKET": socket], tag: "nobody")
+        var buildPID: Int32?
+        waitUntil("the build to join the daemon", timeout: 20) {
+            guard let json = ask(socket, "builds"), let status = try? JSONSerialization.jsonObject(with: Data(json.utf8)) as? [String: Any],
+                  let builds = status["builds"] as? [[String: Any]], let b = builds.first(where: { ($0["uid"] as? Int) == 65534 }) else { return false }
+            buildPID = (b["pid"] as? Int).map(Int32.init)
+            return b["control"] is String
+        }
+        let pid = try #require(buildPID)
+        let viaDaemon = ["JOBGOV_DAEMON_SOCKET": socket]
+        let status = try Running(Clients.jobgov, ["ctl", "status", "--json", "--pid", String(pid)], in: s, env: viaDaemon, tag: "st").finish()
+        #expect(status.status == 0, "\(status.stderr)")
+        #expect(status.stdout.contains("\"pid\":\(pid)") && status.stdout.contains("\"ceiling\":2"), "\(status.stdout)")
+        let raise = try Running(Clients.jobgov, ["ctl", "jobs", "3", "--pid", String(pid)], in: s, env: viaDaemon, tag: "raise").finish()
+        #expect(raise.status == 0 && raise.stdout.hasPrefix("jobs=3 was="), "\(raise.stdout)\(raise.stderr)")
+        // Without the daemon, root's ctl does not find it: its directory is not root's.
+        let alone = try Running(Clients.jobgov, ["ctl", "status", "--pid", String(pid)], in: s,
+                                env: ["JOBGOV_DAEMON_SOCKET": "none"], tag: "alone").finish()
+        #expect(alone.status == 1 && alone.stderr.contains("no jobgov with pid \(pid)"), "\(alone.stderr)")
+        // A build (this test process, root) that reports the other user's socket as its own is not believed.
+        let control = try #require(FileManager.default.contentsOfDirectory(atPath: home + "/tmp")
+            .first { $0.hasPrefix("jobgov-") }.map { home + "/tmp/" + $0 + "/control" })
+        let fake = report(pid: getpid()).replacingOccurrences(of: "\"weight\":10,", with: "\"weight\":10,\"control\":\"\(control)\",")
+        #expect(ask(socket, fake)?.hasPrefix("share ") == true)
+        let lie = try Running(Clients.jobgov, ["ctl", "status", "--pid", String(getpid())], in: s, env: viaDaemon, tag: "lie").finish()
+        #expect(lie.status == 1 && lie.stderr.contains("no jobgov with pid"), "\(lie.stdout)\(lie.stderr)")
+        #expect(ask(socket, "leave") == "ok")
+        #expect(build.finish(timeout: 60).status == 0)
+        #expect(stop(daemon).status == 0)
+    }
+
     @Test("malformed, huge, never-read and thousands of connections: an error or a dropped connection, and the daemon answers on")
     func hostileClients() throws {
         let s = try Scratch()
