@@ -192,8 +192,9 @@ final class BuildSupervisor {
     }
 
     /// The build's cgroup and its limits, when it can have one; returns what the start line says about it.
-    private func setUpCgroup(layout: CgroupLayout) throws -> String {
+    private func setUpCgroup(layout detected: CgroupLayout) throws -> String {
         var cgroupNote = ""
+        var layout = detected
         if options.cgroup != .off {
             let parent: String? = if case .below(let p) = options.cgroup { p } else { nil }
             do {
@@ -203,6 +204,16 @@ final class BuildSupervisor {
             } catch {
                 if parent != nil { throw error }
                 cgroupNote = "no cgroup (\(error.description))"
+                if let (granted, socket) = cgroupFromDaemon() {
+                    // jobgov now runs in the daemon's cgroup: its limits are what this build's budget comes from.
+                    layout = CgroupLayout.detect()
+                    do {
+                        cgroup = try BuildCgroup.create(layout: layout, name: "jobgov-\(getpid())", granted: granted)
+                        cgroupNote = "from jobgov daemon at \(socket)"
+                    } catch {
+                        cgroupNote += "; the cgroup from jobgov daemon at \(socket) could not be used (\(error.description))"
+                    }
+                }
             }
         }
         budget = options.memoryBudget.map { MemoryBudget(bytes: $0, source: "--memory-budget") }
@@ -227,11 +238,28 @@ final class BuildSupervisor {
             try cgroup.apply(CgroupLimits(cpuQuotaMicroseconds: quota))
         }
         cgroupNote = "in cgroup \(cgroup.topDirectories.first ?? "?") (\(cgroup.backend.rawValue))"
+            + (cgroupNote.hasPrefix("from jobgov daemon") ? " " + cgroupNote : "")
         if let budget, options.memoryBudget != nil || options.governor != nil {
             cgroupNote += ", memory budget \(MemorySize.format(budget.bytes))"
             if options.memoryBudget == nil { cgroupNote += " (\(budget.source))" }
         }
         return cgroupNote
+    }
+
+    /// A cgroup from a `jobgov daemon --cgroups` for a build that cannot make one (governed builds that may join a
+    /// daemon, without a CPU limit, which a grant does not carry): the daemon moves this process into a subtree it
+    /// hands over. Returns the parents to make the build's cgroup below and the daemon's socket; nil when no daemon
+    /// makes cgroups.
+    private func cgroupFromDaemon() -> (CgroupDirectories, String)? {
+        guard let choices = options.governor, choices.daemon, options.cpuQuotaMicroseconds == nil else { return nil }
+        for socket in DaemonSocketPath.candidates(explicit: choices.daemonSocket, environment: options.environment) {
+            guard let reply = try? ControlClient.sendLine(DaemonRequest.cgroup.line, to: socket,
+                                                          timeoutMilliseconds: Int32(DaemonTiming.replySeconds * 1000),
+                                                          unreachableHint: ""), !reply.isEmpty else { continue }
+            guard let grant = try? CgroupGrant.parse(reply) else { continue }
+            return (CgroupDirectories(unified: grant.unified, memory: grant.memory, freezer: grant.freezer), socket)
+        }
+        return nil
     }
 
     /// Thaws and removes the build's cgroup; processes that outlived the build are freed of jobgov's limits, and the

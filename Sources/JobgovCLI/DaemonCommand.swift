@@ -12,7 +12,7 @@ struct DaemonCommand: ParsableCommand {
         commandName: "daemon",
         abstract: "Share one memory budget and the CPUs between every jobgov build on the machine.",
         usage: """
-        jobgov daemon [--socket <path>] [--group <name>] [--memory-budget <size>] [--pool <n>]
+        jobgov daemon [--socket <path>] [--group <name>] [--memory-budget <size>] [--pool <n>] [--cgroups]
           jobgov daemon --status [--json] [--socket <path>]
           jobgov daemon --priority <pid>:<weight> [--socket <path>]
         """,
@@ -52,6 +52,13 @@ struct DaemonCommand: ParsableCommand {
         """, valueName: "n"))
     var pool: String?
 
+    @Flag(help: ArgumentHelp("""
+        Make cgroups below the daemon's own for builds that cannot make one (an unprivileged user's): the build's \
+        jobgov is moved there and gets a subtree of its own, as systemd's Delegate=yes gives one to a service. \
+        Needs root; meant for the service, whose MemoryMax= then bounds every such build.
+        """))
+    var cgroups = false
+
     @Flag(help: "List the builds of a running daemon: their shares, what they hold and need.")
     var status = false
 
@@ -77,6 +84,10 @@ struct DaemonCommand: ParsableCommand {
             fail("--json goes with --status")
             return 2
         }
+        if cgroups && geteuid() != 0 {
+            fail("--cgroups needs root: only root can move a build's process into the daemon's cgroup")
+            return 2
+        }
         do {
             let budget = try memoryBudget.map {
                 MemoryBudget(bytes: try MemorySize.parse($0, option: "--memory-budget", percentOf: physicalMemory()),
@@ -90,8 +101,9 @@ struct DaemonCommand: ParsableCommand {
                 }
                 return n
             } ?? onlineCPUs()
+            let delegation = try cgroups ? CgroupDelegation(layout: CgroupLayout.detect()) : nil
             return try DaemonServer(path: path, group: gid, groupName: group ?? (gid == nil ? nil : "jobgov"),
-                                    budget: budget, poolTokens: tokens).run()
+                                    budget: budget, poolTokens: tokens, delegation: delegation).run()
         } catch {
             return failureStatus(error)
         }
@@ -163,8 +175,12 @@ final class DaemonServer {
     let poolTokens: Int
     private var pool: DaemonPool?
     private var stopping = false
+    /// Cgroups for builds that cannot make their own (`--cgroups`); nil without.
+    private let delegation: CgroupDelegation?
 
-    init(path: String, group: gid_t?, groupName: String?, budget: MemoryBudget, poolTokens: Int) {
+    init(path: String, group: gid_t?, groupName: String?, budget: MemoryBudget, poolTokens: Int,
+         delegation: CgroupDelegation? = nil) {
+        self.delegation = delegation
         self.path = path
         self.poolTokens = poolTokens
         self.group = group
@@ -189,6 +205,11 @@ final class DaemonServer {
         let who = group == nil ? "root" : "root and group \(groupName ?? String(group!))"
         note("daemon listening at \(path)\(handed == nil ? "" : " (a socket from systemd)") for \(who); "
              + "budget \(MemorySize.format(registry.budget)) (\(registry.budgetSource)), \(onlineCPUs()) CPUs")
+        if let delegation {
+            note("cgroups for builds that cannot make their own: below "
+                 + delegation.parents.all.joined(separator: " and ")
+                 + (delegation.notes.isEmpty ? "" : " (" + delegation.notes.joined(separator: "; ") + ")"))
+        }
         if poolTokens > 0 {
             pool = try DaemonPool(path: directory + "/jobserver", size: poolTokens, group: group)
             note("pool for plain clients: MAKEFLAGS=--jobserver-auth=fifo:\(directory)/jobserver (\(poolTokens) tokens)")
@@ -207,6 +228,9 @@ final class DaemonServer {
                     status.pool = pool.map { .init(path: $0.path, tokens: $0.size, free: $0.free, recreated: $0.recreated) }
                     return DaemonJSON.encode(status)
                 }
+                if case .success(.cgroup) = request, let delegation {
+                    return grantCgroup(delegation, to: peer)
+                }
                 let answer = registry.respond(to: request, from: peer, now: now)
                 if answer.joined || answer.left { logBuilds(peer: peer, joined: answer.joined) }
                 return answer.reply
@@ -222,14 +246,35 @@ final class DaemonServer {
             server.dropIdle(now: now)
             let gone = registry.expire(now: now) { kill($0, 0) == 0 || errno == EPERM }
             for pid in gone { note("build \(pid) stopped reporting; its share is free (\(registry.builds.count) builds)") }
+            if let delegation, !delegation.grants.isEmpty {
+                for pid in delegation.removeStale() { note("removed the cgroups of build \(pid), which has ended") }
+            }
         }
         do {
             try loop.run(longestWait: 1) { stopping }
         } catch {
             throw SystemError(error.description)
         }
-        note("daemon stopping; its builds keep their shares and run on")
+        delegation?.removeStale()
+        let kept = delegation?.grants.count ?? 0
+        note("daemon stopping; its builds keep their shares and run on"
+             + (kept == 0 ? "" : " (\(kept) still in the cgroups it made: a daemon started again removes them once they end)"))
         return 0
+    }
+
+    /// `cgroup`: a subtree below the daemon's own for the sender's process (one per process, at most as many as
+    /// builds), or an error that says why not.
+    private func grantCgroup(_ delegation: CgroupDelegation, to peer: PeerCredentials) -> String {
+        guard delegation.grants[peer.pid] != nil || delegation.grants.count < registry.maximumBuilds else {
+            return "error the daemon has made \(registry.maximumBuilds) cgroups already"
+        }
+        do {
+            let dirs = try delegation.grant(pid: peer.pid, uid: peer.uid, gid: peer.gid)
+            note("made cgroups for process \(peer.pid) of uid \(peer.uid): \(dirs.all.joined(separator: " and "))")
+            return CgroupGrant(unified: dirs.unified, memory: dirs.memory, freezer: dirs.freezer).line
+        } catch {
+            return "error \(error.description)"
+        }
     }
 
     private func logBuilds(peer: PeerCredentials, joined: Bool) {

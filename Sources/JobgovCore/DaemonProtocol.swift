@@ -11,12 +11,15 @@ import Foundation
 ///     leave                             → ok
 ///     builds                            → {"budget_bytes":…,"builds":[{…},…]}   (yours; root sees all)
 ///     priority PID W                    → ok weight=W
+///     cgroup                            → cgroup {"unified":…,"memory":…}   (`jobgov daemon --cgroups` only)
 ///     anything else                     → error <message>
 public enum DaemonRequest: Equatable, Sendable {
     case report(BuildReport)
     case leave
     case builds
     case priority(pid: Int32, weight: Int)
+    /// A cgroup for the sender's process, which cannot make one itself (see `CgroupGrant`).
+    case cgroup
 
     /// Requests longer than this are refused: a report is a few hundred bytes.
     public static let maximumBytes = 16 << 10
@@ -39,6 +42,8 @@ public enum DaemonRequest: Equatable, Sendable {
             return .success(.leave)
         case "builds" where words.count == 1:
             return .success(.builds)
+        case "cgroup" where words.count == 1:
+            return .success(.cgroup)
         case "priority" where words.count == 2:
             let args = words[1].split(separator: " ")
             guard args.count == 2, let pid = Int32(args[0]), pid > 0, let weight = Int(args[1]),
@@ -50,7 +55,7 @@ public enum DaemonRequest: Equatable, Sendable {
         default:
             let shown = line.count > 60 ? String(line.prefix(60)) + "…" : line
             return .failure(ControlProtocolError(message:
-                "unknown request '\(shown)'; expected 'report JSON', 'leave', 'builds' or 'priority PID WEIGHT'"))
+                "unknown request '\(shown)'; expected 'report JSON', 'leave', 'builds', 'priority PID WEIGHT' or 'cgroup'"))
         }
     }
 
@@ -60,6 +65,7 @@ public enum DaemonRequest: Equatable, Sendable {
         case .leave: return "leave"
         case .builds: return "builds"
         case .priority(let pid, let weight): return "priority \(pid) \(weight)"
+        case .cgroup: return "cgroup"
         }
     }
 
@@ -147,6 +153,34 @@ public struct ShareReply: Codable, Equatable, Sendable {
             throw ControlProtocolError(message: "not a daemon's reply: \(line.prefix(120))")
         }
         return reply
+    }
+}
+
+/// The reply to `cgroup`: the directories, one per hierarchy, that `jobgov daemon --cgroups` made for the build
+/// and handed to its user (the sender's jobgov process is already in their `supervisor` leaf); the build makes its
+/// own cgroup below them.
+public struct CgroupGrant: Codable, Equatable, Sendable {
+    public var unified: String?
+    public var memory: String?
+    public var freezer: String?
+
+    public init(unified: String?, memory: String?, freezer: String?) {
+        self.unified = unified
+        self.memory = memory
+        self.freezer = freezer
+    }
+
+    public var line: String { "cgroup " + DaemonJSON.encode(self) }
+
+    /// Reads a reply line: `cgroup {…}`, or `error MESSAGE`.
+    public static func parse(_ line: String) throws(ControlProtocolError) -> CgroupGrant {
+        if line.hasPrefix("error ") { throw ControlProtocolError(message: String(line.dropFirst(6))) }
+        guard line.hasPrefix("cgroup "),
+              let grant = try? JSONDecoder().decode(CgroupGrant.self, from: Data(line.dropFirst(7).utf8)),
+              grant.unified != nil || grant.memory != nil else {
+            throw ControlProtocolError(message: "not a daemon's cgroup reply: \(line.prefix(120))")
+        }
+        return grant
     }
 }
 

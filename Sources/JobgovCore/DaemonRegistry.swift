@@ -91,6 +91,9 @@ public struct DaemonRegistry: Sendable {
             return ("ok", false, true)
         case .success(.builds):
             return (DaemonJSON.encode(status(for: peer, now: now)), false, false)
+        case .success(.cgroup):
+            // The daemon's socket code answers this itself when it makes cgroups (`--cgroups`).
+            return ("error this daemon makes no cgroups for builds (start it with --cgroups)", false, false)
         case .success(.priority(let pid, let weight)):
             guard var entry = builds[pid], peer.isRoot || entry.uid == peer.uid else {
                 // Someone else's build is reported as absent, not as forbidden: a user learns nothing of it.

@@ -214,6 +214,54 @@ struct DaemonBuildTests {
             #expect(BuildCgroup.subdirectories(dir + "/" + box.cgroup.leafName).isEmpty, "left below \(dir)")
         }
     }
+
+    /// An unprivileged user's build cannot make a cgroup, so alone it has no memory limit and cannot freeze a job.
+    /// `jobgov daemon --cgroups` (root, in the box as a service is in its unit's cgroup) makes one below its own and
+    /// moves the build's jobgov there: the build runs with the delegated tier, its budget from the box, its jobs in
+    /// its own leaf, and the daemon removes what it made once the build has ended.
+    @Test("an unprivileged build gets a cgroup from jobgov daemon --cgroups: delegated tier, jobs in its leaf, 0 OOM kills, nothing left")
+    func unprivilegedBuildGetsACgroup() throws {
+        try Clients.require(Clients.make44)
+        let s = try Scratch()
+        chmod(s.path, 0o711)
+        let box = try GovernorBuildTests.LimitedCgroup("cgroups", limit: Self.box)
+        let socket = s.path + "/daemon.sock"
+        let daemon = try startDaemon(box, socket: socket, in: s, tag: "daemon", ["--cgroups", "--group", "nogroup", "--pool", "0"])
+        try copyExample(into: s, "u")
+        // Every job writes where it ran; the tree is the user's.
+        let makefile = try String(contentsOfFile: s.path + "/u/mh/Makefile", encoding: .utf8)
+        try (makefile + "\nwhere:\n\t@cat /proc/self/cgroup > where.txt\n")
+            .write(toFile: s.path + "/u/mh/Makefile", atomically: true, encoding: .utf8)
+        try FileManager.default.createDirectory(atPath: s.path + "/u/tmp", withIntermediateDirectories: true)
+        for dir in ["/u", "/u/mh", "/u/memjob", "/u/tmp"] { chmod(s.path + dir, 0o777) }
+        let watch = OOMKillWatch(box)
+        let env = ["PATH": Clients.repo.appendingPathComponent(".deps/bin").path + ":/usr/bin:/bin",
+                   "TMPDIR": s.path + "/u/tmp", "XDG_STATE_HOME": s.path + "/u/tmp", "JOBGOV_DAEMON_SOCKET": socket]
+        let build = try Running("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", Clients.jobgov,
+                                                     Clients.make44, "-j12", "all", "where"],
+                                in: s, cwd: s.path + "/u/mh", env: env, tag: "nobody")
+        let r = build.finish(timeout: 240)
+        let kills = watch.stop()
+        #expect(r.status == 0, "\(r.stderr)")
+        let lines = r.jobgovLines
+        #expect(lines.first?.contains("from jobgov daemon at \(socket)") == true, "\(lines.first ?? "")")
+        #expect(lines.first?.contains("(cgroup limit)") == true, "the budget comes from the box: \(lines.first ?? "")")
+        #expect(lines.contains { $0.hasPrefix("jobgov: tier: delegated cgroup") && $0.contains("freezing single jobs") },
+                "\(lines.joined(separator: "\n"))")
+        #expect(kills == 0, "\(r.stderr)")
+        let where_ = (try? String(contentsOfFile: s.path + "/u/mh/where.txt", encoding: .utf8)) ?? ""
+        #expect(where_.contains("/build-") && where_.contains("/jobgov-") && where_.contains("/build\n"),
+                "a job ran in the build's leaf below the daemon's grant: \(where_)")
+        // The daemon removes the grant within its next housekeeping (every second) once the build's jobgov is gone.
+        let own = box.cgroup.topDirectories.map { $0 + "/" + box.cgroup.leafName }
+        waitUntil("the daemon to remove the cgroups it made", timeout: 10) {
+            own.allSatisfy { dir in BuildCgroup.subdirectories(dir).allSatisfy { !$0.hasPrefix("build-") } }
+        }
+        kill(daemon.pid, SIGTERM)
+        let end = daemon.finish(timeout: 10)
+        #expect(end.stderr.contains("made cgroups for process"), "\(end.stderr)")
+        #expect(end.stderr.contains("removed the cgroups of build"), "\(end.stderr)")
+    }
 }
 
 /// OOM kills anywhere in a v1 memory subtree while builds run. v1 counts a kill only in the victim's own cgroup, and

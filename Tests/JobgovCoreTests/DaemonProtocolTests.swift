@@ -12,7 +12,7 @@ private func report(pid: Int32, at t: Double = 0, need: UInt64 = 300, weight: In
 @Suite("Daemon protocol")
 struct DaemonProtocolTests {
     @Test func requestsRoundTrip() throws {
-        for request in [DaemonRequest.report(report(pid: 42)), .leave, .builds, .priority(pid: 7, weight: 20)] {
+        for request in [DaemonRequest.report(report(pid: 42)), .leave, .builds, .priority(pid: 7, weight: 20), .cgroup] {
             #expect(try DaemonRequest.parse(request.line).get() == request)
         }
     }
@@ -197,6 +197,17 @@ struct DaemonRegistryTests {
         // A daemon without CPUs to share (an older one) sends none: the build counts all of its own.
         var old = DaemonRegistry(budget: 1000 * MiB, budgetSource: "x")
         #expect(try ShareReply.parse(send(&old, DaemonRequest.report(a).line, from: alice)).cpus == nil)
+    }
+
+    @Test func cgroupGrantsRoundTripAndAreRefusedWithoutCgroups() throws {
+        let grant = CgroupGrant(unified: "/sys/fs/cgroup/unified/svc/build-42", memory: "/sys/fs/cgroup/memory/svc/build-42",
+                                freezer: nil)
+        #expect(try CgroupGrant.parse(grant.line) == grant)
+        #expect(throws: ControlProtocolError.self) { try CgroupGrant.parse("error no") }
+        #expect(throws: ControlProtocolError.self) { try CgroupGrant.parse("cgroup {}") }
+        var r = DaemonRegistry(budget: 1000 * MiB, budgetSource: "x")
+        #expect(send(&r, "cgroup", from: alice).hasPrefix("error this daemon makes no cgroups"))
+        #expect(send(&r, "cgroup please", from: alice).hasPrefix("error unknown request"))
     }
 
     @Test func theStatusTableShowsEveryBuild() throws {

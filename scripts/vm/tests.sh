@@ -127,6 +127,35 @@ check "  and every job done" all_jobs_done
 grep -E '^jobgov: (build|memory)' gov.out
 check "cgroups removed after the governed build" no_jobgov_cgroups
 
+# 7. jobgov daemon --cgroups, as a service with Delegate=yes runs it: an unprivileged build gets a cgroup below the
+echo "vm: part 7: jobgov daemon --cgroups: an unprivileged build gets a cgroup below the daemon's"
+# daemon's own (svc, as systemd would make it), with the delegated tier and its budget from svc's memory.max.
+grep -q '^nobody:' /etc/passwd 2>/dev/null || echo "nobody:x:65534:65534:nobody:/tmp:/bin/sh" >> /etc/passwd
+grep -q '^nogroup:' /etc/group 2>/dev/null || echo "nogroup:x:65534:" >> /etc/group
+echo "+memory +pids" > /sys/fs/cgroup/cgroup.subtree_control
+mkdir /sys/fs/cgroup/svc
+echo 512M > /sys/fs/cgroup/svc/memory.max
+sh -c 'echo $$ > /sys/fs/cgroup/svc/cgroup.procs; exec jobgov daemon --cgroups --group nogroup --pool 0 --socket /tmp/d.sock' > daemon.out 2>&1 &
+D=$!
+wait_for 30 test -S /tmp/d.sock
+mkdir -p /tmp/u
+chmod 777 /tmp/u
+printf 'all:\n\t@cat /proc/self/cgroup > cg\n' > /tmp/u/u.mk
+chmod 644 /tmp/u/u.mk
+(cd /tmp/u && su -s /bin/sh nobody -c "TMPDIR=/tmp/u JOBGOV_DAEMON_SOCKET=/tmp/d.sock jobgov make -f u.mk" > out 2>&1)
+check "nobody's build exits 0" [ $? -eq 0 ]
+check "  in a cgroup from the daemon" grep -q "from jobgov daemon at /tmp/d.sock" /tmp/u/out
+check "  with the delegated tier" grep -q "tier: delegated cgroup (unified cgroups)" /tmp/u/out
+check "  its job in its leaf below the daemon's grant" grep -q '^0::/svc/build-[0-9]*/jobgov-[0-9]*/build$' /tmp/u/cg
+check "  its budget from the daemon's cgroup" grep -q "(cgroup limit)" /tmp/u/out
+no_grants() { ! ls -d /sys/fs/cgroup/svc/build-* >/dev/null 2>&1; }
+check "the daemon removes the cgroups it made" wait_for 20 no_grants
+kill $D
+wait $D
+check "the daemon moved itself into a leaf to pass the memory controller down" grep -q "moved itself to /sys/fs/cgroup/svc/daemon" daemon.out
+grep -E '^jobgov: (make runs|tier)' /tmp/u/out
+rmdir /sys/fs/cgroup/svc/daemon /sys/fs/cgroup/svc
+
 [ -x /usr/bin/jobgov-probe-bench ] && . /t/bpf-tests.sh
 
 echo "VM-RESULT: $pass passed, $fail failed"

@@ -86,18 +86,20 @@ public final class BuildCgroup {
     public var leafProcsFiles: [String] { topDirectories.map { "\($0)/\(leafName)/cgroup.procs" } }
 
     /// Creates `name` (e.g. `jobgov-PID`) with a `build` leaf below this process's own cgroups, or below `parent`,
-    /// a path relative to each hierarchy's mount such as one made with cgcreate (`--cgroup`).
+    /// a path relative to each hierarchy's mount such as one made with cgcreate (`--cgroup`), or below the
+    /// directories `granted` by `jobgov daemon --cgroups` (see `CgroupDelegation`).
     ///
     /// Only the controllers asked for are used: a CPU controller puts the build in a group of its own for the
     /// scheduler, which costs fork-heavy builds about 14% wall time (measured: 3000 trivial jobs at -j2, 1.62 s
     /// without, 1.84 s with a v1 cpu cgroup two levels down), so it is added only for a CPU limit.
     public static func create(
-        layout: CgroupLayout, name: String, parent existing: String? = nil,
+        layout: CgroupLayout, name: String, parent existing: String? = nil, granted: CgroupDirectories? = nil,
         controllers: Set<String> = ["memory"]
     ) throws(CgroupError) -> BuildCgroup {
         var created: [String] = []
         var unavailable: [String: String] = [:]
-        func top(_ base: String?) -> String? {
+        func top(_ base: String?, granted given: String? = nil) -> String? {
+            if granted != nil { return given.map { joinPath($0, name) } }
             guard let base else { return nil }
             if let existing { return joinPath(joinPath(baseMount(base, layout: layout), existing), name) }
             return joinPath(base, name)
@@ -121,17 +123,17 @@ public final class BuildCgroup {
             throw CgroupError("no cgroup filesystem is mounted")
         case .unified:
             backend = .unified
-            dirs.unified = top(layout.ownUnifiedDirectory)
+            dirs.unified = top(layout.ownUnifiedDirectory, granted: granted?.unified)
         case .hybrid:
             backend = .hybrid
-            dirs.unified = top(layout.ownUnifiedDirectory)
-            dirs.memory = top(layout.ownV1Directory("memory"))
-            dirs.cpu = controllers.contains("cpu") ? top(layout.ownV1Directory("cpu")) : nil
+            dirs.unified = top(layout.ownUnifiedDirectory, granted: granted?.unified)
+            dirs.memory = top(layout.ownV1Directory("memory"), granted: granted?.memory)
+            dirs.cpu = controllers.contains("cpu") ? top(layout.ownV1Directory("cpu"), granted: granted?.cpu) : nil
         case .legacy:
             backend = .legacy
-            dirs.memory = top(layout.ownV1Directory("memory"))
-            dirs.cpu = controllers.contains("cpu") ? top(layout.ownV1Directory("cpu")) : nil
-            dirs.freezer = top(layout.ownV1Directory("freezer"))
+            dirs.memory = top(layout.ownV1Directory("memory"), granted: granted?.memory)
+            dirs.cpu = controllers.contains("cpu") ? top(layout.ownV1Directory("cpu"), granted: granted?.cpu) : nil
+            dirs.freezer = top(layout.ownV1Directory("freezer"), granted: granted?.freezer)
         }
         if let existing {
             for dir in dirs.all.map(parentDirectory) where access(dir, F_OK) != 0 {
