@@ -68,6 +68,13 @@ public final class CgroupDelegation {
     /// makes its cgroup below.
     public func grant(pid: Int32, uid: uid_t, gid: gid_t) throws(CgroupError) -> CgroupDirectories {
         if let had = grants[pid] { return had }
+        // The pid is the asking connection's (SO_PEERCRED); a process that has since ended and whose pid went to
+        // another user's process must not be moved into this user's subtree.
+        guard let status = readSmallFile("/proc/\(pid)/status", limit: 64 << 10),
+              let uids = status.split(separator: "\n").first(where: { $0.hasPrefix("Uid:") }),
+              uids.dropFirst(4).split(whereSeparator: \.isWhitespace).first.flatMap({ UInt32($0) }) == uid else {
+            throw CgroupError("process \(pid) is gone or no longer uid \(uid)'s")
+        }
         var made = CgroupDirectories()
         var createdDirs: [String] = []
         func undo() {
