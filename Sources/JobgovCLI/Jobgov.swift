@@ -17,7 +17,7 @@ public struct Jobgov: ParsableCommand {
                  [--no-rerun] [--no-swap] [--no-boost] [--no-gate] [--priority <w>] [--no-daemon] [--config <file>]
                  [--jobserver-style <style>] [-q] [--] <command> [<args> ...]
           jobgov ctl jobs <N> | status [--json] | freeze | thaw | kill   [--pid <pid>]
-          jobgov daemon [--socket <path>] [--group <name>] [--memory-budget <size>] [--pool <n>] | --status [--json] | --priority <pid> <w>
+          jobgov daemon [--socket <path>] [--group <name>] [--memory-budget <size>] [--pool <n>] [--cgroups] | --status [--json] | --priority <pid>:<w>
           jobgov monitor [--cgroup <path> | --pid <pid>] [--interval <s>] [--count <n>] [--json] [--daemon-socket <path>]
           jobgov fan --fan <hwmon fan> --sensor <hwmon sensor> [--curve <points>] [--max-temp <°C>] [--interval <s>]
           jobgov changes [-o <file>] [--deleted <file>] [-0] [--for <s>] <directory> ...
@@ -150,7 +150,7 @@ struct Run: ParsableCommand {
 
     @Option(parsing: .unconditional, help: ArgumentHelp("""
         The build's weight when it shares a budget with others under `jobgov daemon`, 1 to 100 (default \
-        \(BuildReport.defaultWeight)): a heavier build is served first and gets more of the spare memory.
+        \(BuildReport.defaultWeight)): a heavier build is served first and gets more of the spare memory and of the CPUs.
         """, valueName: "w"))
     var priority: String?
 
