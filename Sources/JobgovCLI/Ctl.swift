@@ -180,9 +180,7 @@ func talk(_ request: ControlRequest, target: Ctl.Target) throws -> String {
 /// user's for root. The path is the build's word, so it is used only if it is a socket owned by the build's user.
 func daemonServedControl(pid: Int32, environment env: [String: String]) -> String? {
     for socket in DaemonSocketPath.candidates(explicit: nil, environment: env) {
-        guard let reply = try? ControlClient.sendLine(DaemonRequest.builds.line, to: socket, timeoutMilliseconds: 1000,
-                                                      unreachableHint: ""),
-              let status = try? DaemonStatus.decode(json: reply),
+        guard case .status(let status, _) = askDaemonStatus(socket, timeoutMilliseconds: 1000),
               let build = status.builds.first(where: { $0.pid == pid }), let control = build.control else { continue }
         var st = stat()
         guard lstat(control, &st) == 0, st.st_mode & S_IFMT == S_IFSOCK, st.st_uid == build.uid else { continue }
