@@ -145,6 +145,20 @@ struct JobCgroupTests {
 struct StaleCgroupTests {
     /// A jobgov and its watchdog both killed with SIGKILL leave `jobgov-PID` behind; the next jobgov removes it
     /// when it is empty and its jobgov is gone, and leaves a live one alone.
+    /// `jobgov daemon --cgroups` moves the asking process, known by its pid; a pid that no longer belongs to the
+    /// asking uid (reused by another user's process) is refused before anything is made. (On pure v2 making the
+    /// delegation moves this process into a leaf, so there the VM's tests cover `--cgroups` instead.)
+    @Test("the daemon's cgroups for builds: a process that is not the asking user's is not moved",
+          .enabled(if: CgroupLayout.detect().kind != .unified))
+    func delegationRefusesAnotherUsersProcess() throws {
+        let delegation = try CgroupDelegation(layout: CgroupLayout.detect())
+        #expect(throws: CgroupError.self) { try delegation.grant(pid: getpid(), uid: 65534, gid: 65534) }
+        #expect(delegation.grants.isEmpty)
+        for parent in delegation.parents.all {
+            #expect(!BuildCgroup.subdirectories(parent).contains("build-\(getpid())"))
+        }
+    }
+
     @Test("empty cgroups of dead jobgovs are removed, live ones kept")
     func removeStale() throws {
         let layout = CgroupLayout.detect()
