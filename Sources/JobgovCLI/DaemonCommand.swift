@@ -79,7 +79,13 @@ struct DaemonCommand: ParsableCommand {
             fail("no place for the daemon's socket: XDG_RUNTIME_DIR is not set; give one with --socket PATH")
             return 2
         }
-        if status || priority != nil { return ask(path) }
+        if status || priority != nil {
+            if cgroups {
+                fail("--cgroups goes with starting the daemon, not with \(status ? "--status" : "--priority")")
+                return 2
+            }
+            return ask(path)
+        }
         if json {
             fail("--json goes with --status")
             return 2

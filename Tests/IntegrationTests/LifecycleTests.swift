@@ -155,6 +155,9 @@ struct MistakeTests {
          Int32(1)),
         (["monitor", "--cgroup", "x", "--pid", "3"], "give --cgroup or --pid, not both", Int32(2)),
         (["monitor", "now"], "unexpected argument 'now'", Int32(2)),
+        // daemon
+        (["daemon", "--status", "--cgroups", "--socket", "/nonexistent/daemon.sock"],
+         "--cgroups goes with starting the daemon, not with --status", Int32(2)),
         (["--generate-completion-script", "csh"],
          "can't generate completion scripts for 'csh'. Please use --generate-completion-script=<shell> with one of: zsh bash fish",
          Int32(2)),
