@@ -100,6 +100,13 @@ public final class BuildGovernor {
         if lastInput == nil { decideBeforeStart() }
     }
 
+    /// Whether `jobgov daemon` has this build yield to an older one, even its oldest job.
+    public func setYieldsToOlderBuild(_ yields: Bool) {
+        guard governor.settings.yieldsToOlderBuild != yields else { return }
+        governor.setYieldsToOlderBuild(yields)
+        options.settings = governor.settings
+    }
+
     /// The CPUs `jobgov daemon` gives this build (nil: all of them).
     public func setCPUShare(_ cpus: Double?) {
         governor.setCPUShare(cpus)
@@ -428,6 +435,7 @@ public final class BuildGovernor {
         w.add("psi_cpu_some_avg10", reading.cpuPressure)
         if let busy = reading.cpuBusy { w.add("cpu_busy", (busy * 1000).rounded() / 1000) }
         if let share = options.settings.cpuShare { w.add("cpu_share", (share * 1000).rounded() / 1000) }
+        if options.settings.yieldsToOlderBuild { w.add("yields", true) }
         w.add("rung", decision.rung.description)
         w.add("reason", decision.reason)
         trace(w.text + "\n")

@@ -28,6 +28,10 @@ final class DaemonLink {
     /// The last share of the CPUs given (nil: none, from a daemon that does not share them).
     private(set) var cpuShare: Double?
     private(set) var builds = 0
+    /// The daemon's last word that this build must yield to an older one (see `GovernorSettings.yieldsToOlderBuild`).
+    private var yieldGiven = false
+    /// Whether to yield now: never while the daemon is out of reach, so that nothing waits on a daemon that is gone.
+    var yields: Bool { yieldGiven && !lost && path != nil }
     private var exchange: LineExchange?
     private var sentAt = 0.0
     private var lost = false
@@ -77,6 +81,7 @@ final class DaemonLink {
                 path = candidate
                 share = given.shareBytes
                 cpuShare = given.cpus
+                yieldGiven = given.yield ?? false
                 builds = given.builds
                 return "joined jobgov daemon at \(candidate): share \(MemorySize.format(given.shareBytes)) of "
                     + "\(MemorySize.format(given.budgetBytes)) (\(given.builds) build\(given.builds == 1 ? "" : "s"))"
@@ -133,9 +138,11 @@ final class DaemonLink {
             say("rejoined jobgov daemon at \(path ?? "?"): share \(MemorySize.format(given.shareBytes))")
         }
         builds = given.builds
-        guard given.shareBytes != share || given.cpus != cpuShare else { return false }
+        let yieldNow = given.yield ?? false
+        guard given.shareBytes != share || given.cpus != cpuShare || yieldNow != yieldGiven else { return false }
         share = given.shareBytes
         cpuShare = given.cpus
+        yieldGiven = yieldNow
         return true
     }
 
@@ -183,16 +190,20 @@ extension BuildSupervisor {
         let limits = daemon.limits(forShare: daemon.share ?? daemon.aloneBudget)
         governing.setBudget(limits.budget, hardLimit: limits.hardLimit)
         governing.setCPUShare(daemon.cpuShare)
+        governing.setYieldsToOlderBuild(daemon.yields)
     }
 
     /// The daemon's two sources in the build's loop: the report timer and the reply.
     func watchDaemon(_ loop: EventLoop) {
         guard let daemon, let governing else { return }
-        loop.every("daemon report", interval: { DaemonTiming.reportSeconds / 2 }) { now in
+        loop.every("daemon report", interval: { DaemonTiming.reportSeconds / 2 }) { [unowned self] now in
+            let yielded = daemon.yields
             daemon.report(now: now, demand: { governing.demand }, cpuUsed: { [unowned self] in kernel?.ownCPUsUsed })
+            if daemon.yields != yielded { applyShare() }
         }
         loop.watch("daemon reply", events: Int16(POLLIN), descriptors: { daemon.pollDescriptors }) { [unowned self] _, _ in
-            if daemon.readable(now: monotonicSeconds()) { applyShare() }
+            let yielded = daemon.yields
+            if daemon.readable(now: monotonicSeconds()) || daemon.yields != yielded { applyShare() }
         }
     }
 }

@@ -171,6 +171,24 @@ public struct BudgetSharing: Sendable {
         return []
     }
 
+    /// The builds that must yield even their oldest job: from the oldest build on, each build's floor is counted
+    /// against what is free (its growth, as in `waiting`); the first build whose growth does not fit, unless it is
+    /// the oldest build, and every build newer than it. Such a build freezes its oldest job while that job is still
+    /// small (`GovernorSettings.yieldsToOlderBuild`), so that nothing, not even a job a build tool starts on its
+    /// own implicit slot, takes the room the older builds' oldest jobs will need. The oldest build never yields:
+    /// some build always progresses.
+    public static func yielding(budget: UInt64, claims: [Claim]) -> Set<String> {
+        let held = claims.reduce(UInt64(0)) { $0 + $1.demand.heldBytes }
+        var free = budget > held ? budget - held : 0
+        let byAge = claims.sorted { ($0.startedAt, $0.id) < ($1.startedAt, $1.id) }
+        for (i, c) in byAge.enumerated() {
+            let growth = c.demand.floorBytes > c.demand.heldBytes ? c.demand.floorBytes - c.demand.heldBytes : 0
+            if growth > free { return Set(byAge[max(1, i)...].map(\.id)) }
+            free -= growth
+        }
+        return []
+    }
+
     /// The shares at time `now` (seconds): the targets, with falls paced and rises given only from what is free,
     /// in shares and in memory actually held (a build over its share keeps what it holds until it gives it up).
     public mutating func divide(_ claims: [Claim], now: Double) -> [String: UInt64] {

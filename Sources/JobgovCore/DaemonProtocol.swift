@@ -133,16 +133,20 @@ public struct ShareReply: Codable, Equatable, Sendable {
     public var builds: Int
     /// The build's share of the CPUs, for its CPU rule (nil from a daemon that does not share them).
     public var cpus: Double?
+    /// True when the build must yield to an older one, even its oldest job (`BudgetSharing.yielding`); nil (as
+    /// from a daemon that does not say) means no.
+    public var yield: Bool?
 
-    public init(shareBytes: UInt64, budgetBytes: UInt64, builds: Int, cpus: Double? = nil) {
+    public init(shareBytes: UInt64, budgetBytes: UInt64, builds: Int, cpus: Double? = nil, yield: Bool? = nil) {
         self.shareBytes = shareBytes
         self.budgetBytes = budgetBytes
         self.builds = builds
         self.cpus = cpus
+        self.yield = yield
     }
 
     enum CodingKeys: String, CodingKey {
-        case shareBytes = "share_bytes", budgetBytes = "budget_bytes", builds, cpus
+        case shareBytes = "share_bytes", budgetBytes = "budget_bytes", builds, cpus, yield
     }
 
     /// Reads a reply line: `share {…}`, or `error MESSAGE`.

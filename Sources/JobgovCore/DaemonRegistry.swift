@@ -39,6 +39,8 @@ public struct DaemonRegistry: Sendable {
     public let cpus: Double?
     /// Each build's share of them, from the last division.
     public private(set) var cpuShares: [String: Double] = [:]
+    /// The builds that must yield to older ones, from the last division (`BudgetSharing.yielding`).
+    public private(set) var yielding: Set<String> = []
     /// At most this many builds at once; further ones are refused (and run alone on their own budget).
     public var maximumBuilds = 256
 
@@ -83,7 +85,8 @@ public struct DaemonRegistry: Sendable {
                                      reportedAt: now)
             let shares = divide(now: now)
             let reply = ShareReply(shareBytes: shares[String(peer.pid)] ?? 0, budgetBytes: budget, builds: builds.count,
-                                   cpus: cpuShares[String(peer.pid)])
+                                   cpus: cpuShares[String(peer.pid)],
+                                   yield: yielding.contains(String(peer.pid)) ? true : nil)
             return ("share " + DaemonJSON.encode(reply), joined, false)
         case .success(.leave):
             guard builds.removeValue(forKey: peer.pid) != nil else { return ("error not a build of this daemon", false, false) }
@@ -129,15 +132,17 @@ public struct DaemonRegistry: Sendable {
     }
 
     private mutating func divide(now: Double) -> [String: UInt64] {
+        let claims = builds.values.map {
+            BudgetSharing.Claim(id: String($0.report.pid), startedAt: $0.report.startedAt, weight: $0.report.weight,
+                                demand: $0.report.demand,
+                                cap: $0.report.aloneBudgetBytes > 0 ? $0.report.aloneBudgetBytes : .max)
+        }
+        yielding = BudgetSharing.yielding(budget: budget, claims: claims)
         if let cpus {
             cpuShares = CPUSharing.divide(cpus: cpus, claims: builds.values.map {
                 CPUSharing.Claim(id: String($0.report.pid), weight: $0.report.weight, used: $0.report.cpuUsed)
             })
         }
-        return sharing.divide(builds.values.map {
-            BudgetSharing.Claim(id: String($0.report.pid), startedAt: $0.report.startedAt, weight: $0.report.weight,
-                                demand: $0.report.demand,
-                                cap: $0.report.aloneBudgetBytes > 0 ? $0.report.aloneBudgetBytes : .max)
-        }, now: now)
+        return sharing.divide(claims, now: now)
     }
 }

@@ -223,7 +223,7 @@ public struct Governor: Sendable {
         // fits) hold still, and freezing them would only stop them from finishing. Frozen jobs' memory counts in
         // what is used, so without this every tick froze one more job until one ran (measured in the simulator).
         let overUsed = used > s.freezeThreshold * budget && (running.contains(where: \.growing) || used > budget)
-        if let oldest = jobs.first(where: { !$0.remote }), oldest.frozen {
+        if let oldest = jobs.first(where: { !$0.remote }), oldest.frozen, !s.yieldsToOlderBuild {
             // The jobs older than it have ended: the oldest job always runs, whatever memory says, or the build
             // would wait for nothing (memory in use may sit above the freeze threshold with every job frozen).
             decision.thaw = [oldest.id]
@@ -231,7 +231,7 @@ public struct Governor: Sendable {
             reasons.append("thaw oldest")
         } else if overUsed || nearFuture > budget || plan.peakBytes > budget {
             let local = running.filter { !$0.remote }
-            if local.count >= 2 && input.now - lastFreeze >= s.freezeIntervalSeconds {
+            if local.count >= (s.yieldsToOlderBuild ? 1 : 2) && input.now - lastFreeze >= s.freezeIntervalSeconds {
                 // The newest first, never the oldest; several at once when together they grow faster than the
                 // room left (a phase of heavy jobs that all started together), each of them while still small.
                 var ahead = nearFuture
@@ -247,6 +247,15 @@ public struct Governor: Sendable {
                     kept.removeAll { $0.id == job.id }
                     ahead -= job.growth(within: s.freezeHorizonSeconds, horizon: h)
                     usedSettled = usedSettled || used - Double(job.rssBytes) <= s.freezeThreshold * budget
+                }
+                // Yielding to an older build (`jobgov daemon`): the oldest job too, if the jobs left still do not fit
+                // the share and it holds less than half of what it will: frozen now it keeps little from the older
+                // build. One that has grown further keeps running (without swap, freezing it would free nothing).
+                if s.yieldsToOlderBuild, let oldest = local.first, !toFreeze.contains(oldest.id),
+                   2 * oldest.rssBytes < oldest.expectedPeak(horizon: h),
+                   Self.runningPlan(input, running: kept, horizon: h, slack: slack).peakBytes > budget {
+                    toFreeze.append(oldest.id)
+                    reasons.append("yield to an older build")
                 }
                 if !toFreeze.isEmpty {
                     decision.freeze = toFreeze
@@ -438,6 +447,11 @@ public struct Governor: Sendable {
     public mutating func setBudget(_ budget: UInt64, hardLimit: UInt64) {
         settings.budget = budget
         settings.hardLimit = max(budget, hardLimit)
+    }
+
+    /// Whether `jobgov daemon` has this build yield to an older one (see `GovernorSettings.yieldsToOlderBuild`).
+    public mutating func setYieldsToOlderBuild(_ yields: Bool) {
+        settings.yieldsToOlderBuild = yields
     }
 
     /// The CPUs `jobgov daemon` gives this build (nil: all of them; see `GovernorSettings.cpuShare`).

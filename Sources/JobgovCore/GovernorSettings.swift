@@ -22,6 +22,10 @@ public struct GovernorSettings: Sendable, Equatable {
     /// The CPUs this build may count on when `jobgov daemon` shares the machine between builds (see `CPUSharing`):
     /// the CPU rule measures the build's use against this share, not all `cpus`. nil: all of them.
     public var cpuShare: Double?
+    /// `jobgov daemon` says this build must yield to an older one whose oldest job still has to grow into memory
+    /// that is not free (see `BudgetSharing.yielding`): then even the build's oldest job is frozen while it is still
+    /// small, and stays frozen until the daemon lifts this. Alone (false) the oldest job always runs.
+    public var yieldsToOlderBuild = false
     /// Hysteresis: after lowering the target, wait this long before raising it again.
     public var raiseHoldSeconds: Double = 1.0
     /// Raising needs this much room beyond the job it would admit (a share of the budget), so that the target does not

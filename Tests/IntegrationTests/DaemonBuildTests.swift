@@ -123,6 +123,77 @@ struct DaemonBuildTests {
         #expect(access(socket, F_OK) != 0, "the daemon removes its socket when it stops")
     }
 
+    /// Three ninja builds whose one job is a 400 MiB "link" (memjob, 3 s to its peak), started half a second apart
+    /// in one 1 GiB box, `--no-swap`, with the history of one earlier build of each: two links fit beside each other,
+    /// three do not. Each link is its build's oldest job, started on ninja's own implicit slot, which no share can
+    /// hold back; without the daemon the box's OOM killer ends one. With it, a newer build whose link cannot grow
+    /// beside the older ones' is told to yield: it freezes its link while the link is small and runs it once the
+    /// room is there.
+    @Test("three builds whose oldest jobs are large links: a newer build yields its link until there is room; 0 OOM kills")
+    func aNewerBuildYieldsItsOldestJob() throws {
+        try Clients.require(Clients.ninja)
+        let s = try Scratch()
+        let cc = try Running("/usr/bin/cc", ["-O2", "-o", s.path + "/memjob", Self.memjob], in: s, tag: "cc")
+            .finish(timeout: 60)
+        try #require(cc.status == 0, "\(cc.stderr)")
+        let dirs = ["a", "b", "c"]
+        for d in dirs {
+            try FileManager.default.createDirectory(atPath: s.path + "/" + d, withIntermediateDirectories: true)
+            try s.write(d + "/build.ninja", """
+                rule link
+                  command = \(s.path)/memjob --name link --peak 400 --ramp 3 --hold 0.5 --cpu 0.1 --out $out
+                build out: link
+
+                """)
+        }
+        func env(_ socket: String) -> [String: String] {
+            ["PATH": "/usr/bin:/bin", "XDG_STATE_HOME": s.path + "/state", "JOBGOV_DAEMON_SOCKET": socket]
+        }
+        // The history: each build once, alone.
+        for d in dirs {
+            let box = try GovernorBuildTests.LimitedCgroup("yield-" + d, limit: Self.box)
+            let r = try Running("/bin/sh", box.wrap([Clients.jobgov, "--no-swap", Clients.ninja, "-j4"]), in: s,
+                                cwd: s.path + "/" + d, env: env("none"), tag: "history-" + d).finish(timeout: 60)
+            #expect(r.status == 0, "\(r.stderr)")
+            try FileManager.default.removeItem(atPath: s.path + "/" + d + "/out")
+        }
+        /// The three builds, half a second apart, in a fresh box; their results and the box's OOM kills.
+        func together(socket: String, tag: String) throws -> ([RunResult], UInt64) {
+            let box = try GovernorBuildTests.LimitedCgroup(tag, limit: Self.box)
+            let watch = OOMKillWatch(box)
+            let daemon = socket == "none" ? nil : try startDaemon(box, socket: socket, in: s, tag: tag + "-daemon")
+            var builds: [Running] = []
+            for d in dirs {
+                try? FileManager.default.removeItem(atPath: s.path + "/" + d + "/out")
+                builds.append(try Running("/bin/sh", box.wrap([Clients.jobgov, "--no-swap", "--trace",
+                                                               s.path + "/\(tag)-\(d).trace", Clients.ninja, "-j4"]),
+                                          in: s, cwd: s.path + "/" + d, env: env(socket), tag: tag + "-" + d))
+                usleep(500_000)
+            }
+            let results = builds.map { $0.finish(timeout: 120) }
+            if let daemon {
+                kill(daemon.pid, SIGTERM)
+                _ = daemon.finish(timeout: 10)
+            }
+            return (results, watch.stop())
+        }
+        let (alone, aloneKills) = try together(socket: "none", tag: "yield-alone")
+        #expect(aloneKills > 0, "three 400 MiB links in 1 GiB, each jobgov planning alone: \(alone.map(\.status))")
+
+        let (shared, kills) = try together(socket: s.path + "/daemon.sock", tag: "yield-daemon")
+        #expect(kills == 0, "OOM kills in the box: \(kills)")
+        for (d, r) in zip(dirs, shared) {
+            #expect(r.status == 0, "\(d): \(r.jobgovLines.joined(separator: "\n"))")
+            #expect(r.jobgovLines.first?.contains("joined jobgov daemon") == true, "\(d)")
+        }
+        // The newest build yielded: told so in its trace, its link frozen at least once.
+        let trace = (try? String(contentsOfFile: s.path + "/yield-daemon-c.trace", encoding: .utf8)) ?? ""
+        #expect(trace.contains("\"yields\":true"), "the third build was never told to yield")
+        #expect(shared[2].jobgovLines.contains { $0.contains("memory:") && !$0.contains(" 0 job freezes") },
+                "\(shared[2].jobgovLines.joined(separator: "\n"))")
+        #expect(dirs.allSatisfy { FileManager.default.fileExists(atPath: s.path + "/" + $0 + "/out") })
+    }
+
     /// The plain client's build: `count` jobs of 16 MiB (memjob, 1.5 s each) that record their start and end in
     /// `log`, for make without `-j`.
     private func plainBuild(into s: Scratch, count: Int, log: String) throws {

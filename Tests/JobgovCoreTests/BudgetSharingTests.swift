@@ -76,6 +76,23 @@ struct BudgetSharingTests {
         #expect(BudgetSharing.waiting(budget: 1000 * MiB, claims: [older, middle, newer]) == ["new"])
     }
 
+    @Test func theBuildWhoseOldestJobCannotGrowYieldsAndSoDoNewerOnes() {
+        // Three links at once, as their oldest jobs: 450, 391 and 343 MiB in 889 MiB. The first two fit beside each
+        // other; the third's does not, so it (and only it) yields even its oldest job while that is small.
+        let a = claim("a", at: 1, held: 100, floor: 450, need: 450, want: 450)
+        let b = claim("b", at: 2, held: 50, floor: 391, need: 391, want: 391)
+        let c = claim("c", at: 3, held: 20, floor: 343, need: 343, want: 343)
+        #expect(BudgetSharing.yielding(budget: 889 * MiB, claims: [c, a, b]) == ["c"])
+        #expect(BudgetSharing.waiting(budget: 889 * MiB, claims: [c, a, b]).isEmpty,
+                "waiting (starting nothing new) is for the builds after it")
+        // The oldest build never yields, even when its own oldest job does not fit: the others do.
+        let huge = claim("a", at: 1, held: 10, floor: 950, need: 950, want: 950)
+        #expect(BudgetSharing.yielding(budget: 889 * MiB, claims: [huge, b, c]) == ["b", "c"])
+        #expect(BudgetSharing.yielding(budget: 889 * MiB, claims: [huge]).isEmpty)
+        // Room for all three: nobody yields.
+        #expect(BudgetSharing.yielding(budget: 2000 * MiB, claims: [a, b, c]).isEmpty)
+    }
+
     @Test func floorsComeFirstOldestBuildFirst() {
         let shares = BudgetSharing.targets(budget: 500 * MiB, claims: [
             claim("c", at: 3, floor: 300, need: 300, want: 300),

@@ -199,6 +199,26 @@ struct DaemonRegistryTests {
         #expect(try ShareReply.parse(send(&old, DaemonRequest.report(a).line, from: alice)).cpus == nil)
     }
 
+    @Test func aNewerBuildIsToldToYieldWhileAnOlderBuildsOldestJobNeedsTheRoom() throws {
+        var r = DaemonRegistry(budget: 1000 * MiB, budgetSource: "x")
+        var old = report(pid: 100, at: 1)
+        old.demand = BuildDemand(heldBytes: 100 * MiB, floorBytes: 700 * MiB, needBytes: 700 * MiB, wantBytes: 700 * MiB)
+        var new = report(pid: 200, at: 2)
+        new.demand = BuildDemand(heldBytes: 30 * MiB, floorBytes: 450 * MiB, needBytes: 450 * MiB, wantBytes: 450 * MiB)
+        #expect(try ShareReply.parse(send(&r, DaemonRequest.report(old).line, from: alice)).yield == nil)
+        let told = try ShareReply.parse(send(&r, DaemonRequest.report(new).line, from: bob))
+        #expect(told.yield == true, "870 MiB free, 600 for the older link: not the 420 the newer one still needs")
+        #expect(try ShareReply.parse(send(&r, DaemonRequest.report(old).line, from: alice)).yield == nil,
+                "the oldest build never yields")
+        // The older link ended: the newer build goes on.
+        old.demand = BuildDemand(heldBytes: 20 * MiB, floorBytes: 50 * MiB, needBytes: 50 * MiB, wantBytes: 300 * MiB)
+        _ = send(&r, DaemonRequest.report(old).line, from: alice)
+        #expect(try ShareReply.parse(send(&r, DaemonRequest.report(new).line, from: bob)).yield == nil)
+        #expect(ShareReply(shareBytes: 1, budgetBytes: 2, builds: 1, yield: true).yield == true)
+        let line = "share " + DaemonJSON.encode(ShareReply(shareBytes: 1, budgetBytes: 2, builds: 1, yield: true))
+        #expect(try ShareReply.parse(line).yield == true)
+    }
+
     @Test func cgroupGrantsRoundTripAndAreRefusedWithoutCgroups() throws {
         let grant = CgroupGrant(unified: "/sys/fs/cgroup/unified/svc/build-42", memory: "/sys/fs/cgroup/memory/svc/build-42",
                                 freezer: nil)

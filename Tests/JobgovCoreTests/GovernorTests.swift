@@ -141,6 +141,41 @@ struct GovernorTests {
         #expect(d.targetJobs >= 1)
     }
 
+    /// Under `jobgov daemon`, a build told to yield to an older one freezes even its oldest job while that job is
+    /// small and does not fit the share, keeps it frozen while told so, and runs it again once the daemon lifts it.
+    /// Alone, the same job runs.
+    @Test func aBuildThatYieldsFreezesItsSmallOldestJob() {
+        let link = GovernorInput.RunningJob(id: JobID(pid: 7, startTicks: 0), startedAt: 1, rssBytes: 20 * MiB,
+                                            peakBytes: 20 * MiB, predictedPeakBytes: 400 * MiB, growing: true,
+                                            growthRate: Double(150 * MiB))
+        let input = GovernorInput(now: 2, memoryUsedBytes: 25 * MiB, jobs: [link], nextJobPeakBytes: 400 * MiB)
+        var alone = governor(jobs: 4, budgetMiB: 100)
+        #expect(alone.decide(input).freeze.isEmpty, "alone, the oldest job always runs")
+        var yielding = governor(jobs: 4, budgetMiB: 100)
+        yielding.setYieldsToOlderBuild(true)
+        let d = yielding.decide(input)
+        #expect(d.freeze.map(\.pid) == [7])
+        #expect(d.reason.contains("yield"))
+        // Frozen and still told to yield: not thawed.
+        var frozen = link
+        frozen.frozen = true
+        frozen.growing = false
+        let later = GovernorInput(now: 3, memoryUsedBytes: 25 * MiB, jobs: [frozen], nextJobPeakBytes: 400 * MiB)
+        #expect(yielding.decide(later).thaw.isEmpty)
+        // A job that has grown past half its peak is not frozen to yield: without swap it would free nothing.
+        var grown = link
+        grown.rssBytes = 250 * MiB
+        grown.peakBytes = 250 * MiB
+        var other = governor(jobs: 4, budgetMiB: 100)
+        other.setYieldsToOlderBuild(true)
+        #expect(other.decide(GovernorInput(now: 2, memoryUsedBytes: 255 * MiB, jobs: [grown],
+                                           nextJobPeakBytes: 400 * MiB)).freeze.isEmpty)
+        // The daemon lifts it: the oldest job runs again, whatever memory says.
+        yielding.setYieldsToOlderBuild(false)
+        let again = GovernorInput(now: 4, memoryUsedBytes: 25 * MiB, jobs: [frozen], nextJobPeakBytes: 400 * MiB)
+        #expect(yielding.decide(again).thaw.map(\.pid) == [7])
+    }
+
     @Test func raisingWaitsAfterLoweringSoTheTargetDoesNotFlap() {
         var g = governor(jobs: 8)
         let job = { (pid: Int32, rss: UInt64) in
