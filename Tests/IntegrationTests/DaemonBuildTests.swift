@@ -80,7 +80,8 @@ struct DaemonBuildTests {
         let socket = s.path + "/daemon.sock"
         var daemon = try startDaemon(box, socket: socket, in: s, tag: "daemon1")
         // With page-out (the default as root): without it, both builds' oldest jobs can be 450 MiB links at once,
-        // which no share can keep apart (each build's oldest job always runs), and frozen links keep their memory.
+        // and on a first build (no history) no link's peak is predicted, so the daemon cannot tell the newer build
+        // to yield its link (aNewerBuildYieldsItsOldestJob), and frozen links keep their memory.
         let (make, ninja) = try startBuilds(in: box, s, socket: socket, swap: true)
         waitUntil("both builds joined", timeout: 20) {
             (try? daemonStatus(socket, in: s)["builds"] as? [Any])??.count == 2
