@@ -160,15 +160,8 @@ public struct BudgetSharing: Sendable {
     /// before it is needed. The growth is counted from the build's whole holding (an underestimate when it runs
     /// other jobs besides its oldest), and only where its oldest job's peak is predicted (a command it has seen).
     public static func waiting(budget: UInt64, claims: [Claim]) -> Set<String> {
-        let held = claims.reduce(UInt64(0)) { $0 + $1.demand.heldBytes }
-        var free = budget > held ? budget - held : 0
-        let byAge = claims.sorted { ($0.startedAt, $0.id) < ($1.startedAt, $1.id) }
-        for (i, c) in byAge.enumerated() {
-            let growth = c.demand.floorBytes > c.demand.heldBytes ? c.demand.floorBytes - c.demand.heldBytes : 0
-            if growth > free { return Set(byAge[(i + 1)...].map(\.id)) }
-            free -= growth
-        }
-        return []
+        guard let (byAge, short) = firstShortOfRoom(budget: budget, claims: claims) else { return [] }
+        return Set(byAge[(short + 1)...].map(\.id))
     }
 
     /// The builds that must yield even their oldest job: from the oldest build on, each build's floor is counted
@@ -178,15 +171,22 @@ public struct BudgetSharing: Sendable {
     /// own implicit slot, takes the room the older builds' oldest jobs will need. The oldest build never yields:
     /// some build always progresses.
     public static func yielding(budget: UInt64, claims: [Claim]) -> Set<String> {
+        guard let (byAge, short) = firstShortOfRoom(budget: budget, claims: claims) else { return [] }
+        return Set(byAge[max(1, short)...].map(\.id))
+    }
+
+    /// The claims oldest first, and the index of the first whose oldest job's growth (its floor above what it
+    /// holds) does not fit in what is free after the older builds' growth; nil when every one fits.
+    private static func firstShortOfRoom(budget: UInt64, claims: [Claim]) -> ([Claim], Int)? {
         let held = claims.reduce(UInt64(0)) { $0 + $1.demand.heldBytes }
         var free = budget > held ? budget - held : 0
         let byAge = claims.sorted { ($0.startedAt, $0.id) < ($1.startedAt, $1.id) }
         for (i, c) in byAge.enumerated() {
             let growth = c.demand.floorBytes > c.demand.heldBytes ? c.demand.floorBytes - c.demand.heldBytes : 0
-            if growth > free { return Set(byAge[max(1, i)...].map(\.id)) }
+            if growth > free { return (byAge, i) }
             free -= growth
         }
-        return []
+        return nil
     }
 
     /// The shares at time `now` (seconds): the targets, with falls paced and rises given only from what is free,

@@ -229,7 +229,7 @@ public struct Governor: Sendable {
             decision.thaw = [oldest.id]
             lastThaw = input.now
             reasons.append("thaw oldest")
-        } else if overUsed || nearFuture > budget || plan.peakBytes > budget {
+        } else if overUsed || nearFuture > budget || plan.peakBytes > budget || yieldsOldest(running, horizon: h) {
             let local = running.filter { !$0.remote }
             if local.count >= (s.yieldsToOlderBuild ? 1 : 2) && input.now - lastFreeze >= s.freezeIntervalSeconds {
                 // The newest first, never the oldest; several at once when together they grow faster than the
@@ -248,12 +248,10 @@ public struct Governor: Sendable {
                     ahead -= job.growth(within: s.freezeHorizonSeconds, horizon: h)
                     usedSettled = usedSettled || used - Double(job.rssBytes) <= s.freezeThreshold * budget
                 }
-                // Yielding to an older build (`jobgov daemon`): the oldest job too, if the jobs left still do not fit
-                // the share and it holds less than half of what it will: frozen now it keeps little from the older
-                // build. One that has grown further keeps running (without swap, freezing it would free nothing).
-                if s.yieldsToOlderBuild, let oldest = local.first, !toFreeze.contains(oldest.id),
-                   2 * oldest.rssBytes < oldest.expectedPeak(horizon: h),
-                   Self.runningPlan(input, running: kept, horizon: h, slack: slack).peakBytes > budget {
+                // Yielding to an older build (`jobgov daemon`): the oldest job too. The daemon says its growth does
+                // not fit in the memory that is free (what the builds hold, not their shares: a build over its share
+                // keeps what its frozen jobs hold), so the share alone cannot tell.
+                if yieldsOldest(running, horizon: h), let oldest = local.first, !toFreeze.contains(oldest.id) {
                     toFreeze.append(oldest.id)
                     reasons.append("yield to an older build")
                 }
@@ -263,8 +261,9 @@ public struct Governor: Sendable {
                     reasons.append(toFreeze.count == 1 ? "freeze newest" : "freeze \(toFreeze.count) newest")
                 }
             }
-        } else if !frozen.isEmpty, !input.atHardLimit, input.now - lastThaw >= s.thawIntervalSeconds,
-                  input.now - lastFreeze >= s.thawIntervalSeconds {
+        } else if !frozen.isEmpty, !input.atHardLimit, !s.yieldsToOlderBuild,
+                  input.now - lastThaw >= s.thawIntervalSeconds, input.now - lastFreeze >= s.thawIntervalSeconds {
+            // Not while yielding to an older build: what is frozen waits for the daemon's word, not for the share.
             // Never at the hard limit: a job there waits for memory the plan did not see it needing (it cannot
             // grow, so it does not look like growing), and a thaw would only add to the demand.
             // Thawed, oldest first, as many as the plan fits under the budget. A frozen job already at its peak
@@ -314,6 +313,14 @@ public struct Governor: Sendable {
         let unstarted = Double(max(0, target - running.count)) * Double(max(input.nextJobPeakBytes, s.priorJobPeakBytes))
         decision.calm = frozen.isEmpty && decision.rung == .run && predictedRunning + unstarted < 0.5 * budget
         return decision
+    }
+
+    /// Under a daemon's word to yield (`GovernorSettings.yieldsToOlderBuild`): the oldest local job runs and holds
+    /// less than half of what it will, so frozen now it keeps little from the older build. One that has grown
+    /// further keeps running (without swap, freezing it would free nothing).
+    private func yieldsOldest(_ running: [GovernorInput.RunningJob], horizon: Double) -> Bool {
+        guard settings.yieldsToOlderBuild, let oldest = running.first(where: { !$0.remote }) else { return false }
+        return 2 * oldest.rssBytes < oldest.expectedPeak(horizon: horizon)
     }
 
     /// Freezing frees nothing by itself: frozen jobs keep their memory. When the jobs left running could not all

@@ -156,12 +156,19 @@ struct GovernorTests {
         let d = yielding.decide(input)
         #expect(d.freeze.map(\.pid) == [7])
         #expect(d.reason.contains("yield"))
-        // Frozen and still told to yield: not thawed.
+        // Told to yield, it is frozen even where the share would hold it: the daemon counts what the builds hold,
+        // and a share can be there while the memory behind it is not.
+        var roomy = governor(jobs: 4, budgetMiB: 1000)
+        roomy.setYieldsToOlderBuild(true)
+        #expect(roomy.decide(input).freeze.map(\.pid) == [7])
+        // Frozen and still told to yield: not thawed, even where it fits the share.
         var frozen = link
         frozen.frozen = true
         frozen.growing = false
         let later = GovernorInput(now: 3, memoryUsedBytes: 25 * MiB, jobs: [frozen], nextJobPeakBytes: 400 * MiB)
         #expect(yielding.decide(later).thaw.isEmpty)
+        let roomyLater = GovernorInput(now: 5, memoryUsedBytes: 25 * MiB, jobs: [frozen], nextJobPeakBytes: 400 * MiB)
+        #expect(roomy.decide(roomyLater).thaw.isEmpty)
         // A job that has grown past half its peak is not frozen to yield: without swap it would free nothing.
         var grown = link
         grown.rssBytes = 250 * MiB
