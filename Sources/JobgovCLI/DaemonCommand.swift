@@ -23,9 +23,9 @@ struct DaemonCommand: ParsableCommand {
         joins it (its start line says so), reports its demand four times a second and plans against the share it \
         gets back. The oldest job of every build has room, oldest build first; when memory runs short the newest \
         build gives first, and a newer build whose oldest job could not grow beside the older builds' freezes it \
-        while it is small, until there is room. The CPUs are shared too: each build's CPU rule measures its use against its share of them (by \
-        weight; a build that uses little leaves the rest to the others), so that builds side by side do not each \
-        start jobs as if the CPUs were theirs alone. If the daemon dies, each build keeps its last share, goes on, and rejoins a restarted daemon. \
+        while it is small, until there is room. The CPUs are shared too: each build's CPU rule measures its use \
+        against its share of them (by weight; a build that uses little leaves the rest to the others), so that \
+        builds side by side do not each start jobs as if the CPUs were theirs alone. If the daemon dies, each build keeps its last share, goes on, and rejoins a restarted daemon. \
         Started by systemd for jobgov.socket (socket activation), it serves the socket systemd hands over.
 
         Root and the members of the group (--group; by default `jobgov` when that group exists) may connect; each \

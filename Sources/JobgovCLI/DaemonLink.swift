@@ -31,7 +31,7 @@ final class DaemonLink {
     /// The daemon's last word that this build must yield to an older one (see `GovernorSettings.yieldsToOlderBuild`).
     private var yieldGiven = false
     /// Whether to yield now: never while the daemon is out of reach, so that nothing waits on a daemon that is gone.
-    var yields: Bool { yieldGiven && !lost && path != nil }
+    var yields: Bool { yieldGiven && !lost }
     private var exchange: LineExchange?
     private var sentAt = 0.0
     private var lost = false
